@@ -1,0 +1,1 @@
+"""The HTTP surface: the only layer that knows a web framework."""

@@ -1,0 +1,11 @@
+"""Every route's path, in one place, so the native server and the ASGI app agree."""
+
+from typing import Final
+
+API: Final = "/api/v1"
+STREAM: Final = f"{API}/events/stream"
+PUBLISH: Final = f"{API}/events"
+HEALTH: Final = f"{API}/events/health"
+STREAM_TOKEN: Final = f"{API}/auth/sse-token"
+DEMO_PAGE: Final = "/"
+DEMO_TOKEN: Final = "/demo/token"  # noqa: S105 - a path

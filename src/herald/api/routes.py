@@ -1,0 +1,96 @@
+"""The control API: publish, stream tokens, health."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+
+from herald.api import paths
+from herald.api.schemas import ErrorBody, Health, PublishRequest, PublishResponse, StreamTokenResponse
+from herald.events.message import build_message
+from herald.gateway import Gateway
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (401, "missing, malformed, expired or badly signed credentials"),
+        (403, "the token lacks the role or the grant"),
+        (413, "the event's encoded data is over the limit"),
+        (422, "the request body or the event is not valid"),
+        (503, "the bus cannot take events right now; retry after `Retry-After`"),
+    )
+}
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+@router.post(
+    paths.PUBLISH,
+    status_code=202,
+    response_model=PublishResponse,
+    responses=_ERRORS,
+    summary="Publish an event",
+    tags=["events"],
+)
+async def publish(
+    body: PublishRequest,
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+) -> PublishResponse:
+    """Append an event to the log; it reaches its receivers' streams from there.
+
+    Needs a bearer JWT with the `publisher` role. Answers with the event's
+    cursor; a repeated `idempotency_key` answers the first event's cursor.
+    """
+    gateway = _gateway(request)
+    await gateway.authenticate_publisher(authorization)
+    message = build_message(
+        event=body.event,
+        scope=body.scope,
+        key=body.key,
+        data=body.data,
+        priority=body.priority,
+        coalesce=body.coalesce,
+        source="http",
+    )
+    result = await gateway.publish(message, idempotency_key=body.idempotency_key)
+    return PublishResponse(id=str(result.cursor), duplicate=result.duplicate)
+
+
+@router.post(
+    paths.STREAM_TOKEN,
+    response_model=StreamTokenResponse,
+    responses={401: _ERRORS[401]},
+    summary="Exchange a JWT for a stream token",
+    tags=["auth"],
+)
+async def stream_token(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> StreamTokenResponse:
+    """A short-lived token for `GET /api/v1/events/stream?token=…`, for clients such as
+    native EventSource that cannot send an Authorization header. It opens one
+    stream at a time and may reopen it (EventSource's reconnect) until it expires."""
+    gateway = _gateway(request)
+    principal = await gateway.authenticate(authorization)
+    minted = gateway.stream_tokens.mint(principal)
+    return StreamTokenResponse(
+        token=minted.token,
+        expires_at=minted.expires_at,
+        expires_in=max(0.0, round(minted.expires_at - time.time(), 3)),
+        stream_url=f"{paths.STREAM}?token={quote(minted.token)}",
+    )
+
+
+@router.get(paths.HEALTH, response_model=Health, summary="Health and connection counts", tags=["operations"])
+async def health(request: Request) -> JSONResponse:
+    body = _gateway(request).health()
+    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)

@@ -1,0 +1,60 @@
+"""Request and response bodies of the control API (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(description="`domain.action-past` in kebab-case, or `error.*`", max_length=100)
+    scope: str = Field(description="`user`, `session`, `global` or a resource type such as `novel`")
+    key: str | None = Field(None, description="the user, session or resource id; none for `global`")
+    data: dict[str, Any] = Field(description="JSON object, at most 64 KiB encoded")
+    priority: Literal["high", "normal", "low"] = "normal"
+    coalesce: str | None = Field(
+        None, description="a newer event with the same key replaces one still queued", max_length=256
+    )
+    idempotency_key: str | None = Field(
+        None,
+        description="publishing the same key again appends nothing and answers the first id",
+        min_length=1,
+        max_length=256,
+    )
+
+
+class PublishResponse(BaseModel):
+    id: str = Field(description="the event's cursor: its SSE `id`")
+    duplicate: bool = Field(description="true when the idempotency key was seen before")
+
+
+class StreamTokenResponse(BaseModel):
+    token: str
+    expires_at: float = Field(description="Unix seconds after which the token opens no stream")
+    expires_in: float
+    stream_url: str = Field(description="the stream path with this token, ready for EventSource")
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+    retry_after: float | None = None
+
+
+class BusHealth(BaseModel):
+    backend: str
+    healthy: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    connections: int
+    users: int
+    position: str
+    bus: BusHealth
+    accepting: bool

@@ -1,0 +1,81 @@
+"""What a stream request says, read the same way by the native server and by ASGI.
+
+Query strings may carry stream tokens, so nothing here ever logs one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+import structlog
+from starlette.types import Scope
+
+from herald.manager.connection import Connection
+
+log = structlog.get_logger("herald.stream")
+
+_MAX_LOGGED_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    authorization: str | None
+    token: str | None
+    last_event_id: str | None
+    subscribe: str | None
+    client_ip: str | None
+    user_agent: str | None
+
+    @classmethod
+    def parse(
+        cls, query: bytes, headers: Iterable[tuple[bytes, bytes]], client_ip: str | None
+    ) -> StreamRequest:
+        wanted: dict[bytes, str] = {}
+        for name, value in headers:
+            lname = name.lower()
+            if lname in (b"authorization", b"last-event-id", b"user-agent") and lname not in wanted:
+                wanted[lname] = value.decode("latin-1")
+        params = parse_qs(query.decode("latin-1"), keep_blank_values=True, max_num_fields=50)
+        token = params.get("token", [None])[0]
+        subscribe = ",".join(params["subscribe"]) if "subscribe" in params else None
+        # The header wins: it is what EventSource sends on its own reconnects,
+        # newer than the ``last_event_id`` baked into the URL.
+        last_event_id = wanted.get(b"last-event-id", params.get("last_event_id", [None])[0])
+        return cls(
+            authorization=wanted.get(b"authorization"),
+            token=token,
+            last_event_id=last_event_id,
+            subscribe=subscribe,
+            client_ip=client_ip,
+            user_agent=wanted.get(b"user-agent"),
+        )
+
+    @classmethod
+    def from_asgi(cls, scope: Scope) -> StreamRequest:
+        client = scope.get("client")
+        return cls.parse(scope.get("query_string", b""), scope["headers"], client[0] if client else None)
+
+
+def stream_headers() -> list[tuple[str, str]]:
+    return [
+        ("content-type", "text/event-stream; charset=utf-8"),
+        ("cache-control", "no-cache, no-store, no-transform"),
+        # nginx: do not buffer this response.
+        ("x-accel-buffering", "no"),
+    ]
+
+
+def log_stream_opened(conn: Connection, request: StreamRequest) -> None:
+    log.info(
+        "sse_connection_established",
+        connection_id=conn.id,
+        user_id=conn.user_id,
+        session_id=conn.session_id,
+        ip=request.client_ip,
+        user_agent=(request.user_agent or "")[:_MAX_LOGGED_CHARS],
+        last_event_id=(request.last_event_id or "")[:64] or None,
+        subscriptions=sorted(conn.subscriptions),
+        credentials="stream_token" if request.token is not None else "bearer",
+    )

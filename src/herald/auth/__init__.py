@@ -1,0 +1,1 @@
+"""Who is asking: JWT verification, short-lived stream tokens, resource grants."""

@@ -1,0 +1,1 @@
+"""The event log every gateway node reads: ordered, replayable, bounded."""

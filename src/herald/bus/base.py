@@ -1,0 +1,88 @@
+"""The ``EventBus`` contract every backend keeps.
+
+Ordering
+    ``append`` gives each event a cursor greater than every cursor before it,
+    deployment-wide. Listeners receive records strictly in cursor order, each
+    record once.
+
+Replay
+    ``replay(after)`` returns every record with a cursor greater than ``after``
+    that is still in the log, in order, up to the newest, *if* the log can
+    prove nothing after ``after`` has been trimmed away. It can when ``after``
+    is the cursor of a record still held, or the log's ``floor``: the cursor
+    of the last record trimmed (or the log's origin, when nothing was). For
+    any other cursor (older than the window, from another log's lifetime, or
+    never issued) it answers ``exact=False`` and no records.
+
+    Example: the log holds ``100-0 100-1 105-0``, floor ``99-3``.
+    ``replay(100-0)`` gives ``100-1 105-0``; ``replay(99-3)`` gives all three;
+    ``replay(99-2)`` and ``replay(101-0)`` are not exact.
+
+Idempotency
+    An ``idempotency_key`` seen within the idempotency window appends
+    nothing and answers with the first append's cursor and ``duplicate=True``.
+
+Failure
+    A backend that cannot reach its store raises
+    :class:`herald.errors.BusUnavailable` (retriable); it never drops silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from herald.events.message import SSEMessage
+from herald.wire.cursor import Cursor
+
+
+@dataclass(frozen=True, slots=True)
+class BusRecord:
+    """An event in the log: its cursor, routing envelope and wire frame.
+
+    ``frame`` is the complete SSE block (``id``, ``event``, ``data``), encoded
+    once when the record enters this node and shared by every receiver.
+    """
+
+    cursor: Cursor
+    message: SSEMessage
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    cursor: Cursor
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    exact: bool
+    records: Sequence[BusRecord] = ()
+
+
+Listener = Callable[[BusRecord], None]
+
+
+class EventBus(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def append(
+        self, message: SSEMessage, data_json: bytes, *, idempotency_key: str | None = None
+    ) -> AppendResult: ...
+
+    async def replay(self, after: Cursor) -> Replay: ...
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every record appended from now on; returns the unsubscribe."""
+        ...
+
+    @property
+    def head(self) -> Cursor:
+        """The newest cursor this node has delivered to listeners (the floor when empty)."""
+        ...
+
+    def healthy(self) -> bool: ...

@@ -1,0 +1,150 @@
+"""The embedded default: the log in this process's memory.
+
+A single gateway process needs nothing else. Records are kept for the
+replay window and up to a count, whichever is smaller; the origin cursor is
+the process's start time, so a cursor from an earlier run is never mistaken
+for one of this run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+
+import structlog
+
+from herald.bus.base import AppendResult, BusRecord, Listener, Replay
+from herald.events.message import SSEMessage
+from herald.wire.cursor import Cursor, next_cursor
+from herald.wire.encoder import event_frame
+
+log = structlog.get_logger(__name__)
+
+_CURSOR_OF = attrgetter("cursor")
+#: Trimmed records are removed from the front of the list in chunks of at least this.
+_COMPACT_AFTER = 1024
+
+
+class MemoryBus:
+    def __init__(
+        self,
+        *,
+        window_seconds: float = 300.0,
+        max_events: int = 100_000,
+        idempotency_window_seconds: float = 600.0,
+        max_idempotency_keys: int = 200_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._window_ms = int(window_seconds * 1000)
+        self._max_events = max_events
+        self._idem_window_ms = int(idempotency_window_seconds * 1000)
+        self._max_idem = max_idempotency_keys
+        self._clock = clock
+        origin = Cursor(self._now_ms(), 0)
+        self._records: list[BusRecord] = []
+        self._start = 0
+        self._floor = origin
+        self._last = origin
+        self._idempotency: dict[str, Cursor] = {}
+        self._idempotency_expiry: deque[tuple[int, str]] = deque()
+        self._listeners: list[Listener] = []
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._listeners.clear()
+
+    def healthy(self) -> bool:
+        return True
+
+    @property
+    def head(self) -> Cursor:
+        return self._last
+
+    @property
+    def floor(self) -> Cursor:
+        return self._floor
+
+    def __len__(self) -> int:
+        return len(self._records) - self._start
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    async def append(
+        self, message: SSEMessage, data_json: bytes, *, idempotency_key: str | None = None
+    ) -> AppendResult:
+        return self.append_now(message, data_json, idempotency_key=idempotency_key)
+
+    def append_now(
+        self, message: SSEMessage, data_json: bytes, *, idempotency_key: str | None = None
+    ) -> AppendResult:
+        """``append`` without the coroutine, for callers already on the loop."""
+        now_ms = self._now_ms()
+        if idempotency_key is not None:
+            self._expire_idempotency(now_ms)
+            first = self._idempotency.get(idempotency_key)
+            if first is not None:
+                return AppendResult(first, duplicate=True)
+        cursor = next_cursor(self._last, now_ms)
+        cursor_text = str(cursor)
+        record = BusRecord(cursor, message, event_frame(cursor_text, message.event, data_json))
+        self._records.append(record)
+        self._last = cursor
+        if idempotency_key is not None:
+            self._idempotency[idempotency_key] = cursor
+            self._idempotency_expiry.append((now_ms + self._idem_window_ms, idempotency_key))
+        self._trim(now_ms)
+        for listener in tuple(self._listeners):
+            try:
+                listener(record)
+            except Exception:  # a listener's bug must not undo an append that succeeded
+                log.exception("bus_listener_failed", cursor=cursor_text)
+        return AppendResult(cursor)
+
+    async def replay(self, after: Cursor) -> Replay:
+        return self.replay_now(after)
+
+    def replay_now(self, after: Cursor) -> Replay:
+        self._trim(self._now_ms())
+        if after == self._floor:
+            return Replay(True, self._records[self._start :])
+        index = bisect.bisect_left(self._records, after, lo=self._start, key=_CURSOR_OF)
+        if index == len(self._records) or self._records[index].cursor != after:
+            return Replay(False)
+        return Replay(True, self._records[index + 1 :])
+
+    def records(self) -> Sequence[BusRecord]:
+        return self._records[self._start :]
+
+    def _trim(self, now_ms: int) -> None:
+        records, start = self._records, self._start
+        oldest_kept_ms = now_ms - self._window_ms
+        excess = len(records) - start - self._max_events
+        while start < len(records) and (excess > 0 or records[start].cursor.ms < oldest_kept_ms):
+            self._floor = records[start].cursor
+            start += 1
+            excess -= 1
+        if start >= _COMPACT_AFTER and start * 2 >= len(records):
+            del records[:start]
+            start = 0
+        self._start = start
+
+    def _expire_idempotency(self, now_ms: int) -> None:
+        expiry = self._idempotency_expiry
+        while expiry and (expiry[0][0] <= now_ms or len(expiry) > self._max_idem):
+            _, key = expiry.popleft()
+            self._idempotency.pop(key, None)

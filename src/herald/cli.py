@@ -1,0 +1,229 @@
+"""``herald``: serve the gateway, mint tokens, publish and tail events."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from herald.config import Settings, load_settings
+
+app = typer.Typer(
+    name="herald",
+    help="Herald: a real-time event gateway (domain events in, Server-Sent Events out).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file (HERALD_* env wins)")]
+UrlOption = Annotated[str, typer.Option("--url", envvar="HERALD_URL", help="The gateway's base URL")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"herald: invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (0 picks a free one)")] = None,
+    config: ConfigOption = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Simulate AI tasks for the demo page")] = False,
+) -> None:
+    """Run the gateway."""
+    from herald.gateway import Gateway
+    from herald.obs.logs import configure_logging
+    from herald.server.runner import Extra, run
+
+    overrides: dict[str, Any] = {"host": host, "port": port}
+    if demo:
+        overrides["demo"] = True
+    settings = _settings(config, **overrides)
+    generated = settings.jwt_secret is None
+    if generated:
+        # Nothing configured: a secret for this run only, printed so that
+        # ``herald token`` / ``herald publish`` in another shell can share it.
+        settings = settings.model_copy(update={"jwt_secret": secrets.token_urlsafe(32)})
+    configure_logging(settings.log_level, settings.log_format)
+    extras: list[Extra] = []
+    if settings.demo:
+        from herald.sources.simulator import run_simulator
+
+        async def simulate(gateway: Gateway) -> None:
+            await run_simulator(gateway.publish)
+
+        extras.append(simulate)
+    run(settings, extras=extras, on_ready=lambda url: _banner(settings, url, generated))
+
+
+def _banner(settings: Settings, url: str, generated_secret: bool) -> None:
+    from herald.api.paths import STREAM
+    from herald.auth.minting import mint_token
+
+    assert settings.jwt_secret is not None
+    out = sys.stderr
+    print(f"\nHerald is listening on {url}", file=out)
+    if settings.demo_page:
+        print(f"  demo page:  {url}/", file=out)
+    if generated_secret:
+        print("  no HERALD_JWT_SECRET was set; this run's secret (for herald token/publish):", file=out)
+        print(f"    export HERALD_JWT_SECRET={settings.jwt_secret}", file=out)
+    user_token = mint_token(settings.jwt_secret, sub="alice", resources=["novel:*"], ttl_seconds=3600)
+    print("  a token for user 'alice' (1 hour), and her stream:", file=out)
+    print(f"    export TOKEN={user_token}", file=out)
+    print(f'    curl -N -H "Authorization: Bearer $TOKEN" {url}{STREAM}\n', file=out)
+    out.flush()
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option("--sub", help="User id")],
+    sid: Annotated[str | None, typer.Option("--sid", help="Session id")] = None,
+    resource: Annotated[
+        list[str] | None, typer.Option("--resource", help="Resource key it may subscribe to (repeatable)")
+    ] = None,
+    publisher: Annotated[bool, typer.Option("--publisher", help="May publish events")] = False,
+    ttl: Annotated[float, typer.Option("--ttl", help="Lifetime in seconds")] = 3600,
+    config: ConfigOption = None,
+) -> None:
+    """Print a signed JWT (HS256, HERALD_JWT_SECRET)."""
+    from herald.auth.minting import mint_token
+
+    settings = _settings(config)
+    if not settings.jwt_secret:
+        typer.echo("herald: set HERALD_JWT_SECRET (the key herald serve verifies with)", err=True)
+        raise typer.Exit(2)
+    typer.echo(
+        mint_token(
+            settings.jwt_secret,
+            sub=sub,
+            sid=sid,
+            resources=resource or [],
+            publisher=publisher,
+            ttl_seconds=ttl,
+        )
+    )
+
+
+def _publisher_token(explicit: str | None, config: Path | None) -> str:
+    if explicit:
+        return explicit
+    from herald.auth.minting import mint_token
+
+    settings = _settings(config)
+    if not settings.jwt_secret:
+        typer.echo("herald: pass --token or set HERALD_JWT_SECRET", err=True)
+        raise typer.Exit(2)
+    return mint_token(settings.jwt_secret, sub="herald-cli", publisher=True, ttl_seconds=300)
+
+
+@app.command()
+def publish(
+    event: Annotated[str, typer.Argument(help="Event name, e.g. task.progress-updated")],
+    scope: Annotated[str, typer.Option(help="user, session, global or a resource type")],
+    data: Annotated[str, typer.Option(help="JSON object")] = "{}",
+    key: Annotated[str | None, typer.Option(help="User, session or resource id")] = None,
+    priority: Annotated[str, typer.Option(help="high, normal or low")] = "normal",
+    coalesce: Annotated[str | None, typer.Option(help="Coalesce key")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Publish once per key")] = None,
+    url: UrlOption = DEFAULT_URL,
+    token_: Annotated[str | None, typer.Option("--token", help="Publisher JWT (default: minted)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Publish an event through a running gateway's HTTP API; prints its id."""
+    import httpx
+
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        typer.echo(f"herald: --data is not JSON: {exc}", err=True)
+        raise typer.Exit(2) from None
+    body = {"event": event, "scope": scope, "key": key, "data": payload, "priority": priority}
+    if coalesce:
+        body["coalesce"] = coalesce
+    if idempotency_key:
+        body["idempotency_key"] = idempotency_key
+    headers = {"authorization": f"Bearer {_publisher_token(token_, config)}"}
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/api/v1/events", json=body, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        typer.echo(f"herald: cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code != 202:
+        typer.echo(f"herald: {response.status_code} {response.text}", err=True)
+        raise typer.Exit(1)
+    typer.echo(response.json()["id"])
+
+
+@app.command()
+def tail(
+    sub: Annotated[str | None, typer.Option("--sub", help="User id (token minted with the secret)")] = None,
+    sid: Annotated[str | None, typer.Option("--sid", help="Session id")] = None,
+    subscribe: Annotated[str | None, typer.Option(help="Resources, e.g. novel:42,novel:7")] = None,
+    last_event_id: Annotated[str | None, typer.Option(help="Resume after this cursor")] = None,
+    url: UrlOption = DEFAULT_URL,
+    token_: Annotated[str | None, typer.Option("--token", help="User JWT")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print a user's live stream, one event per line, until interrupted."""
+    import httpx
+    from httpx_sse import connect_sse
+
+
+    if token_ is None:
+        if sub is None:
+            typer.echo("herald: pass --token or --sub", err=True)
+            raise typer.Exit(2)
+        from herald.auth.minting import mint_token
+
+        settings = _settings(config)
+        if not settings.jwt_secret:
+            typer.echo("herald: set HERALD_JWT_SECRET to mint a token, or pass --token", err=True)
+            raise typer.Exit(2)
+        resources = [s for s in (subscribe or "").split(",") if s]
+        token_ = mint_token(settings.jwt_secret, sub=sub, sid=sid, resources=resources)
+    headers = {"authorization": f"Bearer {token_}"}
+    if last_event_id:
+        headers["last-event-id"] = last_event_id
+    params = {"subscribe": subscribe} if subscribe else {}
+    timeout = httpx.Timeout(10.0, read=None)
+    try:
+        with (
+            httpx.Client(timeout=timeout) as client,
+            connect_sse(
+                client, "GET", f"{url.rstrip('/')}/api/v1/events/stream", headers=headers, params=params
+            ) as source,
+        ):
+            if source.response.status_code != 200:
+                source.response.read()
+                typer.echo(f"herald: {source.response.status_code} {source.response.text}", err=True)
+                raise typer.Exit(1)
+            for sse in source.iter_sse():
+                if not sse.data:
+                    continue  # a heartbeat that moves the cursor
+                typer.echo(f"{sse.id or '-'}\t{sse.event}\t{sse.data}")
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except httpx.HTTPError as exc:
+        typer.echo(f"herald: stream ended: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

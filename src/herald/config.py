@@ -1,0 +1,127 @@
+"""Settings: ``HERALD_*`` environment variables over an optional TOML file over defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: Algorithms Herald will ever accept; ``none`` and anything unlisted is refused.
+SUPPORTED_ALGORITHMS = frozenset(
+    {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"}
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="forbid", frozen=True)
+
+    # --- listening
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    #: How long a client may take to send its request headers (slowloris bound).
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    #: Idle time after which a keep-alive control-API connection is closed.
+    keepalive_timeout_seconds: float = Field(5.0, gt=0)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+    # --- authentication
+    jwt_secret: str | None = None
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    #: PEM text, or a path to a PEM file, of the key for RS*/PS*/ES*/EdDSA tokens.
+    jwt_public_key: str | None = None
+    jwks_url: str | None = None
+    jwks_cache_seconds: float = Field(300.0, gt=0)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: float = Field(0.0, ge=0, le=300)
+    jwt_require_exp: bool = True
+    #: Key for stream tokens; derived from ``jwt_secret`` when unset. Share it across nodes.
+    stream_token_secret: str | None = None
+    stream_token_ttl_seconds: float = Field(60.0, gt=0, le=3600)
+
+    # --- the event log
+    bus: Literal["memory"] = "memory"
+    replay_window_seconds: float = Field(300.0, gt=0)
+    replay_max_events: int = Field(100_000, ge=1)
+    idempotency_window_seconds: float = Field(600.0, gt=0)
+    max_event_bytes: int = Field(64 * 1024, ge=256)
+
+    # --- streams
+    heartbeat_seconds: float = Field(15.0, gt=0)
+    #: The ``retry:`` the stream opens with: how long a browser waits before reconnecting.
+    retry_ms: int = Field(3000, ge=0)
+    #: Bytes a connection may have waiting (ours + the socket's) before it counts as slow.
+    slow_consumer_bytes: int = Field(256 * 1024, ge=4096)
+    #: Grace period for streams to close on shutdown.
+    shutdown_grace_seconds: float = Field(5.0, ge=0)
+
+    # --- operation
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    demo: bool = False
+    demo_page: bool = True
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        unknown = [alg for alg in value if alg not in SUPPORTED_ALGORITHMS]
+        if unknown:
+            raise ValueError(
+                f"unsupported JWT algorithms {unknown}; choose from {sorted(SUPPORTED_ALGORITHMS)}"
+            )
+        if not value:
+            raise ValueError("jwt_algorithms must name at least one algorithm")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_for_algorithms(self) -> Settings:
+        asymmetric = [alg for alg in self.jwt_algorithms if not alg.startswith("HS")]
+        if asymmetric and not (self.jwt_public_key or self.jwks_url):
+            raise ValueError(f"{asymmetric} need jwt_public_key or jwks_url")
+        return self
+
+    def public_key_pem(self) -> str | None:
+        if self.jwt_public_key is None:
+            return None
+        if self.jwt_public_key.lstrip().startswith("-----BEGIN"):
+            return self.jwt_public_key
+        return Path(self.jwt_public_key).read_text()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if toml_file:
+            sources += (TomlConfigSettingsSource(settings_cls),)
+        return sources
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Settings from the environment, then ``config_file`` (TOML), then defaults.
+
+    ``overrides`` (command-line flags) win over both.
+    """
+    if config_file is None:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    if not config_file.is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    return FileSettings(**overrides)  # type: ignore[arg-type]

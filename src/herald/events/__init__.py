@@ -1,0 +1,1 @@
+"""The event model: the ``SSEMessage`` envelope, name rules and payload models. Pure."""

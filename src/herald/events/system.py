@@ -1,0 +1,47 @@
+"""Payloads of the events the gateway itself emits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+CONNECTION_ESTABLISHED = "connection.established"
+SLOW_CONSUMER = "error.slow-consumer"
+AUTH_EXPIRED = "error.auth-expired"
+SERVER_SHUTDOWN = "connection.closing"
+
+
+class ConnectionEstablished(BaseModel):
+    """First event of every stream.
+
+    ``recovered`` is true when the stream continues exactly after the client's
+    ``Last-Event-ID``; false when the client sent none, or sent one that could
+    not be replayed exactly (malformed, unknown, older than the window): the
+    client must then re-fetch its state.
+    """
+
+    connection_id: str
+    server_time: str = Field(description="ISO 8601, UTC")
+    recovered: bool
+    #: Why replay was not possible: ``none``, ``malformed``, ``stale`` (outside the
+    #: window or from another log), or ``null`` when recovered.
+    replay_miss: Literal["none", "malformed", "stale"] | None = None
+    subscriptions: list[str] = Field(default_factory=list)
+
+
+class ErrorEvent(BaseModel):
+    """Body of every ``error.*`` event."""
+
+    level: Literal["info", "warning", "error"] = "error"
+    code: str
+    message: str
+    retry_after: float | None = None
+    correlation_id: str | None = None
+
+
+class ConnectionClosing(BaseModel):
+    """Sent before the gateway closes a stream on shutdown; ``retry_ms`` is jittered."""
+
+    reason: Literal["shutdown"]
+    retry_ms: int

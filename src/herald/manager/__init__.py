@@ -1,0 +1,1 @@
+"""Live connections on this node: routing, replay seam, queues, backpressure, heartbeats."""

@@ -1,0 +1,228 @@
+"""One live stream: where its events wait, and what happens when it falls behind.
+
+The fast path is a list of pre-encoded frames that the manager flushes once
+per loop turn. Only while the socket's buffer is above its high-water mark
+does a connection hold a queue of its own, and there backpressure applies:
+a newer event with the same ``coalesce`` key replaces the waiting one, then
+``LOW`` events are dropped, and a connection still over its byte budget is
+closed with ``error.slow-consumer``; it reconnects with its cursor and the
+replay restores the rest.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from herald.bus.base import BusRecord
+from herald.manager import frames
+from herald.manager.sink import Sink
+from herald.types import Priority
+from herald.wire.cursor import Cursor
+
+if TYPE_CHECKING:
+    from herald.manager.manager import ConnectionManager
+
+
+class State(IntEnum):
+    REPLAYING = 0
+    LIVE = 1
+    CLOSED = 2
+
+
+class CloseReason:
+    CLIENT_GONE = "client_gone"
+    SLOW_CONSUMER = "slow_consumer"
+    AUTH_EXPIRED = "auth_expired"
+    SHUTDOWN = "shutdown"
+
+
+class Connection:
+    __slots__ = (
+        "_coalesced",
+        "_held",
+        "_manager",
+        "_out",
+        "_paused",
+        "_queue",
+        "_queue_bytes",
+        "_sink",
+        "bucket",
+        "close_reason",
+        "events_sent",
+        "expires_at",
+        "id",
+        "joined_at",
+        "opened_at",
+        "session_id",
+        "state",
+        "subscriptions",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        sink: Sink,
+        *,
+        connection_id: str,
+        user_id: str,
+        session_id: str | None,
+        subscriptions: frozenset[str],
+        expires_at: float | None,
+        opened_at: float,
+        joined_at: Cursor,
+    ) -> None:
+        self._manager = manager
+        self._sink = sink
+        self.id = connection_id
+        self.user_id = user_id
+        self.session_id = session_id
+        self.subscriptions = subscriptions
+        self.expires_at = expires_at
+        self.opened_at = opened_at
+        #: The node's position when this connection was indexed: every record
+        #: after it reaches the connection live.
+        self.joined_at = joined_at
+        self.state = State.REPLAYING
+        self.close_reason: str | None = None
+        self.events_sent = 0
+        self.bucket = 0
+        self._out: list[bytes] = []
+        self._held: list[BusRecord] | None = []
+        self._queue: dict[Cursor, BusRecord] | None = None
+        self._coalesced: dict[str, Cursor] | None = None
+        self._queue_bytes = 0
+        self._paused = False
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} user={self.user_id} {self.state.name}>"
+
+    # --- delivery (hot path)
+
+    def push(self, record: BusRecord) -> None:
+        """Deliver a record routed to this connection; called in cursor order."""
+        state = self.state
+        if state is State.LIVE:
+            if self._paused:
+                self._enqueue(record)
+                return
+            out = self._out
+            if not out:
+                self._manager.mark_dirty(self)
+            out.append(record.frame)
+            self.events_sent += 1
+        elif state is State.REPLAYING:
+            assert self._held is not None
+            self._held.append(record)
+
+    def write_now(self, frame: bytes) -> None:
+        """Queue a frame that is not a bus record (preamble, heartbeat, error)."""
+        if self.state is State.CLOSED:
+            return
+        out = self._out
+        if not out:
+            self._manager.mark_dirty(self)
+        out.append(frame)
+
+    def flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if self.state is not State.CLOSED:
+            self._sink.write(data)
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def idle_and_current(self) -> bool:
+        """Live with nothing waiting: a heartbeat may carry the node's cursor."""
+        return self.state is State.LIVE and not self._paused
+
+    # --- the replay seam
+
+    def go_live(self, seam: Cursor | None) -> None:
+        """End the replay: send what arrived live meanwhile, after ``seam``.
+
+        ``seam`` is the newest cursor the replay covered (``None``: no replay,
+        send everything held). Records at or before it were in the replay.
+        """
+        held, self._held = self._held, None
+        self.state = State.LIVE
+        for record in held or ():
+            if seam is None or record.cursor > seam:
+                self.push(record)
+
+    # --- backpressure (slow path)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        queue = self._queue
+        if not queue or self.state is State.CLOSED:
+            return
+        self._queue = None
+        self._coalesced = None
+        self._queue_bytes = 0
+        for record in queue.values():
+            self.push(record)
+
+    def connection_lost(self) -> None:
+        self._manager.close(self, CloseReason.CLIENT_GONE)
+
+    def _enqueue(self, record: BusRecord) -> None:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = {}
+            self._coalesced = {}
+        key = record.message.coalesce
+        if key is not None:
+            assert self._coalesced is not None
+            older = self._coalesced.get(key)
+            if older is not None:
+                replaced = queue.pop(older, None)
+                if replaced is not None:
+                    self._queue_bytes -= len(replaced.frame)
+                    self._manager.stats.coalesced += 1
+            # The newer one goes to the back: frames stay in cursor order, so a
+            # client's Last-Event-ID never passes an event it has not received.
+            self._coalesced[key] = record.cursor
+        queue[record.cursor] = record
+        self._queue_bytes += len(record.frame)
+        if self._queue_bytes + self._sink.backlog() > self._manager.slow_consumer_bytes:
+            self._shed()
+
+    def _shed(self) -> None:
+        assert self._queue is not None
+        budget = self._manager.slow_consumer_bytes - self._sink.backlog()
+        for cursor, record in list(self._queue.items()):
+            if self._queue_bytes <= budget:
+                return
+            if record.message.priority is Priority.LOW:
+                del self._queue[cursor]
+                self._queue_bytes -= len(record.frame)
+                self._manager.stats.dropped_low += 1
+        if self._queue_bytes > budget:
+            self._manager.doom(self, CloseReason.SLOW_CONSUMER, frames.slow_consumer())
+
+    def discard(self) -> None:
+        """Forget everything waiting; the connection is closing."""
+        self.state = State.CLOSED
+        self._held = None
+        self._queue = None
+        self._coalesced = None
+
+    def close_sink(self, final: bytes | None) -> None:
+        if final is not None:
+            self._out.append(final)
+        out = self._out
+        if out:
+            self._sink.write(b"".join(out))
+            out.clear()
+        self._sink.close()

@@ -1,0 +1,92 @@
+"""The frames the gateway writes on its own behalf (not bus records)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from herald.events.message import PROTOCOL_VERSION
+from herald.events.system import (
+    AUTH_EXPIRED,
+    CONNECTION_ESTABLISHED,
+    SERVER_SHUTDOWN,
+    SLOW_CONSUMER,
+)
+from herald.wire.cursor import Cursor
+from herald.wire.encoder import event_frame, retry_frame
+
+_SYSTEM_SCOPE = "connection"
+
+
+def _data(payload: dict[str, Any]) -> bytes:
+    return orjson.dumps({**payload, "_scope": _SYSTEM_SCOPE, "_version": PROTOCOL_VERSION})
+
+
+def _untracked_frame(event: str, payload: dict[str, Any]) -> bytes:
+    # No ``id:`` line: a gateway notice must not move the client's Last-Event-ID.
+    return b"event: %s\ndata: %s\n\n" % (event.encode(), _data(payload))
+
+
+def established(
+    *,
+    retry_ms: int,
+    position: Cursor,
+    connection_id: str,
+    recovered: bool,
+    replay_miss: str | None,
+    subscriptions: list[str],
+) -> bytes:
+    """``retry:`` then ``connection.established``.
+
+    Its ``id`` is the position the stream continues from, so a client that
+    disconnects before its first event still resumes without a gap.
+    """
+    payload = {
+        "connection_id": connection_id,
+        "server_time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "recovered": recovered,
+        "replay_miss": replay_miss,
+        "subscriptions": subscriptions,
+    }
+    return retry_frame(retry_ms) + event_frame(str(position), CONNECTION_ESTABLISHED, _data(payload))
+
+
+def error(event: str, code: str, message: str, retry_after: float | None = None) -> bytes:
+    payload: dict[str, Any] = {"level": "error", "code": code, "message": message}
+    if retry_after is not None:
+        payload["retry_after"] = retry_after
+    return _untracked_frame(event, payload)
+
+
+def slow_consumer() -> bytes:
+    return error(
+        SLOW_CONSUMER,
+        "SLOW_CONSUMER",
+        "the connection fell too far behind; reconnect with Last-Event-ID to resume",
+    )
+
+
+def auth_expired() -> bytes:
+    return error(
+        AUTH_EXPIRED,
+        "AUTH_EXPIRED",
+        "the token behind this stream expired; reconnect with a fresh one",
+    )
+
+
+def closing(retry_ms: int) -> bytes:
+    return retry_frame(retry_ms) + _untracked_frame(
+        SERVER_SHUTDOWN, {"reason": "shutdown", "retry_ms": retry_ms}
+    )
+
+
+def heartbeat(position: Cursor | None) -> bytes:
+    """A comment; with ``position``, also an ``id`` line that moves the client's
+    Last-Event-ID forward without firing an event (WHATWG: an event with no
+    data is not dispatched, but its id is kept), so a quiet client's cursor
+    stays inside the replay window."""
+    if position is None:
+        return b":\n\n"
+    return b":\nid: %s\n\n" % str(position).encode()

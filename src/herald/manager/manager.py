@@ -1,0 +1,299 @@
+"""``ConnectionManager``: this node's live streams, fed in cursor order by the bus.
+
+The manager knows only this node's connections. It subscribes to the bus
+once, routes each record through :class:`RoutingIndex` and hands the
+record's shared frame to each receiver; receivers are flushed together at
+the end of the loop turn, one socket write per connection however many
+events arrived.
+
+The replay seam
+    A connection is indexed *before* its replay is read, in state
+    ``REPLAYING``: live records routed to it meanwhile are held, not written.
+    The replay is then read from the bus and written, and the held records
+    follow, minus those whose cursor the replay already covered. One cursor,
+    compared on both sides: no gap, no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import random
+import secrets
+import time
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from herald.bus.base import BusRecord, EventBus
+from herald.manager import frames
+from herald.manager.connection import CloseReason, Connection, State
+from herald.manager.routing import RoutingIndex, visible_to
+from herald.manager.sink import Sink
+from herald.manager.stats import ManagerStats
+from herald.wire.cursor import Cursor, parse_cursor
+
+log = structlog.get_logger("herald.manager")
+
+#: Records written per step of a replay before the manager checks the socket.
+_REPLAY_CHUNK = 256
+
+
+class ConnectionManager:
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        heartbeat_seconds: float = 15.0,
+        retry_ms: int = 3000,
+        slow_consumer_bytes: int = 256 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._bus = bus
+        self.heartbeat_seconds = heartbeat_seconds
+        self.retry_ms = retry_ms
+        self.slow_consumer_bytes = slow_consumer_bytes
+        self._clock = clock
+        self.index = RoutingIndex()
+        self.stats = ManagerStats()
+        self._position = bus.head
+        self._dirty: list[Connection] = []
+        self._doomed: list[tuple[Connection, str, bytes]] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        # Heartbeats are spread over ``_tick`` buckets so that each connection
+        # gets one per interval without a burst of every socket at once.
+        self._tick = min(1.0, heartbeat_seconds)
+        self._buckets: list[set[Connection]] = [
+            set() for _ in range(max(1, round(heartbeat_seconds / self._tick)))
+        ]
+        self._next_bucket = 0
+        self._tick_index = 0
+        self._expiries: list[tuple[float, str]] = []
+        self.accepting = True
+        #: Called with each connection as it closes, once.
+        self.on_close: list[Callable[[Connection], None]] = []
+
+    # --- life cycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._position = self._bus.head
+        self._unsubscribe = self._bus.subscribe(self.dispatch)
+        self._ticker = asyncio.create_task(self._run_ticker(), name="herald-heartbeat")
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def position(self) -> Cursor:
+        """The cursor of the newest record this node has routed."""
+        return self._position
+
+    # --- opening a stream
+
+    def register(
+        self,
+        sink: Sink,
+        *,
+        user_id: str,
+        session_id: str | None,
+        subscriptions: frozenset[str],
+        expires_at: float | None,
+    ) -> Connection:
+        """Index a new connection; it holds live records until :meth:`start_stream`."""
+        conn = Connection(
+            self,
+            sink,
+            connection_id=secrets.token_urlsafe(12),
+            user_id=user_id,
+            session_id=session_id,
+            subscriptions=subscriptions,
+            expires_at=expires_at,
+            opened_at=self._clock(),
+            joined_at=self._position,
+        )
+        self.index.add(conn)
+        bucket = self._next_bucket = (self._next_bucket + 1) % len(self._buckets)
+        conn.bucket = bucket
+        self._buckets[bucket].add(conn)
+        if expires_at is not None:
+            heapq.heappush(self._expiries, (expires_at, conn.id))
+        self.stats.opened += 1
+        return conn
+
+    async def start_stream(self, conn: Connection, last_event_id: str | None) -> bool:
+        """Write the preamble and the replay, then turn ``conn`` live.
+
+        Returns whether the stream continues exactly after ``last_event_id``.
+        """
+        position = conn.joined_at
+        after = parse_cursor(last_event_id)
+        replay = await self._bus.replay(after) if after is not None else None
+        if conn.closed:
+            return False
+        recovered = replay is not None and replay.exact
+        if recovered:
+            miss = None
+            self.stats.replay_hits += 1
+        else:
+            miss = "none" if last_event_id is None else ("malformed" if after is None else "stale")
+            if last_event_id is not None:
+                self.stats.replay_misses += 1
+        conn.write_now(
+            frames.established(
+                retry_ms=self.retry_ms,
+                position=after if recovered and after is not None else position,
+                connection_id=conn.id,
+                recovered=recovered,
+                replay_miss=miss,
+                subscriptions=sorted(conn.subscriptions),
+            )
+        )
+        seam: Cursor | None = None
+        if recovered:
+            assert replay is not None
+            assert after is not None
+            seam = after
+            records = replay.records
+            for start in range(0, len(records), _REPLAY_CHUNK):
+                chunk = records[start : start + _REPLAY_CHUNK]
+                sent = self._write_replay(conn, chunk)
+                self.stats.replayed_events += sent
+                seam = chunk[-1].cursor
+                if conn.closed:
+                    return True
+                if start + _REPLAY_CHUNK < len(records):
+                    # Give the socket (and every other connection) a turn.
+                    conn.flush()
+                    await asyncio.sleep(0)
+        if not conn.closed:
+            conn.go_live(seam)
+        return recovered
+
+    def _write_replay(self, conn: Connection, records: Sequence[BusRecord]) -> int:
+        sent = 0
+        for record in records:
+            if visible_to(conn, record.message):
+                conn.write_now(record.frame)
+                sent += 1
+        conn.events_sent += sent
+        return sent
+
+    # --- routing (hot path)
+
+    def dispatch(self, record: BusRecord) -> None:
+        """The bus listener: route one record to its receivers on this node."""
+        self._position = record.cursor
+        self.stats.dispatched += 1
+        for conn in self.index.receivers(record.message):
+            conn.push(record)
+
+    def mark_dirty(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+        if self._doomed:
+            doomed, self._doomed = self._doomed, []
+            for conn, reason, final in doomed:
+                self.close(conn, reason, final)
+
+    def doom(self, conn: Connection, reason: str, final: bytes) -> None:
+        """Close ``conn`` at the end of this loop turn (not while routing over the indexes)."""
+        self._doomed.append((conn, reason, final))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    # --- closing
+
+    def close(self, conn: Connection, reason: str, final: bytes | None = None) -> None:
+        """Remove ``conn`` everywhere and end its stream with ``final``. Idempotent."""
+        if conn.state is State.CLOSED:
+            return
+        conn.close_reason = reason
+        conn.discard()
+        self.index.remove(conn)
+        self._buckets[conn.bucket].discard(conn)
+        self.stats.count_close(reason)
+        for callback in self.on_close:
+            try:
+                callback(conn)
+            except Exception:
+                log.exception("close_callback_failed", connection_id=conn.id)
+        if reason == CloseReason.CLIENT_GONE:
+            conn.close_sink(None)
+        else:
+            conn.close_sink(final)
+        log.info(
+            "sse_connection_closed",
+            connection_id=conn.id,
+            user_id=conn.user_id,
+            reason=reason,
+            duration_s=round(self._clock() - conn.opened_at, 3),
+            events_sent=conn.events_sent,
+        )
+
+    async def shutdown(self, grace_seconds: float, spread_ms: int = 10_000) -> None:
+        """Tell every stream when to come back, jittered so reconnects spread out, and close."""
+        self.accepting = False
+        conns = list(self.index.all.values())
+        for conn in conns:
+            retry = self.retry_ms + random.randint(0, max(0, spread_ms))  # noqa: S311 - jitter, not a secret
+            self.close(conn, CloseReason.SHUTDOWN, frames.closing(retry))
+        log.info("sse_shutdown_streams_closed", connections=len(conns), grace_s=grace_seconds)
+
+    # --- heartbeats and expiry
+
+    async def _run_ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick)
+            try:
+                self._heartbeat_bucket()
+                self._expire()
+            except Exception:  # the ticker must outlive any one bad connection
+                log.exception("heartbeat_tick_failed")
+
+    def _heartbeat_bucket(self) -> None:
+        bucket = self._buckets[self._next_tick_bucket()]
+        if not bucket:
+            return
+        tracked = frames.heartbeat(self._position)
+        bare = frames.heartbeat(None)
+        for conn in bucket:
+            conn.write_now(tracked if conn.idle_and_current else bare)
+
+    def _next_tick_bucket(self) -> int:
+        self._tick_index = (self._tick_index + 1) % len(self._buckets)
+        return self._tick_index
+
+    def _expire(self) -> None:
+        now = self._clock()
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            _, conn_id = heapq.heappop(expiries)
+            conn = self.index.all.get(conn_id)
+            if conn is not None and conn.expires_at is not None and conn.expires_at <= now:
+                self.close(conn, CloseReason.AUTH_EXPIRED, frames.auth_expired())

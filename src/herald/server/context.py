@@ -1,0 +1,28 @@
+"""What every connection of one server shares."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp
+
+from herald.config import Settings
+from herald.gateway import Gateway
+
+if TYPE_CHECKING:
+    from herald.server.protocol import HttpProtocol
+
+
+@dataclass(slots=True)
+class ServerContext:
+    loop: asyncio.AbstractEventLoop
+    gateway: Gateway
+    app: ASGIApp
+    settings: Settings
+    server_address: tuple[str, int] = ("127.0.0.1", 0)
+    #: Open client connections, for shutdown.
+    protocols: set[HttpProtocol] = field(default_factory=set)
+    #: Set whenever the last client connection closes.
+    idle: asyncio.Event = field(default_factory=asyncio.Event)

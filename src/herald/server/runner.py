@@ -1,0 +1,100 @@
+"""Run the standalone server, and shut it down in named steps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+import structlog
+
+from herald.api.app import create_app
+from herald.config import Settings
+from herald.gateway import Gateway
+from herald.server.context import ServerContext
+from herald.server.protocol import HttpProtocol
+
+log = structlog.get_logger("herald.server")
+
+#: Hook run once the gateway is up (the demo simulator uses it).
+Extra = Callable[[Gateway], Coroutine[Any, Any, None]]
+
+
+def install_event_loop() -> None:
+    """uvloop where available: the stream path is measured on it."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(
+    settings: Settings,
+    *,
+    extras: list[Extra] | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    gateway = Gateway(settings)
+    app = create_app(gateway, manage_gateway=False)
+    await gateway.start()
+    ctx = ServerContext(loop=loop, gateway=gateway, app=app, settings=settings)
+    server = await loop.create_server(
+        lambda: HttpProtocol(ctx), settings.host, settings.port, backlog=4096, reuse_address=True
+    )
+    host, port = server.sockets[0].getsockname()[:2]
+    ctx.server_address = (str(host), int(port))
+    background = [loop.create_task(extra(gateway)) for extra in extras or []]
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # One machine-readable line on stdout, for scripts and tests that wait for it.
+    sys.stdout.write(orjson.dumps({"event": "herald_listening", "host": host, "port": port}).decode() + "\n")
+    sys.stdout.flush()
+    log.info("herald_listening", url=f"http://{host}:{port}", bus=settings.bus)
+    if on_ready is not None:
+        on_ready(f"http://{host}:{port}")
+
+    await stop.wait()
+    await shutdown(server, ctx, background)
+
+
+async def shutdown(server: asyncio.Server, ctx: ServerContext, background: list[asyncio.Task[None]]) -> None:
+    grace = ctx.settings.shutdown_grace_seconds
+    log.info("herald_shutdown_started", connections=len(ctx.protocols), grace_s=grace)
+    # 1. Stop accepting new connections.
+    server.close()
+    # 2. Tell every stream when to come back (jittered) and close it.
+    await ctx.gateway.manager.shutdown(grace)
+    for task in background:
+        task.cancel()
+    # 3. Give streams and in-flight requests the grace period to finish.
+    if ctx.protocols:
+        ctx.idle.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ctx.idle.wait(), timeout=grace)
+    # 4. Whatever is left is cut off.
+    for protocol in list(ctx.protocols):
+        if protocol.transport is not None:
+            protocol.transport.abort()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+    # 5. Stop the gateway: sources, then the bus.
+    await ctx.gateway.stop()
+    log.info("herald_shutdown_complete")
+
+
+def run(
+    settings: Settings,
+    *,
+    extras: list[Extra] | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    install_event_loop()
+    asyncio.run(serve(settings, extras=extras, on_ready=on_ready))

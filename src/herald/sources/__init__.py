@@ -1,0 +1,1 @@
+"""Where events come from: each source feeds the bus through the adapter."""

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import settings
+
+from tests.support.gateway import GatewayProcess, running_gateway
+
+settings.register_profile("ci", max_examples=300, deadline=None)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[GatewayProcess]:
+    """One shared gateway with a short heartbeat, for tests that do not restart it."""
+    with running_gateway({"HERALD_HEARTBEAT_SECONDS": "0.5"}) as process:
+        yield process

@@ -1,0 +1,1 @@
+"""Test support: real gateway processes and real SSE clients over sockets."""
