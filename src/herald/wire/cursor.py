@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-_CURSOR = re.compile(r"(\d{1,15})-(\d{1,15})")
+_CURSOR = re.compile(r"([0-9]{1,15})-([0-9]{1,15})")
 #: Longest text worth parsing; anything longer is garbage, not a cursor.
 MAX_CURSOR_CHARS = 40
 

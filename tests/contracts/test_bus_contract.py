@@ -1,0 +1,167 @@
+"""The EventBus contract (src/herald/bus/base.py), for every backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+from herald.bus.base import BusRecord, EventBus
+from herald.events.message import SSEMessage, build_message, encode_data
+from herald.wire.cursor import Cursor, parse_cursor
+from tests.contracts.conftest import BusFactory, FakeClock
+from tests.support.waiting import wait_until
+
+
+def msg(n: int, user: str = "u1") -> SSEMessage:
+    return build_message(event="task.progress-updated", scope="user", key=user, data={"n": n})
+
+
+async def append(bus: EventBus, n: int, **kwargs: str) -> Cursor:
+    message = msg(n)
+    result = await bus.append(message, encode_data(message, 65536), **kwargs)  # type: ignore[arg-type]
+    return result.cursor
+
+
+async def started(make_bus: BusFactory, **options: float | int) -> EventBus:
+    bus = make_bus(**options)
+    await bus.start()
+    return bus
+
+
+async def test_cursors_increase_and_listeners_see_every_record_in_order(make_bus: BusFactory) -> None:
+    bus = await started(make_bus)
+    seen: list[BusRecord] = []
+    bus.subscribe(seen.append)
+    cursors = [await append(bus, i) for i in range(50)]
+    assert cursors == sorted(cursors)
+    assert len(set(cursors)) == 50
+    await wait_until(lambda: len(seen) == 50)
+    assert [r.cursor for r in seen] == cursors
+    assert bus.head == cursors[-1]
+
+
+async def test_the_frame_is_the_complete_sse_block(make_bus: BusFactory) -> None:
+    bus = await started(make_bus)
+    seen: list[BusRecord] = []
+    bus.subscribe(seen.append)
+    cursor = await append(bus, 7)
+    await wait_until(lambda: len(seen) == 1)
+    assert seen[0].frame == (
+        f"id: {cursor}\nevent: task.progress-updated\n".encode()
+        + b'data: {"n":7,"_scope":"user","_version":"1.0"}\n\n'
+    )
+
+
+async def test_replay_after_a_held_cursor_returns_the_rest_in_order(make_bus: BusFactory) -> None:
+    bus = await started(make_bus)
+    cursors = [await append(bus, i) for i in range(10)]
+    replay = await bus.replay(cursors[3])
+    assert replay.exact
+    assert [r.cursor for r in replay.records] == cursors[4:]
+    last = await bus.replay(cursors[-1])
+    assert last.exact
+    assert list(last.records) == []
+
+
+async def test_replay_from_the_floor_of_a_fresh_log_is_exact(make_bus: BusFactory) -> None:
+    bus = await started(make_bus)
+    origin = bus.head
+    cursors = [await append(bus, i) for i in range(3)]
+    replay = await bus.replay(origin)
+    assert replay.exact
+    assert [r.cursor for r in replay.records] == cursors
+
+
+async def test_unknown_and_future_cursors_are_not_exact(make_bus: BusFactory) -> None:
+    bus = await started(make_bus)
+    cursors = [await append(bus, i) for i in range(3)]
+    for cursor in (Cursor(1, 0), Cursor(cursors[-1].ms + 10_000, 0), Cursor(cursors[0].ms, 999)):
+        replay = await bus.replay(cursor)
+        assert not replay.exact, cursor
+        assert list(replay.records) == []
+
+
+async def test_count_retention_moves_the_floor(make_bus: BusFactory) -> None:
+    bus = await started(make_bus, max_events=5)
+    cursors = [await append(bus, i) for i in range(12)]
+    assert not (await bus.replay(cursors[5])).exact, "trimmed record"
+    at_floor = await bus.replay(cursors[6])
+    assert at_floor.exact, "the last trimmed cursor is the floor: nothing after it is missing"
+    assert [r.cursor for r in at_floor.records] == cursors[7:]
+
+
+async def test_time_retention_trims_old_records_even_without_new_appends(
+    make_bus: BusFactory, clock: FakeClock
+) -> None:
+    bus = await started(make_bus, window_seconds=60)
+    first = await append(bus, 0)
+    clock.now += 30
+    second = await append(bus, 1)
+    clock.now += 45  # first is 75 s old, second 45 s
+    assert not (await bus.replay(Cursor(first.ms - 1, 0))).exact
+    replay = await bus.replay(first)
+    assert replay.exact, "first is now the floor"
+    assert [r.cursor for r in replay.records] == [second]
+    clock.now += 60  # both out of the window; second becomes the floor
+    quiet = await bus.replay(second)
+    assert quiet.exact, "a client that saw the last event before a quiet spell resumes exactly"
+    assert list(quiet.records) == []
+    assert not (await bus.replay(first)).exact
+
+
+async def test_a_new_log_does_not_accept_cursors_of_an_earlier_one(
+    make_bus: BusFactory, clock: FakeClock
+) -> None:
+    old = await started(make_bus)
+    old_cursor = await append(old, 1)
+    clock.now += 1
+    new = await started(make_bus)
+    await append(new, 1)
+    assert not (await new.replay(old_cursor)).exact
+    assert not (await new.replay(old.head)).exact
+
+
+async def test_idempotent_append_returns_the_first_cursor(make_bus: BusFactory, clock: FakeClock) -> None:
+    bus = await started(make_bus, idempotency_window_seconds=100)
+    seen: list[BusRecord] = []
+    bus.subscribe(seen.append)
+    message = msg(1)
+    body = encode_data(message, 65536)
+    first = await bus.append(message, body, idempotency_key="k1")
+    again = await bus.append(message, body, idempotency_key="k1")
+    other = await bus.append(message, body, idempotency_key="k2")
+    assert not first.duplicate
+    assert again.duplicate
+    assert again.cursor == first.cursor
+    assert other.cursor > first.cursor
+    await wait_until(lambda: len(seen) == 2)
+    clock.now += 101
+    later = await bus.append(message, body, idempotency_key="k1")
+    assert not later.duplicate, "keys are remembered for the idempotency window only"
+
+
+async def test_concurrent_duplicate_appends_append_once(make_bus: BusFactory) -> None:
+    bus = await started(make_bus)
+    message = msg(1)
+    body = encode_data(message, 65536)
+    results = await asyncio.gather(*(bus.append(message, body, idempotency_key="same") for _ in range(20)))
+    assert len({r.cursor for r in results}) == 1
+    assert sum(not r.duplicate for r in results) == 1
+
+
+async def test_unsubscribe_stops_delivery(make_bus: BusFactory) -> None:
+    bus = await started(make_bus)
+    seen: list[BusRecord] = []
+    unsubscribe = bus.subscribe(seen.append)
+    await append(bus, 1)
+    await wait_until(lambda: len(seen) == 1)
+    unsubscribe()
+    marker: list[BusRecord] = []
+    bus.subscribe(marker.append)
+    await append(bus, 2)
+    await wait_until(lambda: len(marker) == 1)
+    assert len(seen) == 1
+
+
+def test_cursor_text_round_trips() -> None:
+    cursor = Cursor(1767225600000, 3)
+    assert parse_cursor(str(cursor)) == cursor
