@@ -1,0 +1,36 @@
+# Herald — the two commands a new machine needs:
+#   make run    install and start the gateway (memory bus, demo page) on 127.0.0.1:8000
+#   make test   install what the tests need and run every test
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help run test install install-test check bench bench-quick clean
+
+help:
+	@echo "make run     - start Herald with the demo on http://$(HOST):$(PORT)/"
+	@echo "make test    - install test dependencies and run every test"
+	@echo "make check   - formatting, lint, types, layer contracts"
+	@echo "make bench   - benchmarks against the baselines (bench-quick: a few minutes)"
+
+install:
+	@scripts/bootstrap.sh
+
+run: install
+	.venv/bin/herald serve --demo --host $(HOST) --port $(PORT)
+
+install-test:
+	@scripts/install-system-deps.sh
+	@HERALD_EXTRAS=test scripts/bootstrap.sh
+	@scripts/install-browser-deps.sh
+
+test: install-test
+	@scripts/test.sh
+
+check:
+	@HERALD_EXTRAS=test scripts/bootstrap.sh
+	@scripts/check.sh
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis artifacts clients/js/node_modules
