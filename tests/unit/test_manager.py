@@ -290,7 +290,7 @@ async def test_heartbeats_carry_the_position_for_idle_live_connections() -> None
     _, sink = await connect(manager, "alice")
     cursor = await publish(bus, message("bob", 1))
     await wait_until(lambda: f"id: {cursor}".encode() in b"".join(sink.written))
-    assert b":\nid: " in b"".join(sink.written)
+    assert f": {cursor}\nid: {cursor}\n\n".encode() in b"".join(sink.written)
 
 
 async def test_a_stream_ends_with_auth_expired_when_its_token_does() -> None:

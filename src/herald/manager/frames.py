@@ -83,10 +83,15 @@ def closing(retry_ms: int) -> bytes:
 
 
 def heartbeat(position: Cursor | None) -> bytes:
-    """A comment; with ``position``, also an ``id`` line that moves the client's
-    Last-Event-ID forward without firing an event (WHATWG: an event with no
-    data is not dispatched, but its id is kept), so a quiet client's cursor
-    stays inside the replay window."""
+    """A comment; with ``position``, the comment names it and an ``id`` line sets it.
+
+    Browsers keep the ``id`` of a block that has no data without firing an
+    event (WHATWG: "set the last event ID string" precedes the empty-data
+    check), and parsers such as eventsource-parser hand the comment text to
+    the client. Either way a quiet client's Last-Event-ID keeps up with the
+    log, so its reconnect stays inside the replay window.
+    """
     if position is None:
         return b":\n\n"
-    return b":\nid: %s\n\n" % str(position).encode()
+    text = str(position).encode()
+    return b": %s\nid: %s\n\n" % (text, text)
