@@ -179,7 +179,6 @@ def tail(
     import httpx
     from httpx_sse import connect_sse
 
-
     if token_ is None:
         if sub is None:
             typer.echo("herald: pass --token or --sub", err=True)
@@ -218,6 +217,17 @@ def tail(
     except httpx.HTTPError as exc:
         typer.echo(f"herald: stream ended: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def openapi() -> None:
+    """Print the control API's OpenAPI document (JSON)."""
+    from herald.api.app import create_app
+    from herald.gateway import Gateway
+
+    settings = Settings(jwt_secret="openapi-" + "x" * 32)
+    document = create_app(Gateway(settings), manage_gateway=False).openapi()
+    typer.echo(json.dumps(document, indent=2, sort_keys=True))
 
 
 def main() -> None:

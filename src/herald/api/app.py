@@ -14,6 +14,7 @@ from herald.api import paths
 from herald.api.asgi_stream import asgi_stream_endpoint
 from herald.api.demo import install_demo
 from herald.api.errors import install_error_handlers
+from herald.api.openapi import install_openapi
 from herald.api.routes import router
 from herald.gateway import Gateway
 
@@ -48,4 +49,5 @@ def create_app(gateway: Gateway, *, manage_gateway: bool = True) -> FastAPI:
     endpoint: Any = asgi_stream_endpoint(gateway)
     app.router.routes.append(Route(paths.STREAM, endpoint, methods=["GET"], include_in_schema=False))
     install_demo(app, gateway)
+    install_openapi(app)
     return app

@@ -1,0 +1,93 @@
+"""The stream endpoint in the OpenAPI document.
+
+The stream is served outside FastAPI's routing (straight to the socket by the
+standalone server), so its operation is described here by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from herald.api import paths
+
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+
+STREAM_OPERATION: dict[str, Any] = {
+    "get": {
+        "tags": ["events"],
+        "summary": "Open an event stream (Server-Sent Events)",
+        "description": (
+            "Authenticate with `Authorization: Bearer <jwt>`, or `?token=` with a stream token "
+            "from `POST /api/v1/auth/sse-token`. The stream begins with `retry:` and a "
+            "`connection.established` event (`connection_id`, `server_time`, `recovered`), then "
+            "the replay after `Last-Event-ID`, then live events; a comment every heartbeat interval."
+        ),
+        "operationId": "open_stream",
+        "parameters": [
+            {
+                "name": "token",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "a stream token (never a long-lived JWT)",
+            },
+            {
+                "name": "subscribe",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "comma-separated resource keys the token grants (`novel:42,novel:7`)",
+            },
+            {
+                "name": "last_event_id",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "resume after this cursor (the `Last-Event-ID` header wins)",
+            },
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {
+                "description": "the event stream",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "401": {
+                "description": "credentials missing, invalid, expired, or a stream token in use",
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            },
+            "403": {
+                "description": "a subscription the token does not grant (`PERMISSION_DENIED`)",
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            },
+            "422": {
+                "description": "a malformed subscription key (`SUBSCRIPTION_INVALID`)",
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            },
+            "503": {
+                "description": "the gateway is shutting down or overloaded",
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            },
+        },
+        "security": [{"bearer": []}],
+    }
+}
+
+
+def install_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            schema["paths"][paths.STREAM] = STREAM_OPERATION
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
