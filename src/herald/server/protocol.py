@@ -15,7 +15,6 @@ drain is aborted.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -73,6 +72,28 @@ class Request:
 
 
 class HttpProtocol(asyncio.Protocol):
+    # Slots: one of these lives as long as each stream, and memory per idle
+    # stream is a headline figure (docs/benchmarks.md).
+    __slots__ = (
+        "_body",
+        "_body_bytes",
+        "_closing",
+        "_drained",
+        "_header_bytes",
+        "_headers",
+        "_queue",
+        "_timer",
+        "_url",
+        "client",
+        "ctx",
+        "cycle",
+        "lost",
+        "parser",
+        "stream",
+        "transport",
+        "write_paused",
+    )
+
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.transport: asyncio.Transport | None = None
@@ -87,7 +108,7 @@ class HttpProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_bytes = 0
-        self._queue: deque[Request] = deque()
+        self._queue: list[Request] = []
         self._timer: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
         self._closing = False
@@ -110,8 +131,9 @@ class HttpProtocol(asyncio.Protocol):
         self._cancel_timer()
         if self._drained is not None:
             self._drained.set()
-        if self.stream is not None:
-            self.stream.connection_lost()
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.connection_lost()
         if self.cycle is not None:
             self.cycle.disconnected()
         self.parser = None
@@ -213,10 +235,13 @@ class HttpProtocol(asyncio.Protocol):
     def _next_request(self) -> None:
         if not self._queue or self._closing or self.lost:
             return
-        request = self._queue.popleft()
+        request = self._queue.pop(0)
         if request.method == b"GET" and request.path == _STREAM_PATH:
+            # From here on this connection only writes: drop what parsing needed.
             self.parser = None
             self._queue.clear()
+            self._headers = []
+            self._body = []
             self._closing = True
             self.ctx.loop.create_task(self._open_stream(request))
             return
