@@ -71,7 +71,7 @@ async def shutdown(server: asyncio.Server, ctx: ServerContext, background: list[
     # 1. Stop accepting new connections.
     server.close()
     # 2. Tell every stream when to come back (jittered) and close it.
-    await ctx.gateway.manager.shutdown(grace)
+    await ctx.gateway.manager.shutdown(grace, spread_ms=ctx.settings.shutdown_retry_spread_ms)
     for task in background:
         task.cancel()
     # 3. Give streams and in-flight requests the grace period to finish.
