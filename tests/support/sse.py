@@ -180,7 +180,8 @@ async def open_stream(
         request = client.build_request(
             "GET", f"{base_url}/api/v1/events/stream", params=params, headers=all_headers
         )
-        response = await client.send(request, stream=True)
+        # The response head must come promptly; only the body may stay quiet for long.
+        response = await asyncio.wait_for(client.send(request, stream=True), 10.0)
         if response.status_code != 200:
             await response.aread()
             await response.aclose()

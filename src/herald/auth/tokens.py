@@ -69,6 +69,10 @@ class TokenVerifier:
             raise AuthError("the token is not valid yet (nbf/iat in the future)") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"the token was refused: {_reason(exc)}") from None
+        except (jwt.PyJWTError, TypeError, ValueError):
+            # The key found for the token's ``alg``/``kid`` is of another type
+            # (an EC key for an RS256 header): PyJWT raises these, not InvalidTokenError.
+            raise AuthError("the token's algorithm does not match its verification key") from None
         return principal_from_claims(claims)
 
     def _static_key(self, alg: str) -> Any:

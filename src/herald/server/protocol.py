@@ -291,6 +291,12 @@ class HttpProtocol(asyncio.Protocol):
         except HeraldError as exc:
             self._write_and_close(http11.error_response(exc))
             return
+        except Exception:
+            # Without an answer the client would wait forever on a request never refused.
+            log.exception("stream_admission_failed")
+            failed: dict[str, object] = {"code": "INTERNAL_ERROR", "message": "the stream failed to open"}
+            self._write_and_close(http11.json_response(500, failed))
+            return
         if self.lost or self.transport is None:
             await gateway.abandon(grant)
             return
