@@ -331,6 +331,17 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- closing
 
+    def shutdown(self) -> None:
+        """The server is stopping: an idle keep-alive connection closes now, a busy one
+        after its response. A browser that reused an idle socket for its EventSource
+        reconnect would get a 503 from the stopping node, and a non-200 answer ends
+        EventSource's reconnecting for good; a closed socket makes it retry elsewhere."""
+        if self._closing or self.lost:
+            return
+        self._closing = True
+        if self.cycle is None and self.stream is None and not self._queue:
+            self.close_transport()
+
     def close_transport(self) -> None:
         transport = self.transport
         if transport is None or self.lost or transport.is_closing():

@@ -68,8 +68,11 @@ async def serve(
 async def shutdown(server: asyncio.Server, ctx: ServerContext, background: list[asyncio.Task[None]]) -> None:
     grace = ctx.settings.shutdown_grace_seconds
     log.info("herald_shutdown_started", connections=len(ctx.protocols), grace_s=grace)
-    # 1. Stop accepting new connections.
+    # 1. Stop accepting new connections; idle keep-alive ones close now, busy ones
+    #    after their response, so no client sends a new request to this node.
     server.close()
+    for protocol in list(ctx.protocols):
+        protocol.shutdown()
     # 2. Tell every stream when to come back (jittered) and close it.
     await ctx.gateway.manager.shutdown(grace, spread_ms=ctx.settings.shutdown_retry_spread_ms)
     for task in background:
