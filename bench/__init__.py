@@ -1,0 +1,4 @@
+"""Herald's benchmark harness: ``python -m bench`` (see ``bench/run.py``).
+
+Benchmarks, not tests: nothing here is collected by pytest.
+"""

@@ -1,0 +1,1 @@
+"""The servers Herald is measured against, with the same endpoints and wire format."""

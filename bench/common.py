@@ -1,0 +1,215 @@
+"""What every part of the harness shares: the wire contract, tokens, servers as subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jwt
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+STREAM_PATH = "/api/v1/events/stream"
+PUBLISH_PATH = "/api/v1/events"
+#: The secret every server of one run shares (HS256; loopback only).
+SECRET = "bench-secret-" + "x" * 40
+EVENT_NAME = "bench.tick-sent"
+#: Each user has N / USER_GROUPS connections, so a user-scope event reaches 1 % of them.
+USER_GROUPS = 100
+#: The open-files limit the benchmark's processes raise their soft limit to.
+NOFILE = 20_000
+
+SERVERS = ("herald", "sse_starlette", "ceiling")
+LABELS = {
+    "herald": "Herald (herald serve)",
+    "sse_starlette": "FastAPI + sse-starlette (uvicorn)",
+    "ceiling": "raw asyncio Protocol (uvloop)",
+}
+
+
+def raise_nofile(limit: int = NOFILE) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(limit, hard) if hard != resource.RLIM_INFINITY else limit
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def mint(sub: str, *, publisher: bool = False, ttl_seconds: int = 6 * 3600) -> str:
+    """The same claims as ``herald.auth.minting.mint_token``: every server verifies them."""
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": sub, "iat": now, "exp": now + ttl_seconds, "resources": []}
+    if publisher:
+        claims["roles"] = ["publisher"]
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def user_of(index: int) -> str:
+    return f"u{index % USER_GROUPS}"
+
+
+def server_command(name: str) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "HERALD_JWT_SECRET": SECRET,
+            "HERALD_LOG_LEVEL": "warning",
+            "BENCH_SECRET": SECRET,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("PYTHONPATH", None)
+    env["PYTHONPATH"] = str(ROOT)
+    if name == "herald":
+        return [str(VENV_BIN / "herald"), "serve", "--host", "127.0.0.1", "--port", "0"], env
+    if name == "sse_starlette":
+        return [sys.executable, "-m", "bench.baselines.sse_starlette_app", "--port", "0"], env
+    if name == "ceiling":
+        return [sys.executable, "-m", "bench.baselines.raw_asyncio", "--port", "0"], env
+    raise ValueError(f"unknown server {name!r}")
+
+
+def _child_setup() -> None:
+    raise_nofile()
+
+
+@dataclass
+class ServerProcess:
+    """A server under test, in its own process group, killed whatever happens."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    ps: psutil.Process
+    stderr_tail: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.ps)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+#: Every server this process started and has not stopped: killed on exit whatever happens.
+_RUNNING: list[subprocess.Popen[bytes]] = []
+
+
+def stop_all() -> None:
+    while _RUNNING:
+        stop_group(_RUNNING.pop())
+
+
+def cpu_seconds(ps: psutil.Process) -> float:
+    """CPU time of every thread of ``ps``, in ns resolution from ``schedstat`` where the
+    kernel has it (``cpu_times`` counts 10 ms ticks: too coarse for short stages)."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{ps.pid}/task"):
+            with open(f"/proc/{ps.pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        times = ps.cpu_times()
+        return float(times.user + times.system)
+
+
+def start_server(name: str, timeout: float = 30.0) -> ServerProcess:
+    cmd, env = server_command(name)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_child_setup,  # only raises an rlimit: safe before exec
+    )
+    _RUNNING.append(proc)
+    tail: list[str] = []
+
+    def drain_stderr() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            tail.append(raw.decode(errors="replace").rstrip())
+            if len(tail) > 50:
+                del tail[:10]
+
+    threading.Thread(target=drain_stderr, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    port: int | None = None
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if isinstance(msg, dict) and msg.get("event") == "herald_listening":
+                    port = int(msg["port"])
+                    break
+        if port is None:
+            raise RuntimeError(f"{name} did not start: {' | '.join(tail[-10:])}")
+    except BaseException:
+        stop_group(proc)
+        _RUNNING.remove(proc)
+        raise
+
+    def drain_stdout() -> None:
+        assert proc.stdout is not None
+        for _ in proc.stdout:
+            pass
+
+    threading.Thread(target=drain_stdout, daemon=True).start()
+    return ServerProcess(name, proc, port, psutil.Process(proc.pid), tail)
+
+
+@contextlib.contextmanager
+def running_server(name: str) -> Iterator[ServerProcess]:
+    server = start_server(name)
+    try:
+        yield server
+    finally:
+        server.stop()
+        with contextlib.suppress(ValueError):
+            _RUNNING.remove(server.proc)
+
+
+def listening_line(host: str, port: int) -> str:
+    """The line every server prints on stdout when ready (Herald's format)."""
+    return json.dumps({"event": "herald_listening", "host": host, "port": port})

@@ -1,0 +1,130 @@
+"""``python -m bench [--quick]``: Herald against its two baselines, side by side, in one run.
+
+For each N, each server is started fresh as a subprocess on a free loopback
+port (in its own process group), driven by the same load generator through
+the same scenarios (:mod:`bench.scenarios`), and killed. Then a table of
+Herald's ratios is printed, and the results are written to
+``bench/results/<timestamp>.json``, plots to ``docs/benchmarks/`` and the
+tables into ``docs/benchmarks.md``.
+
+Everything this process starts is stopped on the way out, whatever happens:
+servers by process group, load-generator workers by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.common import ROOT, SERVERS, raise_nofile, running_server, stop_all
+from bench.loadgen.pool import WorkerPool
+from bench.scenarios import Plan, log, run_one
+
+RESULTS = ROOT / "bench" / "results"
+#: No run may take longer than this, whatever the plan (seconds).
+MAX_RUN_SECONDS = {"quick": 15 * 60, "full": 150 * 60}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="N = 1,000 / 2,000 and short stages (a few minutes)")
+    p.add_argument("--n", type=int, action="append", help="override the connection counts (repeatable)")
+    p.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {SERVERS}")
+    p.add_argument("--rates", help="comma-separated broadcast rates, events/s")
+    p.add_argument("--stage-seconds", type=float, help="seconds each rate is held")
+    p.add_argument("--workers", type=int, help="load-generator processes (default 2)")
+    p.add_argument("--no-docs", action="store_true", help="write only the JSON results")
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    plan = Plan.quick() if args.quick else Plan.full()
+    if args.n:
+        plan.ns = list(args.n)
+    if args.rates:
+        plan.rates = [float(r) for r in args.rates.split(",")]
+    if args.stage_seconds:
+        plan.stage_seconds = args.stage_seconds
+    if args.workers:
+        plan.workers = args.workers
+    return plan
+
+
+async def run_all(plan: Plan, servers: list[str]) -> list[dict[str, Any]]:
+    pool = WorkerPool(plan.workers)
+    pool.start()
+    results: list[dict[str, Any]] = []
+    try:
+        for n in plan.ns:
+            for name in servers:
+                log(f"{name}: N={n}")
+                with running_server(name) as server:
+                    result = await run_one(server, n, plan, pool)
+                results.append(result.to_json())
+                await asyncio.sleep(1.0)  # sockets in TIME_WAIT, the machine settles
+    finally:
+        pool.stop()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = make_plan(args)
+    mode = "quick" if args.quick else "full"
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    for s in servers:
+        if s not in SERVERS:
+            print(f"unknown server {s!r}; choose from {SERVERS}", file=sys.stderr)
+            return 2
+    raise_nofile()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(MAX_RUN_SECONDS[mode])
+    started = time.strftime("%Y%m%dT%H%M%S")
+    t0 = time.monotonic()
+    log(f"bench {mode}: servers {servers}, N {plan.ns}, rates {plan.rates} ev/s, {plan.workers} workers")
+    try:
+        results = asyncio.run(run_all(plan, servers))
+    except KeyboardInterrupt as exc:
+        log(f"interrupted ({exc}); everything started was stopped")
+        return 130
+    finally:
+        signal.alarm(0)
+        stop_all()
+    doc = {
+        "mode": mode,
+        "started": started,
+        "duration_s": round(time.monotonic() - t0, 1),
+        "plan": plan.__dict__,
+        "machine": report.machine(),
+        "command": "python -m bench" + (" --quick" if args.quick else ""),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "results": results,
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"{started}-{mode}.json"
+    out.write_text(json.dumps(doc, indent=1))
+    print()
+    print(report.table(doc))
+    log(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    if not args.no_docs:
+        written = report.write_docs(doc, out)
+        for path in written:
+            log(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
