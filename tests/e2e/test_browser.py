@@ -320,7 +320,7 @@ def test_demo_page_resumes_after_auth_expired_with_a_pasted_token() -> None:
         run_driver("demo_page.mjs", ["--gateway", gateway.url]) as driver,
     ):
         driver.until(lambda s: s["form_shown"] and s["state"] == "closed", 15, "the token form")
-        short = gateway.token("browser-paula", resources=["novel:1"], ttl=4)
+        short = gateway.token("browser-paula", resources=["novel:1"], ttl=5)
         driver.request("paste", token=short, subscribe="novel:1")
         driver.until(lambda s: s["state"] == "open" and s["demo"]["connectionId"], 10, "open")
         seen = gateway.publish(

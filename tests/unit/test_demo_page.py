@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from importlib.resources import files
 
+from herald.api.demo import DEMO_USER
 from herald.events import system
 from herald.sources import simulator
 
@@ -39,3 +41,7 @@ def test_the_page_needs_nothing_from_elsewhere() -> None:
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", PAGE)
     assert not re.search(r"https?://", PAGE)
     assert "@import" not in PAGE
+
+
+def test_the_simulator_works_for_the_user_the_demo_token_is_for() -> None:
+    assert inspect.signature(simulator.run_simulator).parameters["user"].default == DEMO_USER
