@@ -162,6 +162,7 @@ async def open_stream(
     last_event_id: str | None = None,
     query_last_event_id: str | None = None,
     headers: dict[str, str] | None = None,
+    path: str = "/api/v1/events/stream",
 ) -> AsyncIterator[Stream]:
     """An open stream that has received its ``connection.established`` event."""
     params: dict[str, str] = {}
@@ -177,9 +178,7 @@ async def open_stream(
     if last_event_id is not None:
         all_headers["last-event-id"] = last_event_id
     async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as client:
-        request = client.build_request(
-            "GET", f"{base_url}/api/v1/events/stream", params=params, headers=all_headers
-        )
+        request = client.build_request("GET", f"{base_url}{path}", params=params, headers=all_headers)
         # The response head must come promptly; only the body may stay quiet for long.
         response = await asyncio.wait_for(client.send(request, stream=True), 10.0)
         if response.status_code != 200:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald.api.errors import error_response
 from herald.api.stream_request import StreamRequest, log_stream_opened, stream_headers
@@ -78,8 +79,32 @@ async def _until_disconnect(receive: Receive) -> None:
             return
 
 
+_NOT_GET = JSONResponse(
+    {"code": "METHOD_NOT_ALLOWED", "message": "a stream is opened with GET"},
+    status_code=405,
+    headers={"allow": "GET"},
+)
+
+
+class _AsgiEndpoint:
+    """A raw ASGI callable for a ``Route``: Starlette calls a plain function as
+    ``endpoint(request)`` and expects a response back, so it must not be one."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
 def asgi_stream_endpoint(gateway: Gateway) -> object:
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "GET":
+            # Starlette routes HEAD here too; a stream that never ends is no answer to it.
+            await _NOT_GET(scope, receive, send)
+            return
         request = StreamRequest.from_asgi(scope)
         try:
             grant = await gateway.admit_stream(
@@ -113,4 +138,4 @@ def asgi_stream_endpoint(gateway: Gateway) -> object:
                 with contextlib.suppress(asyncio.CancelledError, OSError):
                     await task
 
-    return endpoint
+    return _AsgiEndpoint(endpoint)
