@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 
 from tests.support.api import Api, unique
 from tests.support.gateway import GatewayProcess
@@ -78,3 +79,38 @@ async def test_a_socket_cut_without_a_goodbye_is_removed(gateway: GatewayProcess
     await api.wait_connections(0)
     writer.close()
     await writer.wait_closed()
+
+
+async def test_a_stream_opens_with_retry_then_connection_established(gateway: GatewayProcess) -> None:
+    async with open_stream(gateway.url, token=gateway.token(unique("u"))) as stream:
+        assert stream.response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert "no-cache" in stream.response.headers["cache-control"]
+        hello = await stream.next()
+        assert hello.event == "connection.established"
+        assert hello.retry == 3000  # the retry: field came before the first event
+        assert hello.id is not None
+        assert CURSOR.fullmatch(hello.id)
+        body = hello.json()
+        assert set(body) == {
+            "connection_id",
+            "server_time",
+            "recovered",
+            "replay_miss",
+            "subscriptions",
+            "_scope",
+            "_version",
+        }
+        assert body["connection_id"]
+        server_time = datetime.fromisoformat(body["server_time"])
+        assert server_time.utcoffset() == timedelta(0)
+        assert abs((datetime.now(UTC) - server_time).total_seconds()) < 60
+        assert (body["_scope"], body["_version"]) == ("connection", "1.0")
+
+
+async def test_every_connection_gets_its_own_id(gateway: GatewayProcess) -> None:
+    token = gateway.token(unique("u"))
+    seen = set()
+    for _ in range(3):
+        async with open_stream(gateway.url, token=token) as stream:
+            seen.add((await stream.next()).json()["connection_id"])
+    assert len(seen) == 3

@@ -226,3 +226,12 @@ async def test_publishing_needs_a_publisher(gateway: GatewayProcess, api: Api) -
     assert_error(await api.post_event(body(), minted["token"]), 401, "AUTH_INVALID")
     reader = gateway.token(unique("reader"))
     assert_error(await api.post_event(body(), reader), 403, "PERMISSION_DENIED")
+
+
+async def test_producers_cannot_set_the_envelope_fields(gateway: GatewayProcess, api: Api) -> None:
+    user = unique("u")
+    async with open_stream(gateway.url, token=gateway.token(user)) as stream:
+        await stream.next()
+        spoofed = {"task_id": "t", "_scope": "global", "_version": "9.9"}
+        await api.publish("task.created", "user", user, spoofed)
+        assert (await stream.next()).json() == {"task_id": "t", "_scope": "user", "_version": "1.0"}

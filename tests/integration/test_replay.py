@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -269,3 +270,39 @@ async def test_a_trimmed_cursor_is_stale_and_the_floor_still_replays(
         marker = await short_api.marker()
         for stream in (at_floor, trimmed, oldest):
             assert await until_marker(stream, marker) == []
+
+
+async def test_a_cursor_older_than_the_time_window_is_stale() -> None:
+    with running_gateway({"HERALD_REPLAY_WINDOW_SECONDS": "1"}) as process:
+        async with api_client(process) as client:
+            user = unique("u")
+            token = process.token(user)
+            old = await client.publish("task.created", "user", user, {"n": 1})
+            newer = await client.publish("task.created", "user", user, {"n": 2})
+            window_passed = cursor_key(newer)[0] / 1000 + 1.2
+            await wait_until(lambda: time.time() > window_passed, what="the window to pass")
+            recent = await client.publish("task.created", "user", user, {"n": 3})
+            async with open_stream(process.url, token=token, last_event_id=old) as stream:
+                hello = established(await stream.next())
+                assert (hello["recovered"], hello["replay_miss"]) == (False, "stale")
+                marker = await client.marker()
+                assert await until_marker(stream, marker) == []
+            # The newest event trimmed is the log's floor: replay from it is still exact.
+            async with open_stream(process.url, token=token, last_event_id=newer) as stream:
+                assert established(await stream.next())["recovered"] is True
+                assert (await stream.next()).id == recent
+
+
+async def test_a_cursor_from_an_earlier_run_of_the_gateway_is_stale() -> None:
+    user = unique("u")
+    with running_gateway() as first:
+        async with api_client(first) as client:
+            earlier = await client.publish("task.created", "user", user, {"run": 1})
+    with running_gateway() as second:
+        async with api_client(second) as client:
+            await client.publish("task.created", "user", user, {"run": 2})
+            async with open_stream(second.url, token=second.token(user), last_event_id=earlier) as stream:
+                hello = established(await stream.next())
+                assert (hello["recovered"], hello["replay_miss"]) == (False, "stale")
+                marker = await client.marker()
+                assert await until_marker(stream, marker) == []
