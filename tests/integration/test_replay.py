@@ -300,9 +300,15 @@ async def test_a_cursor_from_an_earlier_run_of_the_gateway_is_stale() -> None:
             earlier = await client.publish("task.created", "user", user, {"run": 1})
     with running_gateway() as second:
         async with api_client(second) as client:
-            await client.publish("task.created", "user", user, {"run": 2})
+            # Before any event, a stream's position is the log's origin, and resumable.
+            async with open_stream(second.url, token=second.token(user)) as stream:
+                origin = (await stream.next()).id
+            later = await client.publish("task.created", "user", user, {"run": 2})
             async with open_stream(second.url, token=second.token(user), last_event_id=earlier) as stream:
                 hello = established(await stream.next())
                 assert (hello["recovered"], hello["replay_miss"]) == (False, "stale")
                 marker = await client.marker()
                 assert await until_marker(stream, marker) == []
+            async with open_stream(second.url, token=second.token(user), last_event_id=origin) as stream:
+                assert established(await stream.next())["recovered"] is True
+                assert ids(await until_marker(stream, marker)) == [later]
