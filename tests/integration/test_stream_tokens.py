@@ -198,6 +198,8 @@ async def test_a_stream_outlives_its_stream_token_but_cannot_reopen_after_it(
     short_tokens: GatewayProcess, short_api: Api
 ) -> None:
     user = unique("u")
+    # ``exp`` is whole seconds: minted early in a second, the 1 s token lives long enough to open.
+    await wait_until(lambda: time.time() % 1 < 0.3, what="the start of a second")
     minted = await short_api.stream_token(short_tokens.token(user))
     async with open_stream(short_tokens.url, stream_token=minted["token"]) as stream:
         await stream.next()

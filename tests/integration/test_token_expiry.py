@@ -15,7 +15,7 @@ async def test_a_stream_ends_when_its_token_expires(
     gateway: GatewayProcess, api: Api, credentials: str
 ) -> None:
     user = unique("u")
-    jwt = gateway.token(user, ttl=2)
+    jwt = gateway.token(user, ttl=3)  # whole seconds: it expires in 2 to 3 s
     if credentials == "bearer":
         opened = open_stream(gateway.url, token=jwt)
     else:
