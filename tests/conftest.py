@@ -7,6 +7,9 @@ from hypothesis import settings
 
 from tests.support.gateway import GatewayProcess, running_gateway
 
+#: Fixtures every test may use: ``redis_server`` (a real Redis for the session).
+pytest_plugins = ["tests.support.redis"]
+
 settings.register_profile("ci", max_examples=300, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from herald.bus.base import EventBus
 from herald.bus.memory import MemoryBus
+from herald.bus.redis import RedisBus
+from herald.cluster.keys import Keyspace
+from herald.cluster.redis_client import RedisConnections
+from tests.support.redis import RedisServer
 
 
 class FakeClock:
@@ -21,11 +26,27 @@ class FakeClock:
 
 
 BusFactory = Callable[..., EventBus]
+Closers = list[Callable[[], Awaitable[None]]]
 
 
-def memory_factory(clock: FakeClock) -> BusFactory:
+def memory_factory(clock: FakeClock, closers: Closers) -> BusFactory:
     def make(**options: float | int) -> EventBus:
-        return MemoryBus(clock=clock, **options)  # type: ignore[arg-type]
+        bus = MemoryBus(clock=clock, **options)  # type: ignore[arg-type]
+        closers.append(bus.stop)
+        return bus
+
+    return make
+
+
+def redis_factory(clock: FakeClock, closers: Closers, server: RedisServer) -> BusFactory:
+    """Each bus is a log of its own (a fresh key prefix) on the session's real Redis."""
+
+    def make(**options: float | int) -> EventBus:
+        connections = RedisConnections(server.url)
+        bus = RedisBus(connections, keys=Keyspace(f"contract-{secrets.token_hex(6)}"), clock=clock, **options)  # type: ignore[arg-type]
+        closers.append(bus.stop)
+        closers.append(connections.aclose)
+        return bus
 
     return make
 
@@ -35,18 +56,14 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 async def make_bus(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[BusFactory]:
     """``make_bus(window_seconds=…, max_events=…, idempotency_window_seconds=…)``."""
-    factories = {"memory": memory_factory}
-    started: list[EventBus] = []
-    base = factories[request.param](clock)
-
-    def make(**options: float | int) -> EventBus:
-        bus = base(**options)
-        started.append(bus)
-        return bus
-
+    closers: Closers = []
+    if request.param == "redis":
+        make = redis_factory(clock, closers, request.getfixturevalue("redis_server"))
+    else:
+        make = memory_factory(clock, closers)
     yield make
-    for bus in started:
-        await bus.stop()
+    for close in closers:
+        await close()

@@ -1,0 +1,168 @@
+"""The Lua scripts of the Redis bus: each runs atomically inside Redis.
+
+Keys: ``log`` (the Stream), ``meta`` (hash: ``origin``, ``floor``).
+
+``origin`` names the log's lifetime. A log whose stream or meta is missing
+(Redis restarted empty, flushed, evicted) is started afresh with an origin
+after every cursor the lost lifetime could have issued (after Redis's clock,
+after the caller's newest cursor, after the stream's last id), so no cursor
+of the lost log is ever taken for one of the new log. The new stream is
+created with an entry at the origin, deleted at once: the stream's
+last-generated id is then the origin and every later id lies above it.
+
+``floor`` is the cursor of the last entry trimmed (the origin until then):
+``XTRIM`` does not record what it removed (``max-deleted-entry-id`` counts
+only ``XDEL``), so the trimming code records it. Only these scripts trim.
+
+``now`` is the caller's clock in milliseconds, or empty for Redis's own
+``TIME``: production uses Redis's clock, one clock for every node; tests
+pass a fake one to move time.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+_COMMON: Final = r"""
+local function now_ms(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function parse_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function id_le(a, b)
+  local am, as = parse_id(a)
+  local bm, bs = parse_id(b)
+  return am < bm or (am == bm and as <= bs)
+end
+
+local function fmt(ms, seq)
+  return string.format('%.0f-%.0f', ms, seq)
+end
+
+local function last_generated(log)
+  local info = redis.call('XINFO', 'STREAM', log)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then return info[i + 1] end
+  end
+  return '0-0'
+end
+
+-- The origin of the live log, creating a new lifetime if the log is gone.
+local function ensure_log(log, meta, now, hint_ms)
+  local origin = redis.call('HGET', meta, 'origin')
+  local has_log = redis.call('EXISTS', log) == 1
+  if origin and has_log then return origin end
+  local ms = math.max(now, hint_ms + 1)
+  if has_log then
+    local last_ms = parse_id(last_generated(log))
+    ms = math.max(ms, last_ms + 1)
+    redis.call('DEL', log)
+  end
+  origin = fmt(ms, 0)
+  redis.call('XADD', log, origin, 'origin', '1')
+  redis.call('XDEL', log, origin)
+  redis.call('DEL', meta)
+  redis.call('HSET', meta, 'origin', origin, 'floor', origin)
+  return origin
+end
+
+-- Drop entries older than the window or past the count; remember the last one dropped.
+local function trim(log, meta, now, window_ms, max_events)
+  local floor = nil
+  if now > window_ms then
+    local minid = fmt(now - window_ms, 0)
+    local old = redis.call('XREVRANGE', log, '(' .. minid, '-', 'COUNT', 1)
+    if #old > 0 then
+      floor = old[1][1]
+      redis.call('XTRIM', log, 'MINID', minid)
+    end
+  end
+  local excess = redis.call('XLEN', log) - max_events
+  if excess > 0 then
+    -- Bounded work per call; a shrunken limit is reached over a few appends.
+    local doomed = redis.call('XRANGE', log, '-', '+', 'COUNT', math.min(excess, 1000))
+    floor = doomed[#doomed][1]
+    local ms, seq = parse_id(floor)
+    redis.call('XTRIM', log, 'MINID', fmt(ms, seq + 1))
+  end
+  if floor then redis.call('HSET', meta, 'floor', floor) end
+end
+"""
+
+#: KEYS: log, meta. ARGV: now, hint_ms.
+#: Returns {origin, floor, last-generated id}: what a node needs to start tailing.
+OPEN: Final = (
+    _COMMON
+    + r"""
+local origin = ensure_log(KEYS[1], KEYS[2], now_ms(ARGV[1]), tonumber(ARGV[2]))
+return {origin, redis.call('HGET', KEYS[2], 'floor'), last_generated(KEYS[1])}
+"""
+)
+
+#: KEYS: log, meta[, idempotency key].
+#: ARGV: now, window_ms, max_events, idempotency_window_ms, hint_ms, field, value, ...
+#: Returns {cursor, duplicate (0/1), origin}.
+APPEND: Final = (
+    _COMMON
+    + r"""
+local log, meta, idem = KEYS[1], KEYS[2], KEYS[3]
+local now = now_ms(ARGV[1])
+local origin = ensure_log(log, meta, now, tonumber(ARGV[5]))
+if idem then
+  local seen = redis.call('GET', idem)
+  if seen then
+    local cursor, expires = string.match(seen, '^(%S+) (%d+)$')
+    if cursor and tonumber(expires) > now then return {cursor, 1, origin} end
+  end
+end
+local id
+if ARGV[1] == '' then
+  id = redis.call('XADD', log, '*', unpack(ARGV, 6))
+else
+  -- The caller's clock, kept monotonic as Redis keeps its own: never below the newest id.
+  id = redis.pcall('XADD', log, string.format('%.0f-*', now), unpack(ARGV, 6))
+  if type(id) == 'table' and id.err then
+    local last_ms = parse_id(last_generated(log))
+    id = redis.call('XADD', log, string.format('%.0f-*', last_ms), unpack(ARGV, 6))
+  end
+end
+if idem then
+  local window = tonumber(ARGV[4])
+  redis.call('SET', idem, id .. ' ' .. string.format('%.0f', now + window), 'PX', window)
+end
+trim(log, meta, now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {id, 0, origin}
+"""
+)
+
+#: One page of a replay. KEYS: log, meta.
+#: ARGV: now, window_ms, max_events, after, upto ('+': the newest), count, origin ('' on the first page).
+#: The first page applies the retention first, then asks whether ``after`` can be
+#: replayed exactly (it is the floor, or an entry still held); later pages ask
+#: whether trimming has since passed their start, or the log was replaced.
+#: Returns {0} when not exact, else {1, origin, entries}.
+REPLAY_PAGE: Final = (
+    _COMMON
+    + r"""
+local log, meta = KEYS[1], KEYS[2]
+local after, origin = ARGV[4], ARGV[7]
+local live_origin = redis.call('HGET', meta, 'origin')
+if not live_origin or redis.call('EXISTS', log) == 0 then return {0} end
+local exact
+if origin == '' then
+  trim(log, meta, now_ms(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+  local floor = redis.call('HGET', meta, 'floor')
+  exact = after == floor or #redis.call('XRANGE', log, after, after) > 0
+else
+  exact = live_origin == origin and id_le(redis.call('HGET', meta, 'floor'), after)
+end
+if not exact then return {0} end
+return {1, live_origin, redis.call('XRANGE', log, '(' .. after, ARGV[5], 'COUNT', tonumber(ARGV[6]))}
+"""
+)

@@ -1,0 +1,39 @@
+"""Where each piece of shared state lives in Redis.
+
+Every key of one deployment carries the same hash tag (``{herald}``), so the
+scripts that touch several keys at once stay valid on a Redis Cluster (they
+all land on one shard), and two deployments can share one Redis by choosing
+different prefixes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    prefix: str = "herald"
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((f"{{{self.prefix}}}", *parts))
+
+    @property
+    def log(self) -> str:
+        """The event log: a Redis Stream whose entry ids are the cursors."""
+        return self._key("log")
+
+    @property
+    def meta(self) -> str:
+        """A hash with the log's ``origin`` (which lifetime of the log this is) and ``floor``."""
+        return self._key("log", "meta")
+
+    def idempotency(self, key: str) -> str:
+        return self._key("idem", key)
+
+    def stream_token(self, token_id: str) -> str:
+        return self._key("stream-token", token_id)
+
+    def connections(self, user_id: str) -> str:
+        """A sorted set of the user's connection leases, scored by expiry."""
+        return self._key("conns", user_id)
