@@ -78,6 +78,10 @@ def _banner(settings: Settings, url: str, generated_secret: bool) -> None:
     if generated_secret:
         print("  no HERALD_JWT_SECRET was set; this run's secret (for herald token/publish):", file=out)
         print(f"    export HERALD_JWT_SECRET={settings.jwt_secret}", file=out)
+    if not (generated_secret or settings.demo):
+        # A configured secret means a real deployment: never put a live token in its logs.
+        out.flush()
+        return
     user_token = mint_token(settings.jwt_secret, sub="alice", resources=["novel:*"], ttl_seconds=3600)
     print("  a token for user 'alice' (1 hour), and her stream:", file=out)
     print(f"    export TOKEN={user_token}", file=out)

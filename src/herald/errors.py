@@ -54,6 +54,14 @@ class StreamTokenInUse(AuthError):
     code = "STREAM_TOKEN_IN_USE"
 
 
+class AuthUnavailable(HeraldError):
+    """Credentials cannot be checked right now (the JWKS endpoint is unreachable)."""
+
+    code = "AUTH_UNAVAILABLE"
+    status = 503
+    retriable = True
+
+
 class PermissionDenied(HeraldError):
     code = "PERMISSION_DENIED"
     status = 403

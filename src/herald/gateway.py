@@ -5,6 +5,9 @@ embedding Herald) needs, with no web framework in sight."""
 from __future__ import annotations
 
 import asyncio
+import random
+import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,13 +15,14 @@ import structlog
 
 from herald.auth.grants import authorize_all, parse_subscriptions
 from herald.auth.principal import Principal
-from herald.auth.stream_tokens import MemoryStreamTokenLeases, StreamTokens, stream_key
+from herald.auth.stream_tokens import StreamTokens, stream_key
 from herald.auth.tokens import TokenVerifier, bearer_token
+from herald.backends import build_backends, build_sources, node_name
 from herald.bus.base import AppendResult, EventBus
-from herald.bus.memory import MemoryBus
 from herald.config import Settings
-from herald.errors import AuthError, PermissionDenied
+from herald.errors import AuthError, BusUnavailable, PermissionDenied
 from herald.events.message import SSEMessage, encode_data
+from herald.manager import frames
 from herald.manager.connection import Connection
 from herald.manager.manager import ConnectionManager
 from herald.manager.sink import Sink
@@ -32,20 +36,22 @@ class StreamGrant:
 
     principal: Principal
     subscriptions: frozenset[str]
-
-
-def build_bus(settings: Settings) -> EventBus:
-    return MemoryBus(
-        window_seconds=settings.replay_window_seconds,
-        max_events=settings.replay_max_events,
-        idempotency_window_seconds=settings.idempotency_window_seconds,
-    )
+    #: The connection's lease in the per-user count (``Gateway.connection_counts``).
+    lease_id: str = ""
+    #: The user's open streams cluster-wide, this one included; ``None`` when the
+    #: count could not be had (Redis unavailable): the stream is admitted uncounted.
+    user_connections: int | None = None
 
 
 class Gateway:
     def __init__(self, settings: Settings, bus: EventBus | None = None) -> None:
         self.settings = settings
-        self.bus = bus if bus is not None else build_bus(settings)
+        #: This process among the cluster's nodes.
+        self.node = node_name()
+        backends = build_backends(settings, self.node, bus)
+        self.bus = backends.bus
+        self._redis = backends.redis
+        self.connection_counts = backends.connection_counter
         self.manager = ConnectionManager(
             self.bus,
             heartbeat_seconds=settings.heartbeat_seconds,
@@ -55,22 +61,36 @@ class Gateway:
         self.verifier = TokenVerifier(settings)
         self.stream_tokens = StreamTokens(
             stream_key(settings.stream_token_secret, settings.jwt_secret),
-            MemoryStreamTokenLeases(),
+            backends.stream_token_leases,
             ttl_seconds=settings.stream_token_ttl_seconds,
         )
+        self.sources, self._source_redis = build_sources(settings, self.publish, self.node)
         self._stream_token_of: dict[str, str] = {}
+        self._lease_of: dict[str, tuple[str, str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.manager.on_close.append(self._release_stream_token)
+        self.manager.on_close.append(self._release_connection_lease)
+        if backends.bus_discontinuity is not None:
+            backends.bus_discontinuity.append(self._on_bus_discontinuity)
 
     async def start(self) -> None:
         await self.bus.start()
+        await self.connection_counts.start()
         await self.manager.start()
+        for source in self.sources:
+            await source.start()
 
     async def stop(self) -> None:
+        for source in self.sources:
+            await source.stop()
         await self.manager.stop()
         await self.bus.stop()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.connection_counts.stop()
+        for redis in (self._source_redis, self._redis):
+            if redis is not None:
+                await redis.aclose()
 
     # --- publishing
 
@@ -100,20 +120,30 @@ class Gateway:
         """
         if stream_token is not None and authorization is not None:
             raise AuthError("send either an Authorization header or ?token=, not both")
-        keys = parse_subscriptions(subscribe)
         if stream_token is not None:
             principal = self.stream_tokens.verify(stream_token)
         else:
             principal = await self.authenticate(authorization)
+        keys = parse_subscriptions(subscribe)
         subscriptions = authorize_all(principal, keys)
         if principal.stream_token_id is not None:
             await self.stream_tokens.acquire(principal)
-        return StreamGrant(principal, subscriptions)
+        lease_id = secrets.token_urlsafe(12)
+        try:
+            user_connections: int | None = await self.connection_counts.acquire(principal.user_id, lease_id)
+        except BusUnavailable as exc:
+            # Counting serves the per-user limit; while Redis is away the stream is
+            # admitted and the lease is counted when the renewal next reaches Redis.
+            log.warning("connection_count_unavailable", user_id=principal.user_id, reason=exc.message)
+            user_connections = None
+        return StreamGrant(principal, subscriptions, lease_id, user_connections)
 
     async def abandon(self, grant: StreamGrant) -> None:
         """Undo :meth:`admit_stream` for a stream that never opened."""
         if grant.principal.stream_token_id is not None:
             await self.stream_tokens.leases.release(grant.principal.stream_token_id)
+        if grant.lease_id:
+            await self.connection_counts.release(grant.principal.user_id, grant.lease_id)
 
     def register_stream(self, sink: Sink, grant: StreamGrant) -> Connection:
         principal = grant.principal
@@ -126,15 +156,36 @@ class Gateway:
         )
         if principal.stream_token_id is not None:
             self._stream_token_of[conn.id] = principal.stream_token_id
+        if grant.lease_id:
+            self._lease_of[conn.id] = (principal.user_id, grant.lease_id)
         return conn
 
     def _release_stream_token(self, conn: Connection) -> None:
         token_id = self._stream_token_of.pop(conn.id, None)
-        if token_id is None:
-            return
-        task = asyncio.get_running_loop().create_task(self.stream_tokens.leases.release(token_id))
+        if token_id is not None:
+            self._in_background(self.stream_tokens.leases.release(token_id))
+
+    def _release_connection_lease(self, conn: Connection) -> None:
+        lease = self._lease_of.pop(conn.id, None)
+        if lease is not None:
+            self._in_background(self.connection_counts.release(*lease))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _on_bus_discontinuity(self, reason: str) -> None:
+        """The bus cannot promise this node's streams every record (Redis lost the log, or
+        trimmed records this node never read): close them, with a spread ``retry``, so
+        every client reconnects and learns ``recovered: false`` rather than miss events
+        silently."""
+        conns = list(self.manager.index.all.values())
+        log.warning("bus_discontinuity_streams_closed", reason=reason, connections=len(conns))
+        spread = max(0, self.settings.shutdown_retry_spread_ms)
+        for conn in conns:
+            retry = self.settings.retry_ms + random.randint(0, spread)  # noqa: S311 - jitter, not a secret
+            self.manager.close(conn, "bus_discontinuity", frames.closing(retry, reason="bus_reset"))
 
     # --- health
 
@@ -147,4 +198,5 @@ class Gateway:
             "position": str(self.manager.position),
             "bus": {"backend": self.settings.bus, "healthy": healthy},
             "accepting": self.manager.accepting,
+            "sources": {source.name: source.stats.as_dict() for source in self.sources},
         }

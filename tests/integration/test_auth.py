@@ -162,3 +162,15 @@ async def test_granted_subscriptions_open_and_are_echoed(gateway: GatewayProcess
     async with open_stream(gateway.url, token=token, subscribe="novel:42,chapter:9,novel:42") as stream:
         hello = (await stream.next()).json()
         assert hello["subscriptions"] == ["chapter:9", "novel:42"]
+
+
+async def test_credentials_are_checked_before_subscriptions(gateway: GatewayProcess) -> None:
+    """An unauthenticated caller learns nothing about what it asked for."""
+    assert_refusal(await refused_stream(gateway, subscribe="Not A Key"), 401, "AUTH_MISSING")
+    assert_refusal(await refused_stream(gateway, token="garbage", subscribe="novel:1"), 401, "AUTH_INVALID")
+
+
+def test_a_gateway_with_a_configured_secret_logs_no_token(gateway: GatewayProcess) -> None:
+    log = gateway.log_path.read_text()
+    assert "herald_listening" in log
+    assert "eyJ" not in log, "a JWT was written to the log"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -195,3 +196,20 @@ async def test_jwks_refuses_tokens_signed_with_other_keys(
     await refused(jwks_gateway, hs256(unique("u")))
     # And the keys still work afterwards.
     await opens(jwks_gateway, rsa_key.token(unique("u")), rsa_key)
+
+
+async def test_an_unreachable_jwks_is_503_and_does_not_reveal_its_url() -> None:
+    """The token may be fine: the client should retry, not drop its credentials."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{closed_port}/secret-path/jwks.json"
+    env = {"HERALD_JWT_ALGORITHMS": '["RS256"]', "HERALD_JWKS_URL": url}
+    with running_gateway(env) as gateway:
+        with pytest.raises(StreamRefused) as caught:
+            async with open_stream(gateway.url, token=rsa_signer("k1").token(unique("u"))):
+                pass
+        assert caught.value.status == 503
+        assert caught.value.body["code"] == "AUTH_UNAVAILABLE"
+        assert "retry-after" in caught.value.headers
+        assert "secret-path" not in caught.value.body["message"]

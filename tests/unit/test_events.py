@@ -11,7 +11,7 @@ from herald.types import Priority
 
 @pytest.mark.parametrize(
     "name",
-    ["task.progress-updated", "novel.created", "worldview.entry-created", "error.auth-expired", "a1.b2-c3"],
+    ["task.progress-updated", "novel.created", "worldview.entry-created", "error.task-failed", "a1.b2-c3"],
 )
 def test_valid_event_names(name: str) -> None:
     assert check_event_name(name) == name
@@ -41,10 +41,13 @@ def test_invalid_event_names(name: str) -> None:
         check_event_name(name)
 
 
-def test_connection_events_are_reserved_for_the_gateway() -> None:
+@pytest.mark.parametrize(
+    "name", ["connection.established", "connection.opened", "error.slow-consumer", "error.auth-expired"]
+)
+def test_the_gateways_own_events_are_reserved(name: str) -> None:
     with pytest.raises(InvalidEvent):
-        check_event_name("connection.established")
-    assert check_event_name("connection.established", internal=True)
+        check_event_name(name)
+    assert check_event_name(name, internal=True) == name
 
 
 @pytest.mark.parametrize(

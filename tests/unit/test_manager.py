@@ -318,3 +318,11 @@ async def test_shutdown_tells_each_stream_when_to_return_with_jitter() -> None:
         retries.add(parser.retry)
     assert len(retries) > 1, "jittered"
     assert not manager.accepting
+
+
+async def test_an_empty_last_event_id_is_no_cursor() -> None:
+    _, manager = await make_manager()
+    _, sink = await connect(manager, last_event_id="  ")
+    await flushed()
+    assert sink.events()[0][2]["replay_miss"] == "none"
+    assert manager.stats.replay_misses == 0

@@ -15,6 +15,7 @@ their own, so one is never accepted as a bearer token, nor the reverse.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import secrets
 import time
@@ -63,19 +64,23 @@ class StreamTokenLeases(Protocol):
 class MemoryStreamTokenLeases:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._held: dict[str, float] = {}
+        self._expiry: list[tuple[float, str]] = []
         self._clock = clock
 
     async def acquire(self, token_id: str, token_expires_at: float) -> bool:
-        now = self._clock()
         # A lease outliving its token cannot be contended (the token no longer
         # verifies), so expired entries go; the table stays bounded by the
         # tokens minted in one lifetime.
-        expired = [tid for tid, exp in self._held.items() if exp < now]
-        for tid in expired:
-            del self._held[tid]
+        now = self._clock()
+        expiry = self._expiry
+        while expiry and expiry[0][0] < now:
+            _, expired = heapq.heappop(expiry)
+            if self._held.get(expired, now) < now:
+                del self._held[expired]
         if token_id in self._held:
             return False
         self._held[token_id] = token_expires_at
+        heapq.heappush(expiry, (token_expires_at, token_id))
         return True
 
     async def release(self, token_id: str) -> None:

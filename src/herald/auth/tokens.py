@@ -13,12 +13,15 @@ import math
 from typing import Any
 
 import jwt
+import structlog
 from jwt.types import Options
 
 from herald.auth.principal import PUBLISHER_ROLE, Principal
 from herald.config import Settings
-from herald.errors import AuthError, AuthExpired, AuthMissing
+from herald.errors import AuthError, AuthExpired, AuthMissing, AuthUnavailable
 from herald.events.names import ROUTING_KEY
+
+log = structlog.get_logger("herald.auth")
 
 #: A bearer token longer than this is refused before any parsing.
 MAX_TOKEN_CHARS = 8192
@@ -86,6 +89,10 @@ class TokenVerifier:
         assert token is not None
         try:
             return self._jwks.get_signing_key_from_jwt(token).key
+        except jwt.PyJWKClientConnectionError:
+            log.warning("jwks_unreachable")
+            # 503, not 401: the token may be fine; the message does not echo the URL.
+            raise AuthUnavailable("signing keys cannot be fetched right now", retry_after=5) from None
         except jwt.PyJWKClientError as exc:
             raise AuthError(f"no signing key for this token: {_reason(exc)}") from None
         except jwt.InvalidTokenError as exc:

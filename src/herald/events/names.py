@@ -23,6 +23,17 @@ MAX_EVENT_NAME_CHARS: Final = 100
 
 #: Prefixes only the gateway itself emits.
 RESERVED_PREFIXES: Final = ("connection.",)
+#: ``error.*`` names with a meaning the gateway gives them (a producer could
+#: otherwise make clients drop a healthy stream); other ``error.*`` names are free.
+RESERVED_NAMES: Final = frozenset(
+    {
+        "error.slow-consumer",
+        "error.auth-expired",
+        "error.connection-limit-exceeded",
+        "error.connection-evicted",
+        "error.server-overload",
+    }
+)
 
 
 def check_event_name(name: str, *, internal: bool = False) -> str:
@@ -31,8 +42,8 @@ def check_event_name(name: str, *, internal: bool = False) -> str:
             f"event name {name[:MAX_EVENT_NAME_CHARS]!r} is not 'domain.action-past' in kebab-case",
             field="event",
         )
-    if not internal and name.startswith(RESERVED_PREFIXES):
-        raise InvalidEvent(f"event names under {RESERVED_PREFIXES} are the gateway's own", field="event")
+    if not internal and (name.startswith(RESERVED_PREFIXES) or name in RESERVED_NAMES):
+        raise InvalidEvent(f"{name!r} is one of the gateway's own event names", field="event")
     return name
 
 

@@ -141,6 +141,8 @@ class ConnectionManager:
         Returns whether the stream continues exactly after ``last_event_id``.
         """
         position = conn.joined_at
+        if last_event_id is not None and not last_event_id.strip():
+            last_event_id = None  # an empty Last-Event-ID is no cursor, not a bad one
         after = parse_cursor(last_event_id)
         replay = await self._bus.replay(after) if after is not None else None
         if conn.closed:
