@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     slow_consumer_bytes: int = Field(256 * 1024, ge=4096)
     #: Grace period for streams to close on shutdown.
     shutdown_grace_seconds: float = Field(5.0, ge=0)
+    #: A stream whose peer acknowledges nothing for this long is dropped (TCP_USER_TIMEOUT),
+    #: so a vanished client is noticed in seconds, not after the kernel's ~15 minutes. 0: off.
+    dead_peer_seconds: float = Field(30.0, ge=0)
     #: On shutdown each stream is told to come back after ``retry_ms`` plus a random
     #: share of this, so the clients of a restarted node do not all return at once.
     shutdown_retry_spread_ms: int = Field(10_000, ge=0)

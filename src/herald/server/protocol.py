@@ -15,6 +15,8 @@ drain is aborted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -300,6 +302,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.lost or self.transport is None:
             await gateway.abandon(grant)
             return
+        self._watch_for_dead_peer(self.ctx.settings.dead_peer_seconds)
         self.transport.write(http11.STREAM_HEAD)
         conn = gateway.register_stream(self, grant)
         self.stream = conn
@@ -314,6 +317,18 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:
             gateway.manager.close(conn, "replay_failed", None)
             log.exception("stream_start_failed", connection_id=conn.id)
+
+    def _watch_for_dead_peer(self, seconds: float) -> None:
+        # Heartbeats keep unacknowledged data in flight on a stream whose peer
+        # vanished (a laptop closed, a network switched); TCP_USER_TIMEOUT turns
+        # that into connection_lost, which frees the connection and its stream
+        # token for the client's reconnect.
+        if seconds <= 0 or not hasattr(socket, "TCP_USER_TIMEOUT") or self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
 
     # --- Sink (used by the manager once this connection is a stream)
 
