@@ -48,11 +48,38 @@ class Settings(BaseSettings):
     stream_token_ttl_seconds: float = Field(60.0, gt=0, le=3600)
 
     # --- the event log
-    bus: Literal["memory"] = "memory"
+    #: ``memory``: one process. ``redis``: several nodes share the log (and the
+    #: stream-token leases and per-user connection counts) in ``redis_url``.
+    bus: Literal["memory", "redis"] = "memory"
     replay_window_seconds: float = Field(300.0, gt=0)
     replay_max_events: int = Field(100_000, ge=1)
     idempotency_window_seconds: float = Field(600.0, gt=0)
     max_event_bytes: int = Field(64 * 1024, ge=256)
+
+    # --- Redis (the redis bus, and the Redis sources)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Every key lives under ``{prefix}:``; deployments sharing one Redis choose different ones.
+    redis_prefix: str = Field("herald", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    #: Bound on every Redis command (connect, wait for a pooled connection, reply):
+    #: past it, publishing answers 503 rather than hang.
+    redis_timeout_seconds: float = Field(2.0, gt=0, le=60)
+    #: A node renews the leases of its connections' count every third of this; the
+    #: connections of a node that died stop counting within it.
+    connection_lease_seconds: float = Field(30.0, ge=1, le=3600)
+
+    # --- sources
+    #: Subscribe to ``redis_pubsub_channel`` and publish the JSON events apps send there.
+    redis_pubsub_source: bool = False
+    redis_pubsub_channel: str = Field("herald:publish", min_length=1)
+    #: Consume ``redis_source_stream`` (entries apps ``XADD``) in the consumer group
+    #: ``redis_source_group``; an entry is acknowledged once its event is in the bus.
+    redis_stream_source: bool = False
+    redis_source_stream: str = Field("herald:events", min_length=1)
+    redis_source_group: str = Field("herald", min_length=1)
+    #: Pending entries of a consumer idle this long (a crashed node) are claimed by another.
+    redis_source_claim_idle_seconds: float = Field(30.0, gt=0)
+    #: The Redis the sources read from, when it is not ``redis_url``.
+    redis_source_url: str | None = None
 
     # --- streams
     heartbeat_seconds: float = Field(15.0, gt=0)

@@ -19,7 +19,7 @@ async def test_health_reports_status_counts_and_position(gateway: GatewayProcess
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     health = response.json()
-    assert set(health) == {"status", "connections", "users", "position", "bus", "accepting"}
+    assert set(health) == {"status", "connections", "users", "position", "bus", "accepting", "sources"}
     assert health["status"] == "ok"
     assert health["bus"] == {"backend": "memory", "healthy": True}
     assert health["accepting"] is True

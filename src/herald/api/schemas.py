@@ -58,3 +58,7 @@ class Health(BaseModel):
     position: str
     bus: BusHealth
     accepting: bool
+    sources: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="per source: messages received, published, duplicates, rejected (bad), failed",
+    )

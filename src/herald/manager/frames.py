@@ -76,10 +76,9 @@ def auth_expired() -> bytes:
     )
 
 
-def closing(retry_ms: int) -> bytes:
-    return retry_frame(retry_ms) + _untracked_frame(
-        SERVER_SHUTDOWN, {"reason": "shutdown", "retry_ms": retry_ms}
-    )
+def closing(retry_ms: int, reason: str = "shutdown") -> bytes:
+    """``retry:`` then ``connection.closing``: come back after ``retry_ms``."""
+    return retry_frame(retry_ms) + _untracked_frame(SERVER_SHUTDOWN, {"reason": reason, "retry_ms": retry_ms})
 
 
 def heartbeat(position: Cursor | None) -> bytes:

@@ -1,0 +1,116 @@
+"""Which implementation of each shared role a node runs, chosen from the settings.
+
+``bus = "memory"``: one process is the whole deployment; the log, the
+stream-token leases and the connection counts live in its memory.
+``bus = "redis"``: every node shares them through one Redis, so the nodes
+behind a load balancer act as one gateway (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from herald.auth.stream_tokens import MemoryStreamTokenLeases, StreamTokenLeases
+from herald.bus.base import EventBus
+from herald.bus.memory import MemoryBus
+from herald.bus.redis import RedisBus
+from herald.cluster.counting import ConnectionCounter, MemoryConnectionCounter
+from herald.cluster.keys import Keyspace
+from herald.cluster.redis_client import RedisConnections
+from herald.cluster.redis_counting import RedisConnectionCounter
+from herald.cluster.redis_leases import RedisStreamTokenLeases
+from herald.config import Settings
+from herald.sources.incoming import Publish, Source
+from herald.sources.redis_pubsub import RedisPubSubSource
+from herald.sources.redis_streams import RedisStreamSource
+
+
+def node_name() -> str:
+    """This process among the cluster's nodes (Redis client names, consumer names, logs)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class Backends:
+    bus: EventBus
+    stream_token_leases: StreamTokenLeases
+    connection_counter: ConnectionCounter
+    #: The Redis clients of this node, if it uses Redis; closed last on stop.
+    redis: RedisConnections | None = None
+    #: Where to register for "listeners may have missed records" (the Redis bus only).
+    bus_discontinuity: list[Callable[[str], None]] | None = None
+
+
+def build_backends(settings: Settings, node: str, bus: EventBus | None = None) -> Backends:
+    """``bus``: a bus built by the caller (tests, embedding), used instead of the configured one."""
+    if settings.bus == "memory":
+        return Backends(
+            bus=bus or build_memory_bus(settings),
+            stream_token_leases=MemoryStreamTokenLeases(),
+            connection_counter=MemoryConnectionCounter(),
+        )
+    redis = RedisConnections(
+        settings.redis_url, timeout=settings.redis_timeout_seconds, name=f"herald:{node}"
+    )
+    keys = Keyspace(settings.redis_prefix)
+    backends = Backends(
+        bus=bus or build_redis_bus(settings, redis, keys),
+        stream_token_leases=RedisStreamTokenLeases(redis, keys),
+        connection_counter=RedisConnectionCounter(
+            redis, keys, lease_seconds=settings.connection_lease_seconds
+        ),
+        redis=redis,
+    )
+    if isinstance(backends.bus, RedisBus):
+        backends.bus_discontinuity = backends.bus.on_discontinuity
+    return backends
+
+
+def build_memory_bus(settings: Settings) -> MemoryBus:
+    return MemoryBus(
+        window_seconds=settings.replay_window_seconds,
+        max_events=settings.replay_max_events,
+        idempotency_window_seconds=settings.idempotency_window_seconds,
+    )
+
+
+def build_redis_bus(settings: Settings, redis: RedisConnections, keys: Keyspace) -> RedisBus:
+    return RedisBus(
+        redis,
+        keys=keys,
+        window_seconds=settings.replay_window_seconds,
+        max_events=settings.replay_max_events,
+        idempotency_window_seconds=settings.idempotency_window_seconds,
+    )
+
+
+def build_sources(
+    settings: Settings, publish: Publish, node: str
+) -> tuple[list[Source], RedisConnections | None]:
+    """The sources the settings ask for, and the Redis clients they read through."""
+    if not (settings.redis_pubsub_source or settings.redis_stream_source):
+        return [], None
+    redis = RedisConnections(
+        settings.redis_source_url or settings.redis_url,
+        timeout=settings.redis_timeout_seconds,
+        name=f"herald:{node}:sources",
+    )
+    sources: list[Source] = []
+    if settings.redis_pubsub_source:
+        sources.append(RedisPubSubSource(redis, settings.redis_pubsub_channel, publish))
+    if settings.redis_stream_source:
+        sources.append(
+            RedisStreamSource(
+                redis,
+                publish,
+                stream=settings.redis_source_stream,
+                group=settings.redis_source_group,
+                consumer=node,
+                claim_idle_seconds=settings.redis_source_claim_idle_seconds,
+            )
+        )
+    return sources, redis

@@ -1,0 +1,157 @@
+"""The cluster-wide per-user connection count, kept in Redis with renewed leases.
+
+Each user has a sorted set: one member per open connection (its lease id),
+scored by the lease's expiry in Redis's clock. Counting drops expired
+members first, so the connections of a node that died (SIGKILL, lost
+network) stop counting within ``lease_seconds``: nobody renews them. The
+node that owns a connection renews all its leases every third of
+``lease_seconds`` in one script per 500 users, re-adding them if Redis lost
+them (restarted empty), so the count heals by itself.
+
+Renewal and release are serialised on this node: a release issued while a
+renewal is in flight waits for it, so a renewal can never resurrect a
+released lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+import structlog
+
+from herald.cluster.keys import Keyspace
+from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
+
+log = structlog.get_logger("herald.cluster.counting")
+
+_NOW: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+#: KEYS: the user's set. ARGV: lease_ms, lease id. Returns the live count.
+_ACQUIRE: Final = (
+    _NOW
+    + """
+local lease = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + lease, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], lease)
+return redis.call('ZCARD', KEYS[1])
+"""
+)
+#: KEYS: a user's set. Returns the live count.
+_COUNT: Final = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')\n"
+#: KEYS: users' sets. ARGV: lease_ms, then per key: n, n lease ids.
+_RENEW: Final = (
+    _NOW
+    + """
+local lease = tonumber(ARGV[1])
+local i = 2
+for _, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[i])
+  local members = {}
+  for j = 1, n do
+    members[#members + 1] = now + lease
+    members[#members + 1] = ARGV[i + j]
+  end
+  i = i + n + 1
+  redis.call('ZADD', key, unpack(members))
+  redis.call('PEXPIRE', key, lease)
+end
+return #KEYS
+"""
+)
+#: Users renewed per script call: bounded work for Redis per call.
+_RENEW_BATCH: Final = 500
+
+
+class RedisConnectionCounter:
+    """:class:`herald.cluster.counting.ConnectionCounter` shared through Redis."""
+
+    def __init__(self, redis: RedisConnections, keys: Keyspace, *, lease_seconds: float = 30.0) -> None:
+        commands = redis.commands
+        self._redis = commands
+        self._keys = keys
+        self._lease_ms = int(lease_seconds * 1000)
+        self._acquire = commands.register_script(_ACQUIRE)
+        self._count = commands.register_script(_COUNT)
+        self._renew = commands.register_script(_RENEW)
+        #: The leases this node holds (and renews), by user.
+        self._leases: dict[str, set[str]] = {}
+        self._lock = asyncio.Lock()
+        self._renewer: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._renewer = asyncio.create_task(self._run_renewer(), name="herald-connection-lease-renewer")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._renewer is not None:
+            # A cancellation redis-py swallows (see ``stop_reader``) still ends the
+            # loop at its next turn, through ``_stopping``.
+            self._renewer.cancel()
+            await asyncio.wait({self._renewer}, timeout=5.0)
+            self._renewer = None
+
+    async def acquire(self, user_id: str, lease_id: str) -> int:
+        self._leases.setdefault(user_id, set()).add(lease_id)
+        try:
+            count = await self._acquire(
+                keys=[self._keys.connections(user_id)], args=[self._lease_ms, lease_id]
+            )
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise unavailable("counting the user's connections", exc) from exc
+            raise
+        return int(count)
+
+    async def release(self, user_id: str, lease_id: str) -> None:
+        leases = self._leases.get(user_id)
+        if leases is not None:
+            leases.discard(lease_id)
+            if not leases:
+                del self._leases[user_id]
+        async with self._lock:
+            try:
+                await self._redis.zrem(self._keys.connections(user_id), lease_id)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                # Not renewed any more, the lease lapses within lease_seconds.
+                log.warning("connection_lease_release_failed", user_id=user_id, error=repr(exc))
+
+    async def count(self, user_id: str) -> int:
+        try:
+            count = await self._count(keys=[self._keys.connections(user_id)])
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise unavailable("counting the user's connections", exc) from exc
+            raise
+        return int(count)
+
+    async def renew(self) -> None:
+        """Extend every lease this node holds by ``lease_seconds`` from now."""
+        async with self._lock:
+            users = [(user, sorted(leases)) for user, leases in self._leases.items()]
+            for start in range(0, len(users), _RENEW_BATCH):
+                batch = users[start : start + _RENEW_BATCH]
+                args: list[str | int] = [self._lease_ms]
+                for _, leases in batch:
+                    args += [len(leases), *leases]
+                await self._renew(keys=[self._keys.connections(user) for user, _ in batch], args=args)
+
+    async def _run_renewer(self) -> None:
+        interval = self._lease_ms / 3000
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                await self.renew()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._stopping:
+                    return
+                # Retried at the next interval; two misses in a row and leases lapse.
+                log.warning("connection_lease_renewal_failed", error=repr(exc), users=len(self._leases))

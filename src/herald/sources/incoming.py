@@ -1,0 +1,127 @@
+"""What sources share: the event body apps send, how each source publishes, what it counts.
+
+The body is the one ``POST /api/v1/events`` takes, so an app can move
+between HTTP and Redis without reshaping its events::
+
+    {"event": "task.progress-updated", "scope": "user", "key": "u1",
+     "data": {"task_id": "t1", "progress": 50}, "priority": "normal",
+     "coalesce": "task:t1", "id": "task-t1-progress-50"}
+
+``id`` (or ``idempotency_key``, its synonym from the HTTP API) makes the
+delivery idempotent: the same id within the idempotency window is one event,
+however many nodes or retries hand it in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from herald.bus.base import AppendResult
+from herald.errors import InvalidEvent
+from herald.events.message import SSEMessage, build_message
+
+_FIELDS = frozenset({"event", "scope", "key", "data", "priority", "coalesce", "id", "idempotency_key"})
+MAX_ID_CHARS = 256
+
+
+class Publish(Protocol):
+    """``Gateway.publish``: append a message; a cursor, or a :class:`HeraldError`."""
+
+    def __call__(
+        self, message: SSEMessage, *, idempotency_key: str | None = None
+    ) -> Awaitable[AppendResult]: ...
+
+
+class Source(Protocol):
+    """A producer feeding the bus; the gateway starts it after the bus and stops it first."""
+
+    name: str
+    stats: SourceStats
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    message: SSEMessage
+    #: The producer's id for the event, if it gave one.
+    event_id: str | None
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """What a source did with what it received; every message ends in exactly one of
+    ``published``, ``duplicates``, ``rejected`` (bad message, skipped) or ``failed``
+    (the bus refused it and retrying did not help)."""
+
+    received: int = 0
+    published: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "published": self.published,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "failed": self.failed,
+        }
+
+
+def parse_event_json(raw: bytes | str, *, source: str) -> IncomingEvent:
+    """The event a JSON text carries; :class:`InvalidEvent` naming what is wrong."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"the message is not JSON: {exc}") from None
+    return parse_event_body(body, source=source)
+
+
+def parse_event_body(body: Any, *, source: str) -> IncomingEvent:
+    if not isinstance(body, Mapping):
+        raise InvalidEvent("the message must be a JSON object")
+    unknown = sorted(str(name) for name in body if name not in _FIELDS)
+    if unknown:
+        raise InvalidEvent(f"unknown fields {unknown[:5]}", field=unknown[0])
+    event = _text(body, "event", required=True)
+    scope = _text(body, "scope", required=True)
+    assert event is not None
+    assert scope is not None
+    if "data" not in body:
+        raise InvalidEvent("data is required", field="data")
+    event_id = _text(body, "id")
+    idempotency_key = _text(body, "idempotency_key")
+    if event_id is not None and idempotency_key is not None and event_id != idempotency_key:
+        raise InvalidEvent("id and idempotency_key differ; send one", field="id")
+    event_id = event_id or idempotency_key
+    if event_id is not None and len(event_id) > MAX_ID_CHARS:
+        raise InvalidEvent(f"id must be 1-{MAX_ID_CHARS} characters", field="id")
+    message = build_message(
+        event=event,
+        scope=scope,
+        key=_text(body, "key"),
+        data=body["data"],
+        priority=_text(body, "priority") or "normal",
+        coalesce=_text(body, "coalesce"),
+        source=source,
+    )
+    return IncomingEvent(message, event_id)
+
+
+def _text(body: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise InvalidEvent(f"{name} is required", field=name)
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(f"{name} must be a non-empty string", field=name)
+    return value
