@@ -9,6 +9,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -59,7 +60,7 @@ def user_of(index: int) -> str:
     return f"u{index % USER_GROUPS}"
 
 
-def server_command(name: str) -> tuple[list[str], dict[str, str]]:
+def server_command(name: str, gc_log: str | None = None) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     env.update(
         {
@@ -69,15 +70,22 @@ def server_command(name: str) -> tuple[list[str], dict[str, str]]:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    env.pop("PYTHONPATH", None)
     env["PYTHONPATH"] = str(ROOT)
     if name == "herald":
-        return [str(VENV_BIN / "herald"), "serve", "--host", "127.0.0.1", "--port", "0"], env
-    if name == "sse_starlette":
-        return [sys.executable, "-m", "bench.baselines.sse_starlette_app", "--port", "0"], env
-    if name == "ceiling":
-        return [sys.executable, "-m", "bench.baselines.raw_asyncio", "--port", "0"], env
-    raise ValueError(f"unknown server {name!r}")
+        cmd = [str(VENV_BIN / "herald"), "serve", "--host", "127.0.0.1", "--port", "0"]
+        watched = [sys.executable, "-m", "bench.gcwatch", "herald", *cmd[1:]]
+    elif name == "sse_starlette":
+        cmd = [sys.executable, "-m", "bench.baselines.sse_starlette_app", "--port", "0"]
+        watched = [sys.executable, "-m", "bench.gcwatch", *cmd[1:]]
+    elif name == "ceiling":
+        cmd = [sys.executable, "-m", "bench.baselines.raw_asyncio", "--port", "0"]
+        watched = [sys.executable, "-m", "bench.gcwatch", *cmd[1:]]
+    else:
+        raise ValueError(f"unknown server {name!r}")
+    if gc_log is None:
+        return cmd, env
+    env["BENCH_GC_LOG"] = gc_log
+    return watched, env
 
 
 def _child_setup() -> None:
@@ -93,6 +101,8 @@ class ServerProcess:
     port: int
     ps: psutil.Process
     stderr_tail: list[str] = field(default_factory=list)
+    #: Where ``bench.gcwatch`` writes the server's collections when it exits.
+    gc_log: str | None = None
 
     @property
     def pid(self) -> int:
@@ -109,6 +119,18 @@ class ServerProcess:
 
     def stop(self) -> None:
         stop_group(self.proc)
+
+    def collections(self) -> list[tuple[int, int, int, int]] | None:
+        """(start ns, generation, duration ns, collected) of every collection, once stopped."""
+        if self.gc_log is None:
+            return None
+        try:
+            with open(self.gc_log) as f:
+                events: list[tuple[int, int, int, int]] = [tuple(e) for e in json.load(f)["collections"]]
+            os.unlink(self.gc_log)
+        except (OSError, ValueError, KeyError):
+            return None
+        return events
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -147,8 +169,13 @@ def cpu_seconds(ps: psutil.Process) -> float:
         return float(times.user + times.system)
 
 
-def start_server(name: str, timeout: float = 30.0) -> ServerProcess:
-    cmd, env = server_command(name)
+def start_server(name: str, timeout: float = 30.0, gcwatch: bool = True) -> ServerProcess:
+    gc_log = (
+        f"{tempfile.gettempdir()}/bench-gc-{name}-{os.getpid()}-{time.monotonic_ns()}.json"
+        if gcwatch
+        else None
+    )
+    cmd, env = server_command(name, gc_log)
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -196,12 +223,12 @@ def start_server(name: str, timeout: float = 30.0) -> ServerProcess:
             pass
 
     threading.Thread(target=drain_stdout, daemon=True).start()
-    return ServerProcess(name, proc, port, psutil.Process(proc.pid), tail)
+    return ServerProcess(name, proc, port, psutil.Process(proc.pid), tail, gc_log)
 
 
 @contextlib.contextmanager
-def running_server(name: str) -> Iterator[ServerProcess]:
-    server = start_server(name)
+def running_server(name: str, gcwatch: bool = True) -> Iterator[ServerProcess]:
+    server = start_server(name, gcwatch=gcwatch)
     try:
         yield server
     finally:

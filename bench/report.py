@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import re
+import statistics
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -17,6 +18,7 @@ DOCS = ROOT / "docs"
 PLOTS = DOCS / "benchmarks"
 DOC = DOCS / "benchmarks.md"
 Result = dict[str, Any]
+SHORT = {"herald": "Herald", "sse_starlette": "sse-starlette", "ceiling": "ceiling"}
 
 
 # --- the machine
@@ -37,7 +39,7 @@ def machine() -> dict[str, Any]:
         mem = re.search(r"^Mem:\s+(\d+)", free, re.M)
         if mem:
             info["memory_mib"] = int(mem.group(1))
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("uvloop", "httptools", "uvicorn", "fastapi", "starlette", "sse-starlette", "orjson", "pyjwt"):
         try:
             versions[pkg] = metadata.version(pkg)
@@ -48,6 +50,16 @@ def machine() -> dict[str, Any]:
         info["herald_commit"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
         ).stdout.strip()
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        info["herald_dirty"] = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "src/herald"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        )
     return info
 
 
@@ -57,7 +69,8 @@ def machine() -> dict[str, Any]:
 def _find(doc: Result, server: str, n: int) -> Result | None:
     for r in doc["results"]:
         if r["server"] == server and r["n"] == n:
-            return r
+            found: Result = r
+            return found
     return None
 
 
@@ -78,7 +91,8 @@ def _stage_at(r: Result | None, rate: float) -> Result | None:
         return None
     for s in r["broadcast"]:
         if s["rate"] == rate:
-            return s
+            stage: Result = s
+            return stage
     return None
 
 
@@ -97,29 +111,44 @@ def marginal_us_per_delivery(r: Result | None) -> float | None:
     t, z = r["targeted"], r["nobody"]
     if not t["receivers_per_event"]:
         return None
-    return (t["server_cpu_us_per_event"] - z["server_cpu_us_per_event"]) / t["receivers_per_event"]
+    marginal: float = (t["server_cpu_us_per_event"] - z["server_cpu_us_per_event"]) / t["receivers_per_event"]
+    return marginal
 
 
-def metrics(doc: Result, server: str, n: int) -> dict[str, float | None]:
-    r = _find(doc, server, n)
+def _rounds(doc: Result, server: str, n: int) -> list[Result]:
+    return [r for r in doc["results"] if r["server"] == server and r["n"] == n]
+
+
+def _metrics_one(r: Result | None) -> dict[str, float | None]:
     if r is not None and not r["connected"]:
         r = None
     s10 = _stage_at(r, 10)
     storm = (r or {}).get("storm") or {}
+    gc2 = ((r or {}).get("gc") or {}).get("2")
     return {
         "kib_per_conn": r["rss_per_conn_bytes"] / 1024 if r else None,
         "max_deliveries": max_sustained(r),
         "p99_at_10": s10["p99_ms"] if s10 else None,
         "cpu_at_10": s10["server_cpu_pct"] if s10 else None,
-        "ok_at_10": 1.0 if s10 and s10["ok"] else 0.0,
         "us_per_delivery_at_10": s10["server_cpu_us_per_delivery"] if s10 else None,
         "targeted_marginal_us": marginal_us_per_delivery(r),
         "targeted_p99": r["targeted"]["p99_ms"] if r and r.get("targeted") else None,
         "storm_live_s": storm.get("all_live_s"),
         "storm_replayed_s": storm.get("all_replayed_s"),
         "connect_rate": r["connect_rate"] if r else None,
+        "gc2_max_ms": gc2[2] if gc2 and gc2[0] else (0.0 if gc2 else None),
         "connected": r["connected"] if r else None,
     }
+
+
+def metrics(doc: Result, server: str, n: int) -> dict[str, float | None]:
+    """Each metric's median over the rounds of (server, N)."""
+    per_round = [_metrics_one(r) for r in _rounds(doc, server, n)] or [_metrics_one(None)]
+    out: dict[str, float | None] = {}
+    for key in per_round[0]:
+        values = sorted(v for m in per_round if (v := m[key]) is not None)
+        out[key] = statistics.median(values) if values else None
+    return out
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:
@@ -148,6 +177,7 @@ ROWS = [
     ("storm_live_s", "reconnect storm: all live (s)", True),
     ("storm_replayed_s", "reconnect storm: all live and replayed (s)", True),
     ("connect_rate", "new streams/s (JWT verified)", False),
+    ("gc2_max_ms", "longest full (gen-2) collection in the server (ms)", True),
 ]
 
 
@@ -256,14 +286,27 @@ def plots(doc: Result) -> list[Path]:
     for col, n in enumerate(ns):
         ax, cpu = axes[0][col], axes[1][col]
         for s in servers:
-            r = _find(doc, s, n)
-            if not r or not r["broadcast"]:
-                continue
-            st = [x for x in r["broadcast"] if x["p99_ms"] is not None]
-            x = [v["rate"] * r["connected"] for v in st]
-            ax.plot(x, [v["p99_ms"] for v in st], "o-", color=colors.get(s), label=f"{LABELS[s]} p99")
-            ax.plot(x, [v["p50_ms"] for v in st], "x--", color=colors.get(s), alpha=0.5, label=f"{s} p50")
-            cpu.plot(x, [v["server_cpu_pct"] for v in st], "o-", color=colors.get(s), label=LABELS[s])
+            for k, r in enumerate(_rounds(doc, s, n)):
+                if not r["broadcast"]:
+                    continue
+                st = [x for x in r["broadcast"] if x["p99_ms"] is not None]
+                x = [v["rate"] * r["connected"] for v in st]
+                first = k == 0
+                c = colors.get(s)
+                ax.plot(
+                    x, [v["p99_ms"] for v in st], "o-", color=c, label=f"{SHORT[s]} p99" if first else None
+                )
+                ax.plot(
+                    x,
+                    [v["p50_ms"] for v in st],
+                    "x--",
+                    color=c,
+                    alpha=0.5,
+                    label=f"{SHORT[s]} p50" if first else None,
+                )
+                cpu.plot(
+                    x, [v["server_cpu_pct"] for v in st], "o-", color=c, label=LABELS[s] if first else None
+                )
         ax.axhline(1000, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -312,11 +355,14 @@ def _markdown(doc: Result, json_path: Path, pngs: list[Path]) -> str:
     servers = _servers(doc)
     m = doc["machine"]
     out = [
-        f"### {mode} run, {doc['started']} ({doc['duration_s']:.0f} s)",
+        f"### {mode} run, {doc['started']} ({doc['duration_s']:.0f} s"
+        + (f", {doc['plan']['repeat']} rounds: medians" if doc["plan"].get("repeat", 1) > 1 else "")
+        + ")",
         "",
         f"Command: `{doc['command']}`"
-        + (f" (arguments: `{' '.join(doc['argv'])}`)" if doc.get("argv") else "")
-        + f"; raw results: `{json_path.relative_to(ROOT)}`; Herald commit `{m.get('herald_commit', '?')}`.",
+        + (f" (arguments: `{' '.join(doc['argv'])}`)" if doc.get("argv") not in ([], ["--quick"]) else "")
+        + f"; raw results: `{json_path.relative_to(ROOT)}`; Herald at commit `{m.get('herald_commit', '?')}`"
+        + (" with uncommitted changes in `src/herald`." if m.get("herald_dirty") else "."),
         f"Machine: {m.get('cpu')}, {m.get('logical_cpus')} logical CPUs, "
         f"{m.get('memory_mib', 0) / 1024:.1f} GiB, Linux {m.get('kernel')}, Python {m.get('python')}; "
         + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items() if v),
@@ -340,23 +386,24 @@ def _markdown(doc: Result, json_path: Path, pngs: list[Path]) -> str:
         out.append("<details><summary>every broadcast stage</summary>")
         out.append("")
         out.append(
-            "| server | events/s | deliveries/s | p50 ms | p99 ms | max ms | server CPU % "
-            "| loadgen CPU % | result |"
+            "| server | round | events/s | deliveries/s | p50 ms | p99 ms | max ms | server CPU % "
+            "| loadgen CPU % | other CPU % | full GCs (ms) | result |"
         )
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for s in servers:
-            r = _find(doc, s, n)
-            for st in (r or {}).get("broadcast", []) + [
-                x for x in ((r or {}).get("nobody"), (r or {}).get("targeted")) if x
-            ]:
-                label = f"{st['rate']:g}" + ("" if st["kind"] == "broadcast" else f" ({st['kind']})")
-                out.append(
-                    f"| {s} | {label} | {_fmt(st['deliveries_per_s'])} | {_fmt(st['p50_ms'])} | "
-                    f"{_fmt(st['p99_ms'])} | {_fmt(st['max_ms'])} | {_fmt(st['server_cpu_pct'])} | "
-                    f"{_fmt(st['loadgen_cpu_pct'])} | {'ok' if st['ok'] else st['reason']} |"
-                )
-            if r and r.get("error"):
-                out.append(f"| {s} | error | {r['error']} | | | | | | |")
+            for r in _rounds(doc, s, n):
+                rnd = r.get("round", 0) + 1
+                for st in r.get("broadcast", []) + [x for x in (r.get("nobody"), r.get("targeted")) if x]:
+                    label = f"{st['rate']:g}" + ("" if st["kind"] == "broadcast" else f" ({st['kind']})")
+                    gcs = "—" if st.get("gc_full") is None else f"{st['gc_full']} ({_fmt(st['gc_total_ms'])})"
+                    out.append(
+                        f"| {s} | {rnd} | {label} | {_fmt(st['deliveries_per_s'])} | {_fmt(st['p50_ms'])} | "
+                        f"{_fmt(st['p99_ms'])} | {_fmt(st['max_ms'])} | {_fmt(st['server_cpu_pct'])} | "
+                        f"{_fmt(st['loadgen_cpu_pct'])} | {_fmt(st.get('others_cpu_pct'))} | {gcs} | "
+                        f"{'ok' if st['ok'] else st['reason']} |"
+                    )
+                if r.get("error"):
+                    out.append(f"| {s} | {rnd} | error | {r['error']} | | | | | | | | |")
         out.append("")
         out.append("</details>")
         out.append("")

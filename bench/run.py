@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rates", help="comma-separated broadcast rates, events/s")
     p.add_argument("--stage-seconds", type=float, help="seconds each rate is held")
     p.add_argument("--workers", type=int, help="load-generator processes (default 2)")
+    p.add_argument("--repeat", type=int, help="rounds per N, servers interleaved; medians reported")
+    p.add_argument("--no-gcwatch", action="store_true", help="do not record the servers' collections")
     p.add_argument("--no-docs", action="store_true", help="write only the JSON results")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     return p.parse_args(argv)
@@ -55,21 +57,27 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan.stage_seconds = args.stage_seconds
     if args.workers:
         plan.workers = args.workers
+    if args.repeat:
+        plan.repeat = args.repeat
     return plan
 
 
-async def run_all(plan: Plan, servers: list[str]) -> list[dict[str, Any]]:
+async def run_all(plan: Plan, servers: list[str], gcwatch: bool) -> list[dict[str, Any]]:
     pool = WorkerPool(plan.workers)
     pool.start()
     results: list[dict[str, Any]] = []
     try:
         for n in plan.ns:
-            for name in servers:
-                log(f"{name}: N={n}")
-                with running_server(name) as server:
-                    result = await run_one(server, n, plan, pool)
-                results.append(result.to_json())
-                await asyncio.sleep(1.0)  # sockets in TIME_WAIT, the machine settles
+            for round_ in range(plan.repeat):
+                for name in servers:
+                    log(f"{name}: N={n}" + (f", round {round_ + 1}/{plan.repeat}" if plan.repeat > 1 else ""))
+                    with running_server(name, gcwatch=gcwatch) as server:
+                        result = await run_one(server, n, plan, pool, round_)
+                    result.attribute_collections(server.collections())
+                    if result.gc:
+                        log(f"  server collections (count, total ms, max ms) by generation: {result.gc}")
+                    results.append(result.to_json())
+                    await asyncio.sleep(1.0)  # sockets in TIME_WAIT, the machine settles
     finally:
         pool.stop()
     return results
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     log(f"bench {mode}: servers {servers}, N {plan.ns}, rates {plan.rates} ev/s, {plan.workers} workers")
     try:
-        results = asyncio.run(run_all(plan, servers))
+        results = asyncio.run(run_all(plan, servers, gcwatch=not args.no_gcwatch))
     except KeyboardInterrupt as exc:
         log(f"interrupted ({exc}); everything started was stopped")
         return 130
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": plan.__dict__,
         "machine": report.machine(),
         "command": "python -m bench" + (" --quick" if args.quick else ""),
+        "gcwatch": not args.no_gcwatch,
         "argv": sys.argv[1:] if argv is None else argv,
         "results": results,
     }

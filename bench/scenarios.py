@@ -29,6 +29,8 @@ class Plan:
     storm_events: int
     connect_concurrency: int
     workers: int
+    #: Each (N, server) is run this many times, servers interleaved; the report takes medians.
+    repeat: int = 1
     #: A stage fails when its p99 passes this, or deliveries fall short.
     p99_limit_ms: float = 1000.0
     min_delivered_fraction: float = 0.99
@@ -52,9 +54,9 @@ class Plan:
     def full(cls) -> Plan:
         return cls(
             ns=[1000, 5000, 10000],
-            rates=[1, 2, 5, 10, 20, 50, 100, 200],
-            stage_seconds=8.0,
-            drain_seconds=5.0,
+            rates=[1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200],
+            stage_seconds=6.0,
+            drain_seconds=4.0,
             targeted_rate=200,
             storm_events=10,
             connect_concurrency=256,
@@ -77,6 +79,8 @@ class Stage:
     server_cpu_pct: float
     loadgen_cpu_pct: float
     coordinator_cpu_pct: float
+    #: CPU the rest of the machine used during the stage (% of one core; 2 cores = 200 %).
+    others_cpu_pct: float
     published: int
     publish_errors: int
     publish_max_lag_ms: float
@@ -87,12 +91,20 @@ class Stage:
     reason: str
     server_cpu_us_per_event: float = 0.0
     server_cpu_us_per_delivery: float = 0.0
+    #: The stage's span on CLOCK_MONOTONIC, to attribute the server's collections to it.
+    t0_ns: int = 0
+    t1_ns: int = 0
+    #: The server's garbage collections during the stage (``bench.gcwatch``).
+    gc_full: int | None = None
+    gc_listed_max_ms: float | None = None
+    gc_total_ms: float | None = None
 
 
 @dataclass
 class RunResult:
     server: str
     n: int
+    round: int = 0
     connected: int = 0
     connect_failed: int = 0
     connect_errors: dict[str, int] = field(default_factory=dict)
@@ -107,6 +119,26 @@ class RunResult:
     storm: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     server_log_tail: list[str] = field(default_factory=list)
+    #: Whole-run collection summary of the server: {generation: [count, total ms, max ms]}.
+    gc: dict[str, list[float]] = field(default_factory=dict)
+
+    def attribute_collections(self, events: list[tuple[int, int, int, int]] | None) -> None:
+        """Count the server's collections (from ``bench.gcwatch``) into each stage."""
+        if events is None:
+            return
+        for gen in (1, 2):
+            mine = [e for e in events if e[1] == gen]
+            self.gc[str(gen)] = [
+                len(mine),
+                round(sum(e[2] for e in mine) / 1e6, 1),
+                round(max((e[2] for e in mine), default=0) / 1e6, 1),
+            ]
+        stages = [*self.broadcast, *(s for s in (self.nobody, self.targeted) if s is not None)]
+        for stage in stages:
+            inside = [e for e in events if stage.t0_ns <= e[0] <= stage.t1_ns]
+            stage.gc_full = sum(1 for e in inside if e[1] == 2)
+            stage.gc_listed_max_ms = max((e[2] for e in inside), default=0) / 1e6
+            stage.gc_total_ms = sum(e[2] for e in inside) / 1e6
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,21 +155,36 @@ class _CpuClock:
         self.me = psutil.Process()
         self.start = self._read()
 
-    def _read(self) -> tuple[float, float, float, float]:
-        return (time.monotonic(), self.server.cpu_seconds(), self.pool.cpu_seconds(), cpu_seconds(self.me))
+    def _read(self) -> tuple[float, float, float, float, float]:
+        import psutil
 
-    def used(self) -> tuple[float, float, float]:
-        """CPU seconds (server, load generator, coordinator) since start."""
+        t = psutil.cpu_times()
+        busy = t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
+        return (
+            time.monotonic(),
+            self.server.cpu_seconds(),
+            self.pool.cpu_seconds(),
+            cpu_seconds(self.me),
+            busy,
+        )
+
+    def used(self) -> tuple[float, float, float, float]:
+        """CPU seconds (server, load generator, coordinator, whole machine) since start."""
         now = self._read()
-        return (now[1] - self.start[1], now[2] - self.start[2], now[3] - self.start[3])
+        return (
+            now[1] - self.start[1],
+            now[2] - self.start[2],
+            now[3] - self.start[3],
+            now[4] - self.start[4],
+        )
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-async def run_one(server: ServerProcess, n: int, plan: Plan, pool: WorkerPool) -> RunResult:
-    result = RunResult(server=server.name, n=n)
+async def run_one(server: ServerProcess, n: int, plan: Plan, pool: WorkerPool, round_: int = 0) -> RunResult:
+    result = RunResult(server=server.name, n=n, round=round_)
     port = server.port
     publisher = Publisher(HOST, port, mint("bench-publisher", publisher=True))
     tokens = {f"u{g}": mint(f"u{g}") for g in range(USER_GROUPS)}
@@ -255,6 +302,7 @@ async def _stage(
     key_of: Any,
 ) -> Stage:
     await pool.all("reset", 30)
+    t0_ns = time.monotonic_ns()
     clock = _CpuClock(server, pool)
     pub = await publisher.run(rate, plan.stage_seconds, scope, key_of)
     wanted = round(pub.accepted * receivers)
@@ -264,7 +312,7 @@ async def _stage(
     while merged.delivered < wanted and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
         merged = await pool.stats(hist=False)
-    server_cpu_s, loadgen_cpu_s, coord_cpu_s = clock.used()
+    server_cpu_s, loadgen_cpu_s, coord_cpu_s, machine_cpu_s = clock.used()
     merged = await pool.stats(hist=True)
     # Deliveries per second over the publishing window and the tail it took to deliver;
     # ``published / rate`` is the schedule's length (no fencepost error at low rates).
@@ -274,6 +322,9 @@ async def _stage(
     server_cpu = 100 * server_cpu_s / window
     loadgen_cpu = 100 * loadgen_cpu_s / window
     coord_cpu = 100 * coord_cpu_s / window
+    # What else ran meanwhile (other people's tests on a shared machine, the kernel's
+    # softirqs): the noise a stage's numbers carry.
+    others_cpu = max(0.0, 100 * machine_cpu_s / window - server_cpu - loadgen_cpu - coord_cpu)
     p99 = merged.percentile_ms(0.99)
     ok, reason = True, ""
     if pub.errors or pub.accepted < 0.95 * pub.wanted:
@@ -300,6 +351,7 @@ async def _stage(
         server_cpu_pct=server_cpu,
         loadgen_cpu_pct=loadgen_cpu,
         coordinator_cpu_pct=coord_cpu,
+        others_cpu_pct=others_cpu,
         published=pub.accepted,
         publish_errors=pub.errors,
         publish_max_lag_ms=pub.max_lag_ms,
@@ -310,6 +362,8 @@ async def _stage(
         reason=reason,
         server_cpu_us_per_event=1e6 * server_cpu_s / pub.accepted if pub.accepted else 0.0,
         server_cpu_us_per_delivery=1e6 * server_cpu_s / merged.delivered if merged.delivered else 0.0,
+        t0_ns=t0_ns,
+        t1_ns=time.monotonic_ns(),
     )
 
 
@@ -317,7 +371,8 @@ def _log_stage(s: Stage) -> None:
     p = "—" if s.p99_ms is None else f"{s.p50_ms:.1f}/{s.p99_ms:.1f}"
     log(
         f"  {s.kind:9} {s.rate:>5g} ev/s: {s.deliveries_per_s:>9.0f} deliveries/s, p50/p99 {p} ms, "
-        f"max {s.max_ms:.0f} ms, server CPU {s.server_cpu_pct:.0f}%, loadgen CPU {s.loadgen_cpu_pct:.0f}%"
+        f"max {s.max_ms:.0f} ms, server CPU {s.server_cpu_pct:.0f}%, loadgen CPU {s.loadgen_cpu_pct:.0f}%, "
+        f"others {s.others_cpu_pct:.0f}%"
         f"{'' if s.ok else '  FAILED: ' + s.reason}"
     )
 

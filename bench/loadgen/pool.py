@@ -32,9 +32,14 @@ class Handle:
         async with self.lock:
             loop = asyncio.get_running_loop()
             self.pipe.send((cmd, args))
-            ready = loop.create_future()
+            ready: asyncio.Future[None] = loop.create_future()
             fd = self.pipe.fileno()
-            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+
+            def readable() -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            loop.add_reader(fd, readable)
             try:
                 await asyncio.wait_for(ready, wait_s)
             finally:
