@@ -279,14 +279,14 @@ class RedisBus:
                     await self._check_log(client)
                     last_check = time.monotonic()
                     must_check = False
+                    self._reached_redis(attempt)
+                    attempt = 0
                 reply: Any = await client.xread(
                     {self._keys.log: str(self._read_from)},
                     count=self._read_batch,
                     block=int(self._block_seconds * 1000),
                 )
-                if not self._healthy:
-                    log.info("redis_bus_reader_recovered", head=str(self._head), attempts=attempt)
-                self._healthy = True
+                self._reached_redis(attempt)
                 attempt = 0
                 if reply:
                     self._deliver(reply[0][1])
@@ -304,6 +304,12 @@ class RedisBus:
                 must_check = True  # whatever Redis comes back with, look at it before reading
                 await asyncio.sleep(reconnect_delay(attempt))
                 attempt += 1
+
+    def _reached_redis(self, failed_attempts: int) -> None:
+        """A round trip succeeded: the node is ready again (before a quiet XREAD returns)."""
+        if not self._healthy:
+            log.info("redis_bus_reader_recovered", head=str(self._head), attempts=failed_attempts)
+        self._healthy = True
 
     async def _check_log(self, client: Redis) -> None:
         """Is the log still the lifetime this node reads, with nothing trimmed unread?"""

@@ -33,6 +33,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from herald.errors import BusUnavailable
 
@@ -80,6 +81,13 @@ def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+def _no_maintenance_notifications() -> MaintNotificationsConfig:
+    # With these on ("auto"), redis-py 8 skips its check that a pooled connection
+    # is still open, so the first command after a Redis restart fails on a dead
+    # socket. Herald talks to plain Redis servers; it needs none of them.
+    return MaintNotificationsConfig(enabled=False)
+
+
 class RedisConnections:
     """The Redis clients of one node; :meth:`aclose` closes every one it made."""
 
@@ -97,6 +105,7 @@ class RedisConnections:
             socket_connect_timeout=timeout,
             retry=_no_retry(),
             client_name=name,
+            maint_notifications_config=_no_maintenance_notifications(),
         )
         self._pool = pool
         self.commands: Redis = Redis(connection_pool=pool)
@@ -110,6 +119,7 @@ class RedisConnections:
             retry=_no_retry(),
             single_connection_client=True,
             client_name=self.name,
+            maint_notifications_config=_no_maintenance_notifications(),
         )
         self._own.append(client)
         return client
@@ -122,6 +132,7 @@ class RedisConnections:
             socket_keepalive=True,
             retry=_no_retry(),
             client_name=self.name,
+            maint_notifications_config=_no_maintenance_notifications(),
         )
         self._own.append(client)
         return client
