@@ -1,0 +1,52 @@
+"""The ConnectionCounter contract (src/herald/cluster/counting.py), for every implementation."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from herald.cluster.counting import ConnectionCounter, MemoryConnectionCounter
+from herald.cluster.keys import Keyspace
+from herald.cluster.redis_client import RedisConnections
+from herald.cluster.redis_counting import RedisConnectionCounter
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def counter(request: pytest.FixtureRequest) -> AsyncIterator[ConnectionCounter]:
+    if request.param == "memory":
+        counter: ConnectionCounter = MemoryConnectionCounter()
+        await counter.start()
+        yield counter
+        await counter.stop()
+        return
+    connections = RedisConnections(request.getfixturevalue("redis_server").url)
+    redis_counter = RedisConnectionCounter(connections, Keyspace(f"count-{secrets.token_hex(6)}"))
+    await redis_counter.start()
+    yield redis_counter
+    await redis_counter.stop()
+    await connections.aclose()
+
+
+async def test_acquire_answers_the_count_including_the_new_connection(counter: ConnectionCounter) -> None:
+    assert await counter.acquire("u1", "a") == 1
+    assert await counter.acquire("u1", "b") == 2
+    assert await counter.acquire("u2", "c") == 1
+    assert await counter.count("u1") == 2
+    assert await counter.count("u2") == 1
+    assert await counter.count("nobody") == 0
+
+
+async def test_release_is_idempotent_and_never_goes_below_zero(counter: ConnectionCounter) -> None:
+    await counter.acquire("u1", "a")
+    await counter.acquire("u1", "b")
+    await counter.release("u1", "a")
+    await counter.release("u1", "a")
+    assert await counter.count("u1") == 1
+    await counter.release("u1", "never-acquired")
+    await counter.release("u9", "never-acquired")
+    assert await counter.count("u1") == 1
+    await counter.release("u1", "b")
+    assert await counter.count("u1") == 0
+    assert await counter.acquire("u1", "c") == 1
