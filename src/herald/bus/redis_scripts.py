@@ -73,23 +73,24 @@ local function ensure_log(log, meta, now, hint_ms)
 end
 
 -- Drop entries older than the window or past the count; remember the last one dropped.
+-- Both look from the front (cheap: XREVRANGE seeking back from an id costs hundreds of
+-- microseconds on a long stream) and drop at most TRIM_BATCH entries per call: a backlog
+-- after a quiet spell or a lowered limit is worked off over a few calls.
+local TRIM_BATCH = 100
 local function trim(log, meta, now, window_ms, max_events)
   local floor = nil
+  local function drop_through(entries)
+    floor = entries[#entries][1]
+    local ms, seq = parse_id(floor)
+    redis.call('XTRIM', log, 'MINID', fmt(ms, seq + 1))
+  end
   if now > window_ms then
-    local minid = fmt(now - window_ms, 0)
-    local old = redis.call('XREVRANGE', log, '(' .. minid, '-', 'COUNT', 1)
-    if #old > 0 then
-      floor = old[1][1]
-      redis.call('XTRIM', log, 'MINID', minid)
-    end
+    local old = redis.call('XRANGE', log, '-', '(' .. fmt(now - window_ms, 0), 'COUNT', TRIM_BATCH)
+    if #old > 0 then drop_through(old) end
   end
   local excess = redis.call('XLEN', log) - max_events
   if excess > 0 then
-    -- Bounded work per call; a shrunken limit is reached over a few appends.
-    local doomed = redis.call('XRANGE', log, '-', '+', 'COUNT', math.min(excess, 1000))
-    floor = doomed[#doomed][1]
-    local ms, seq = parse_id(floor)
-    redis.call('XTRIM', log, 'MINID', fmt(ms, seq + 1))
+    drop_through(redis.call('XRANGE', log, '-', '+', 'COUNT', math.min(excess, TRIM_BATCH)))
   end
   if floor then redis.call('HSET', meta, 'floor', floor) end
 end
