@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from herald.bus.base import BusRecord
-from herald.bus.redis import LOG_REPLACED, RedisBus
+from herald.bus.redis import LOG_REPLACED, LOG_REWOUND, RedisBus
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections
 from herald.errors import BusUnavailable
@@ -130,3 +130,26 @@ async def test_redis_away_and_back_with_its_data(make_node: Callable[..., RedisB
         await wait_until(lambda: len(seen) >= 6)
         assert [r.cursor for r in seen] == [*before, *after]
         assert (await bus.replay(before[0])).exact
+
+
+async def test_a_log_restored_from_an_older_snapshot_is_reported(make_node: Callable[..., RedisBus]) -> None:
+    with running_redis() as server:
+        bus = make_node(server, Keyspace("rewind"))
+        reasons: list[str] = []
+        bus.on_discontinuity.append(reasons.append)
+        seen: list[BusRecord] = []
+        bus.subscribe(seen.append)
+        await bus.start()
+        kept = [await append(bus, n) for n in range(2)]
+        with server.client() as admin:
+            admin.save()  # the snapshot Redis will come back from
+        lost = [await append(bus, n) for n in range(2, 4)]
+        await wait_until(lambda: len(seen) == 4)
+        server.kill()
+        server.start()
+        await wait_until(lambda: reasons == [LOG_REWOUND], timeout=10)
+        assert (await bus.replay(kept[-1])).exact
+        assert not (await bus.replay(lost[-1])).exact, "a cursor the log no longer holds is stale"
+        after = await append(bus, 4)
+        await wait_until(lambda: seen[-1].cursor == after)
+        assert [r.cursor for r in seen] == [*kept, *lost, after]

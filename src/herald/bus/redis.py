@@ -35,8 +35,9 @@ Redis away, Redis back
     streams stay open (the manager's heartbeats do not need Redis). The
     reader reconnects with jittered backoff and resumes after the last cursor
     it delivered: nothing Redis kept is lost or delivered twice. If the log
-    came back as a different lifetime (Redis restarted empty) or trimmed
-    records this node never read, listeners cannot be made whole:
+    came back as a different lifetime (Redis restarted empty), rewound (Redis
+    restarted from an older snapshot) or trimmed records this node never
+    read, listeners cannot be made whole:
     ``on_discontinuity`` callbacks are told, and the gateway closes its
     streams so that every client reconnects and learns ``recovered: false``.
 """
@@ -64,6 +65,7 @@ log = structlog.get_logger("herald.bus.redis")
 
 #: Why listeners may have missed records: passed to ``on_discontinuity`` callbacks.
 LOG_REPLACED = "log_replaced"
+LOG_REWOUND = "log_rewound"
 RECORDS_TRIMMED_UNREAD = "records_trimmed_unread"
 
 
@@ -312,8 +314,8 @@ class RedisBus:
         self._healthy = True
 
     async def _check_log(self, client: Redis) -> None:
-        """Is the log still the lifetime this node reads, with nothing trimmed unread?"""
-        origin, floor, _last = await self._open(client)
+        """Is the log still the lifetime this node reads, whole, with nothing trimmed unread?"""
+        origin, floor, last = await self._open(client)
         if origin != self._origin:
             log.warning(
                 "redis_bus_log_replaced", old_origin=self._origin, origin=origin, head=str(self._head)
@@ -323,6 +325,13 @@ class RedisBus:
             # already read part of the new lifetime before noticing, it keeps its place.)
             self._read_from = max(self._read_from, _cursor(origin))
             self._discontinuity(LOG_REPLACED)
+        elif last < self._read_from:
+            # Redis came back from an older copy (a snapshot, a lagging replica): records
+            # this node delivered are gone from the log, and other nodes may never have
+            # read some of them. Read whatever is appended from here on.
+            log.warning("redis_bus_log_rewound", read_from=str(self._read_from), last=str(last))
+            self._read_from = last
+            self._discontinuity(LOG_REWOUND)
         elif floor > self._read_from:
             log.error("redis_bus_records_trimmed_unread", read_from=str(self._read_from), floor=str(floor))
             self._read_from = floor
