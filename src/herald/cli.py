@@ -63,7 +63,13 @@ def serve(
             await run_simulator(gateway.publish)
 
         extras.append(simulate)
-    run(settings, extras=extras, on_ready=lambda url: _banner(settings, url, generated))
+    from herald.errors import BusUnavailable
+
+    try:
+        run(settings, extras=extras, on_ready=lambda url: _banner(settings, url, generated))
+    except BusUnavailable as exc:  # a node does not come up without its log
+        typer.echo(f"herald: {exc.message} (check HERALD_REDIS_URL)", err=True)
+        raise typer.Exit(1) from None
 
 
 def _banner(settings: Settings, url: str, generated_secret: bool) -> None:
