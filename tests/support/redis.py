@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.support.waiting import wait_until_sync
 
@@ -64,7 +66,8 @@ class RedisServer:
         return self.dir / "redis.log"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        """A plain client; it fails at once rather than retry (redis-py retries by default)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
 
     def start(self) -> RedisServer:
         assert self.process is None, "already running"
