@@ -153,3 +153,17 @@ async def test_a_log_restored_from_an_older_snapshot_is_reported(make_node: Call
         after = await append(bus, 4)
         await wait_until(lambda: seen[-1].cursor == after)
         assert [r.cursor for r in seen] == [*kept, *lost, after]
+
+
+async def test_a_replay_hands_out_the_records_the_reader_built(
+    redis_server: RedisServer, make_node: Callable[..., RedisBus]
+) -> None:
+    """Encode once per node: a reconnect storm shares frames rather than decode copies."""
+    bus = make_node(redis_server, Keyspace(f"recent-{secrets.token_hex(4)}"))
+    seen: list[BusRecord] = []
+    bus.subscribe(seen.append)
+    await bus.start()
+    cursors = [await append(bus, n) for n in range(5)]
+    await wait_until(lambda: len(seen) == 5)
+    first, second = await bus.replay(cursors[0]), await bus.replay(cursors[0])
+    assert all(a is b is c for a, b, c in zip(first.records, second.records, seen[1:], strict=True))

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -90,6 +91,7 @@ class RedisBus:
         read_batch: int = 512,
         replay_page: int = 1000,
         catch_up_seconds: float = 5.0,
+        recent_records: int = 10_000,
         check_seconds: float = 5.0,
     ) -> None:
         """``clock``: ``None`` (production) uses Redis's clock for cursors and retention."""
@@ -104,6 +106,11 @@ class RedisBus:
         self._replay_page = replay_page
         self._catch_up_seconds = catch_up_seconds
         self._check_seconds = check_seconds
+        #: The records the reader delivered lately, by cursor: a replay (a reconnect
+        #: storm after a node restart replays the same recent records thousands of
+        #: times) hands out these same objects, frames encoded once per node (D3).
+        self._recent: OrderedDict[Cursor, BusRecord] = OrderedDict()
+        self._recent_max = recent_records
         commands = redis.commands
         self._append_script = commands.register_script(redis_scripts.APPEND)
         self._open_script = commands.register_script(redis_scripts.OPEN)
@@ -214,7 +221,7 @@ class RedisBus:
             origin, entries = page
             for entry_id, flat in entries:
                 page_after = _cursor(entry_id)
-                record = self._decode(entry_id, pairs(flat))
+                record = self._recent.get(page_after) or self._decode(entry_id, pairs(flat))
                 if record is not None:
                     records.append(record)
             if len(entries) < self._replay_page:
@@ -344,6 +351,10 @@ class RedisBus:
             if record is None:
                 continue
             self._head = record.cursor
+            recent = self._recent
+            recent[record.cursor] = record
+            if len(recent) > self._recent_max:
+                recent.popitem(last=False)
             for listener in tuple(self._listeners):
                 try:
                     listener(record)
@@ -361,6 +372,7 @@ class RedisBus:
             return None
 
     def _discontinuity(self, reason: str) -> None:
+        self._recent.clear()
         for callback in tuple(self.on_discontinuity):
             try:
                 callback(reason)
