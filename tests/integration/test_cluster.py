@@ -4,6 +4,7 @@ order, resume anywhere, shared stream-token leases, idempotency and per-user cou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -178,3 +179,36 @@ async def _open_raw_stream(node: GatewayProcess, token: str) -> asyncio.StreamWr
     )
     await asyncio.wait_for(reader.readuntil(b"event: connection.established"), 10)
     return writer
+
+
+async def test_streams_cost_redis_no_connection_and_no_round_trip_each(
+    redis: RedisServer, nodes: list[GatewayProcess], apis: list[Api]
+) -> None:
+    """LESSONS, "One broker connection per browser connection": a node reads the log
+    once and fans out in memory, however many streams it holds."""
+    user = unique("u")
+    with redis.client() as admin:
+
+        def herald_clients() -> int:
+            return sum(str(c.get("name", "")).startswith("herald:") for c in admin.client_list())
+
+        before = herald_clients()
+        async with contextlib.AsyncExitStack() as stack:
+            streams = [
+                await stack.enter_async_context(open_stream(node.url, token=node.token(user)))
+                for node in nodes
+                for _ in range(20)
+            ]
+            for stream in streams:
+                await stream.next()
+            assert herald_clients() <= before + len(nodes), "no Redis connection per stream"
+            admin.config_resetstat()
+            published = [await apis[i % 3].publish("task.created", "user", user, {"n": i}) for i in range(20)]
+            for stream in streams:
+                assert ids(await stream.take(20)) == published
+            calls = {name: stat["calls"] for name, stat in admin.info("commandstats").items()}
+        # One append per event, and per node at most one read per event (fewer when batched),
+        # plus the reads that come back empty every 2 s: nothing per stream.
+        assert calls["cmdstat_xadd"] == 20
+        assert calls["cmdstat_evalsha"] <= 20 + len(nodes)  # (+ a lease renewal per node, maybe)
+        assert calls["cmdstat_xread"] <= len(nodes) * (20 + 5)
