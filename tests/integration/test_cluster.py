@@ -140,9 +140,10 @@ async def test_health_reports_the_redis_bus(apis: list[Api]) -> None:
 async def test_a_killed_nodes_connections_stop_counting_and_closed_ones_count_once(
     redis: RedisServer,
 ) -> None:
-    env = cluster_env(redis, HERALD_CONNECTION_LEASE_SECONDS="1.5")
+    lease = 2.0
+    env = cluster_env(redis, HERALD_CONNECTION_LEASE_SECONDS=str(lease))
     connections = RedisConnections(redis.url)
-    counter = RedisConnectionCounter(connections, Keyspace(env["HERALD_REDIS_PREFIX"]), lease_seconds=1.5)
+    counter = RedisConnectionCounter(connections, Keyspace(env["HERALD_REDIS_PREFIX"]), lease_seconds=lease)
     user = unique("u")
     try:
         with running_cluster(2, env) as (doomed, survivor):
@@ -160,9 +161,11 @@ async def test_a_killed_nodes_connections_stop_counting_and_closed_ones_count_on
                     return await counter.count(user) == n
 
                 # Nobody renews the dead node's leases: they lapse within the lease time.
-                await wait_until(lambda: counts(1), timeout=6.0, what="the killed node's leases to lapse")
+                await wait_until(
+                    lambda: counts(1), timeout=3 * lease, what="the killed node's leases to lapse"
+                )
                 # The survivor renews its own: it keeps counting over several lease times.
-                deadline = time.monotonic() + 3 * 1.5
+                deadline = time.monotonic() + 2 * lease
                 while time.monotonic() < deadline:
                     assert await counter.count(user) == 1
                     await asyncio.sleep(0.1)
