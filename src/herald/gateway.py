@@ -180,6 +180,10 @@ class Gateway:
         trimmed records this node never read): close them, with a spread ``retry``, so
         every client reconnects and learns ``recovered: false`` rather than miss events
         silently."""
+        # Positions of the old log mean nothing in the new one: heartbeats and new
+        # streams must hand out the bus's new position, or clients would reconnect
+        # with a dead cursor and be told recovered:false a second time.
+        self.manager.reset_position(self.bus.head)
         conns = list(self.manager.index.all.values())
         log.warning("bus_discontinuity_streams_closed", reason=reason, connections=len(conns))
         spread = max(0, self.settings.shutdown_retry_spread_ms)

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.api import Api, api_client, ids, unique, until_marker, wait_until
+from tests.support.api import MARKER, Api, api_client, ids, unique, until_marker, wait_until
 from tests.support.cluster import cluster_env, running_cluster
 from tests.support.redis import running_redis
 from tests.support.sse import Stream, open_stream
@@ -182,11 +182,25 @@ async def test_redis_restarted_empty_tells_every_client_recovered_false() -> Non
                 await asyncio.wait_for(stream.closed.wait(), 5)
 
             await wait_until(lambda: healthy(b), timeout=10, what="node B ready again")
+            resume_from: list[str | None] = []
+            published_after: list[str] = []
             for node in nodes:
                 async with open_stream(node.url, token=token, last_event_id=cursor) as again:
-                    hello: dict[str, Any] = (await again.next()).json()
+                    established = await again.next()
+                    hello: dict[str, Any] = established.json()
                     assert hello["recovered"] is False
                     assert hello["replay_miss"] == "stale"
+                    resume_from.append(established.id)
                     after = await b.publish("task.created", "user", user, {"n": 3})
+                    published_after.append(after)
                     marker = await a.marker()
                     assert ids(await until_marker(again, marker)) == [after]
+
+            # The position a stream of the new log hands out is one of the new log's: a
+            # client resuming from it is told recovered:true and misses nothing.
+            async with open_stream(nodes[0].url, token=token, last_event_id=resume_from[0]) as resumed:
+                hello = (await resumed.next()).json()
+                assert hello["recovered"] is True, hello
+                marker = await a.marker()
+                replayed = [e for e in await until_marker(resumed, marker) if e.event != MARKER]
+                assert ids(replayed) == published_after

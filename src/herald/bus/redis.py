@@ -331,17 +331,19 @@ class RedisBus:
             # Every record of the new lifetime lies above its origin. (If this reader had
             # already read part of the new lifetime before noticing, it keeps its place.)
             self._read_from = max(self._read_from, _cursor(origin))
+            # The new lifetime's origin is its floor: the one cursor of it that replays exactly.
+            self._head = self._read_from
             self._discontinuity(LOG_REPLACED)
         elif last < self._read_from:
             # Redis came back from an older copy (a snapshot, a lagging replica): records
             # this node delivered are gone from the log, and other nodes may never have
             # read some of them. Read whatever is appended from here on.
             log.warning("redis_bus_log_rewound", read_from=str(self._read_from), last=str(last))
-            self._read_from = last
+            self._read_from = self._head = last
             self._discontinuity(LOG_REWOUND)
         elif floor > self._read_from:
             log.error("redis_bus_records_trimmed_unread", read_from=str(self._read_from), floor=str(floor))
-            self._read_from = floor
+            self._read_from = self._head = floor
             self._discontinuity(RECORDS_TRIMMED_UNREAD)
 
     def _deliver(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> None:

@@ -103,6 +103,10 @@ class ConnectionManager:
         """The cursor of the newest record this node has routed."""
         return self._position
 
+    def reset_position(self, cursor: Cursor) -> None:
+        """The bus started a new log (its old one was lost): continue from its position."""
+        self._position = cursor
+
     # --- opening a stream
 
     def register(
