@@ -5,7 +5,6 @@ embedding Herald) needs, with no web framework in sight."""
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -22,8 +21,7 @@ from herald.bus.base import AppendResult, EventBus
 from herald.config import Settings
 from herald.errors import AuthError, BusUnavailable, PermissionDenied
 from herald.events.message import SSEMessage, encode_data
-from herald.manager import frames
-from herald.manager.connection import Connection
+from herald.manager.connection import CloseReason, Connection
 from herald.manager.manager import ConnectionManager
 from herald.manager.sink import Sink
 
@@ -56,6 +54,7 @@ class Gateway:
             self.bus,
             heartbeat_seconds=settings.heartbeat_seconds,
             retry_ms=settings.retry_ms,
+            retry_spread_ms=settings.shutdown_retry_spread_ms,
             slow_consumer_bytes=settings.slow_consumer_bytes,
         )
         self.verifier = TokenVerifier(settings)
@@ -186,10 +185,8 @@ class Gateway:
         self.manager.reset_position(self.bus.head)
         conns = list(self.manager.index.all.values())
         log.warning("bus_discontinuity_streams_closed", reason=reason, connections=len(conns))
-        spread = max(0, self.settings.shutdown_retry_spread_ms)
         for conn in conns:
-            retry = self.settings.retry_ms + random.randint(0, spread)  # noqa: S311 - jitter, not a secret
-            self.manager.close(conn, "bus_discontinuity", frames.closing(retry, reason="bus_reset"))
+            self.manager.send_away(conn, CloseReason.BUS_RESET)
 
     # --- health
 

@@ -204,3 +204,30 @@ async def test_redis_restarted_empty_tells_every_client_recovered_false() -> Non
                 marker = await a.marker()
                 replayed = [e for e in await until_marker(resumed, marker) if e.event != MARKER]
                 assert ids(replayed) == published_after
+
+
+async def test_a_replay_while_redis_is_down_tells_the_client_when_to_come_back() -> None:
+    """The 200 is sent before the replay is read: a replay that cannot be read ends the
+    stream with a retry and connection.closing, not a bare close; back up, it resumes."""
+    with (
+        running_redis() as redis,
+        running_cluster(1, {**cluster_env(redis), "HERALD_RETRY_MS": "500"}) as nodes,
+    ):
+        user = unique("u")
+        token = nodes[0].token(user)
+        async with api_client(nodes[0]) as api:
+            cursor = await api.publish("task.created", "user", user, {"n": 0})
+            redis.stop(save=True)
+            try:
+                async with open_stream(nodes[0].url, token=token, last_event_id=cursor) as stream:
+                    closing = await stream.until(lambda e: e.event == "connection.closing", timeout=10)
+                    assert closing[-1].json()["reason"] == "replay_unavailable"
+                    assert 500 <= (stream.parser.retry or 0) <= 500 + 10_000
+                    await stream.wait_closed()
+            finally:
+                redis.start()
+            await wait_until(lambda: healthy(api), timeout=10, what="ready again")
+            after = await api.publish("task.created", "user", user, {"n": 1})
+            async with open_stream(nodes[0].url, token=token, last_event_id=cursor) as again:
+                assert (await again.next()).json()["recovered"] is True
+                assert (await again.next()).id == after

@@ -35,6 +35,8 @@ class CloseReason:
     SLOW_CONSUMER = "slow_consumer"
     AUTH_EXPIRED = "auth_expired"
     SHUTDOWN = "shutdown"
+    REPLAY_UNAVAILABLE = "replay_unavailable"
+    BUS_RESET = "bus_reset"
 
 
 class Connection:

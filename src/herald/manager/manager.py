@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from herald.bus.base import BusRecord, EventBus
+from herald.errors import HeraldError
 from herald.manager import frames
 from herald.manager.connection import CloseReason, Connection, State
 from herald.manager.routing import RoutingIndex, visible_to
@@ -47,12 +48,14 @@ class ConnectionManager:
         *,
         heartbeat_seconds: float = 15.0,
         retry_ms: int = 3000,
+        retry_spread_ms: int = 10_000,
         slow_consumer_bytes: int = 256 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._bus = bus
         self.heartbeat_seconds = heartbeat_seconds
         self.retry_ms = retry_ms
+        self.retry_spread_ms = retry_spread_ms
         self.slow_consumer_bytes = slow_consumer_bytes
         self._clock = clock
         self.index = RoutingIndex()
@@ -148,7 +151,14 @@ class ConnectionManager:
         if last_event_id is not None and not last_event_id.strip():
             last_event_id = None  # an empty Last-Event-ID is no cursor, not a bad one
         after = parse_cursor(last_event_id)
-        replay = await self._bus.replay(after) if after is not None else None
+        try:
+            replay = await self._bus.replay(after) if after is not None else None
+        except HeraldError as exc:
+            # The bus cannot be read now (e.g. Redis is down): the 200 is already
+            # sent, so the stream says when to come back rather than just ending.
+            log.warning("stream_replay_unavailable", connection_id=conn.id, code=exc.code)
+            self.send_away(conn, CloseReason.REPLAY_UNAVAILABLE)
+            return False
         if conn.closed:
             return False
         recovered = replay is not None and replay.exact
@@ -262,13 +272,23 @@ class ConnectionManager:
             events_sent=conn.events_sent,
         )
 
-    async def shutdown(self, grace_seconds: float, spread_ms: int = 10_000) -> None:
+    def send_away(self, conn: Connection, reason: str, spread_ms: int | None = None) -> None:
+        """Close ``conn`` with a ``retry:`` jittered over ``spread_ms`` and ``connection.closing``.
+
+        For closes that are not the client's fault (shutdown, a bus that lost
+        its log or cannot be read): the client comes back with its cursor,
+        and many clients do not come back at the same moment.
+        """
+        spread = self.retry_spread_ms if spread_ms is None else spread_ms
+        retry = self.retry_ms + random.randint(0, max(0, spread))  # noqa: S311 - jitter, not a secret
+        self.close(conn, reason, frames.closing(retry, reason=reason))
+
+    async def shutdown(self, grace_seconds: float, spread_ms: int | None = None) -> None:
         """Tell every stream when to come back, jittered so reconnects spread out, and close."""
         self.accepting = False
         conns = list(self.index.all.values())
         for conn in conns:
-            retry = self.retry_ms + random.randint(0, max(0, spread_ms))  # noqa: S311 - jitter, not a secret
-            self.close(conn, CloseReason.SHUTDOWN, frames.closing(retry))
+            self.send_away(conn, CloseReason.SHUTDOWN, spread_ms)
         log.info("sse_shutdown_streams_closed", connections=len(conns), grace_s=grace_seconds)
 
     # --- heartbeats and expiry

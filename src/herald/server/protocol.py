@@ -311,9 +311,6 @@ class HttpProtocol(asyncio.Protocol):
         log_stream_opened(conn, stream_request)
         try:
             await gateway.manager.start_stream(conn, stream_request.last_event_id)
-        except HeraldError as exc:
-            gateway.manager.close(conn, "replay_failed", None)
-            log.warning("stream_replay_failed", connection_id=conn.id, code=exc.code)
         except Exception:
             gateway.manager.close(conn, "replay_failed", None)
             log.exception("stream_start_failed", connection_id=conn.id)

@@ -74,7 +74,7 @@ async def shutdown(server: asyncio.Server, ctx: ServerContext, background: list[
     for protocol in list(ctx.protocols):
         protocol.shutdown()
     # 2. Tell every stream when to come back (jittered) and close it.
-    await ctx.gateway.manager.shutdown(grace, spread_ms=ctx.settings.shutdown_retry_spread_ms)
+    await ctx.gateway.manager.shutdown(grace)
     for task in background:
         task.cancel()
     # 3. Give streams and in-flight requests the grace period to finish.
