@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-gcwatch", action="store_true", help="do not record the servers' collections")
     p.add_argument("--no-docs", action="store_true", help="write only the JSON results")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
+    p.add_argument(
+        "--report", type=Path, metavar="JSON", help="run nothing: print and document an earlier run's results"
+    )
     return p.parse_args(argv)
 
 
@@ -85,6 +88,13 @@ async def run_all(plan: Plan, servers: list[str], gcwatch: bool) -> list[dict[st
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report is not None:
+        doc = json.loads(args.report.read_text())
+        print(report.table(doc))
+        if not args.no_docs:
+            for path in report.write_docs(doc, args.report.resolve()):
+                log(f"wrote {path.relative_to(ROOT)}")
+        return 0
     plan = make_plan(args)
     mode = "quick" if args.quick else "full"
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]

@@ -41,7 +41,7 @@ class Plan:
     def quick(cls) -> Plan:
         return cls(
             ns=[1000, 2000],
-            rates=[1, 10, 50, 200],
+            rates=[1, 10, 50, 100, 200],
             stage_seconds=3.0,
             drain_seconds=3.0,
             targeted_rate=100,
