@@ -7,7 +7,7 @@ manager hands it, not the socket (the integration tests cover real sockets).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import orjson
 import pytest
@@ -32,6 +32,9 @@ class RecordingSink:
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
+
+    def writer(self) -> Callable[[bytes], None]:
+        return self.write
 
     def backlog(self) -> int:
         return self.pending

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +45,9 @@ class AsgiSink:
         if not self._paused and self.backlog() > HIGH_WATER and self.owner is not None:
             self._paused = True
             self.owner.pause_writing()
+
+    def writer(self) -> Callable[[bytes], None]:
+        return self.write
 
     def backlog(self) -> int:
         return self._pending_bytes + self._in_flight

@@ -49,6 +49,7 @@ class Connection:
         "_queue",
         "_queue_bytes",
         "_sink",
+        "_write",
         "bucket",
         "close_reason",
         "events_sent",
@@ -77,6 +78,7 @@ class Connection:
     ) -> None:
         self._manager = manager
         self._sink = sink
+        self._write = sink.writer()
         self.id = connection_id
         self.user_id = user_id
         self.session_id = session_id
@@ -134,7 +136,7 @@ class Connection:
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         if self.state is not State.CLOSED:
-            self._sink.write(data)
+            self._write(data)
 
     @property
     def closed(self) -> bool:

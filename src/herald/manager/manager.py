@@ -77,6 +77,8 @@ class ConnectionManager:
         self._tick_index = 0
         self._expiries: list[tuple[float, str]] = []
         self.accepting = True
+        self._id_prefix = secrets.token_hex(4)
+        self._connections_made = 0
         #: Called with each connection as it closes, once.
         self.on_close: list[Callable[[Connection], None]] = []
 
@@ -106,6 +108,12 @@ class ConnectionManager:
         """The cursor of the newest record this node has routed."""
         return self._position
 
+    def _next_connection_id(self) -> str:
+        # Unique per process lifetime and hard to confuse across nodes; not a
+        # secret (whoever uses one is checked to be its user), so a counter will do.
+        self._connections_made += 1
+        return f"{self._id_prefix}{self._connections_made:x}"
+
     def reset_position(self, cursor: Cursor) -> None:
         """The bus started a new log (its old one was lost): continue from its position."""
         self._position = cursor
@@ -125,7 +133,7 @@ class ConnectionManager:
         conn = Connection(
             self,
             sink,
-            connection_id=secrets.token_urlsafe(12),
+            connection_id=self._next_connection_id(),
             user_id=user_id,
             session_id=session_id,
             subscriptions=subscriptions,
@@ -229,7 +237,11 @@ class ConnectionManager:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:  # one broken socket must not keep the rest of the turn's writes
+                log.exception("flush_failed", connection_id=conn.id)
+                self.close(conn, CloseReason.CLIENT_GONE)
         if self._doomed:
             doomed, self._doomed = self._doomed, []
             for conn, reason, final in doomed:

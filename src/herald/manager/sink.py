@@ -8,12 +8,19 @@ turn and learns about flow control through :class:`SinkOwner`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 
 class Sink(Protocol):
     def write(self, data: bytes) -> None:
         """Hand ``data`` to the socket now; never blocks, never awaits."""
+        ...
+
+    def writer(self) -> Callable[[bytes], None]:
+        """The cheapest callable that does what :meth:`write` does, for the hot path.
+
+        The manager calls it only while the connection is open."""
         ...
 
     def backlog(self) -> int:

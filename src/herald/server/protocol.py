@@ -15,8 +15,7 @@ drain is aborted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -302,10 +301,10 @@ class HttpProtocol(asyncio.Protocol):
         if self.lost or self.transport is None:
             await gateway.abandon(grant)
             return
-        self._watch_for_dead_peer(self.ctx.settings.dead_peer_seconds)
-        self.transport.write(http11.STREAM_HEAD)
         conn = gateway.register_stream(self, grant)
         self.stream = conn
+        # The head goes out in the same write as the preamble (and any replay).
+        conn.write_now(http11.STREAM_HEAD)
         if self.write_paused:
             conn.pause_writing()
         log_stream_opened(conn, stream_request)
@@ -315,24 +314,19 @@ class HttpProtocol(asyncio.Protocol):
             gateway.manager.close(conn, "replay_failed", None)
             log.exception("stream_start_failed", connection_id=conn.id)
 
-    def _watch_for_dead_peer(self, seconds: float) -> None:
-        # Heartbeats keep unacknowledged data in flight on a stream whose peer
-        # vanished (a laptop closed, a network switched); TCP_USER_TIMEOUT turns
-        # that into connection_lost, which frees the connection and its stream
-        # token for the client's reconnect.
-        if seconds <= 0 or not hasattr(socket, "TCP_USER_TIMEOUT") or self.transport is None:
-            return
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
-
     # --- Sink (used by the manager once this connection is a stream)
 
     def write(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None and not self.lost:
             transport.write(data)
+
+    def writer(self) -> Callable[[bytes], None]:
+        # The transport's own write, with no Python frame in between: the
+        # manager only calls it for connections it has not closed, and it
+        # closes a connection as soon as connection_lost reports it gone.
+        assert self.transport is not None
+        return self.transport.write
 
     def backlog(self) -> int:
         transport = self.transport

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -47,6 +48,7 @@ async def serve(
     server = await loop.create_server(
         lambda: HttpProtocol(ctx), settings.host, settings.port, backlog=4096, reuse_address=True
     )
+    watch_for_dead_peers(server, settings.dead_peer_seconds)
     host, port = server.sockets[0].getsockname()[:2]
     ctx.server_address = (str(host), int(port))
     background = [loop.create_task(extra(gateway)) for extra in extras or []]
@@ -63,6 +65,21 @@ async def serve(
 
     await stop.wait()
     await shutdown(server, ctx, background)
+
+
+def watch_for_dead_peers(server: asyncio.Server, seconds: float) -> None:
+    """TCP_USER_TIMEOUT on the listening sockets, which accepted sockets inherit.
+
+    Heartbeats keep unacknowledged data in flight on a stream whose peer
+    vanished (a laptop closed, a network switched); the timeout turns that
+    into connection_lost, which frees the connection, its count and its stream
+    token for the client's reconnect (docs/architecture.md, D11).
+    """
+    if seconds <= 0 or not hasattr(socket, "TCP_USER_TIMEOUT"):
+        return
+    for sock in server.sockets:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
 
 
 async def shutdown(server: asyncio.Server, ctx: ServerContext, background: list[asyncio.Task[None]]) -> None:
