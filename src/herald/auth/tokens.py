@@ -17,6 +17,7 @@ import structlog
 from jwt.types import Options
 
 from herald.auth.principal import PUBLISHER_ROLE, Principal
+from herald.auth.verified_cache import VerifiedTokens
 from herald.config import Settings
 from herald.errors import AuthError, AuthExpired, AuthMissing, AuthUnavailable
 from herald.events.names import ROUTING_KEY
@@ -44,15 +45,22 @@ class TokenVerifier:
         if settings.jwt_require_exp:
             required.append("exp")
         self._options: Options = {"require": required}
+        self._verified = VerifiedTokens(leeway=self._leeway)
 
     async def verify(self, token: str | None) -> Principal:
         """The principal behind a bearer token, or an :class:`AuthError` saying why not."""
+        if token is not None and (known := self._verified.get(token)) is not None:
+            return known
         alg = _checked_algorithm(token, self._algorithms)
         if alg.startswith("HS") or self._jwks is None:
-            return self.verify_with_key(token, self._static_key(alg))
-        # Fetching an unknown signing key is blocking network I/O: off the loop.
-        key = await asyncio.to_thread(self._jwks_key, token)
-        return self.verify_with_key(token, key)
+            principal = self.verify_with_key(token, self._static_key(alg))
+        else:
+            # Fetching an unknown signing key is blocking network I/O: off the loop.
+            key = await asyncio.to_thread(self._jwks_key, token)
+            principal = self.verify_with_key(token, key)
+        assert token is not None
+        self._verified.put(token, principal)
+        return principal
 
     def verify_with_key(self, token: str | None, key: Any) -> Principal:
         assert token is not None

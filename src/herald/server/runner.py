@@ -17,6 +17,7 @@ from herald.api.app import create_app
 from herald.config import Settings
 from herald.gateway import Gateway
 from herald.server.context import ServerContext
+from herald.server.gc_policy import GcPolicy
 from herald.server.protocol import HttpProtocol
 
 log = structlog.get_logger("herald.server")
@@ -52,6 +53,8 @@ async def serve(
     host, port = server.sockets[0].getsockname()[:2]
     ctx.server_address = (str(host), int(port))
     background = [loop.create_task(extra(gateway)) for extra in extras or []]
+    gc_policy = GcPolicy(lambda: gateway.manager.stats.opened)
+    background.append(loop.create_task(gc_policy.run(), name="herald-gc-policy"))
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
