@@ -28,6 +28,14 @@ install-test:
 test: install-test
 	@scripts/test.sh
 
+bench:
+	@HERALD_EXTRAS=test,bench scripts/bootstrap.sh
+	.venv/bin/python -m bench --repeat 2
+
+bench-quick:
+	@HERALD_EXTRAS=test,bench scripts/bootstrap.sh
+	.venv/bin/python -m bench --quick
+
 check:
 	@HERALD_EXTRAS=test scripts/bootstrap.sh
 	@scripts/check.sh
