@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from herald.adapter import Adapter, load_mapping
 from herald.auth.stream_tokens import MemoryStreamTokenLeases, StreamTokenLeases
 from herald.bus.base import EventBus
 from herald.bus.memory import MemoryBus
@@ -25,6 +26,8 @@ from herald.cluster.redis_counting import RedisConnectionCounter
 from herald.cluster.redis_leases import RedisStreamTokenLeases
 from herald.config import Settings
 from herald.sources.incoming import Publish, Source
+from herald.sources.kafka import KafkaSource
+from herald.sources.outbox import OutboxSource
 from herald.sources.redis_pubsub import RedisPubSubSource
 from herald.sources.redis_streams import RedisStreamSource
 
@@ -91,18 +94,24 @@ def build_redis_bus(settings: Settings, redis: RedisConnections, keys: Keyspace)
 def build_sources(
     settings: Settings, publish: Publish, node: str
 ) -> tuple[list[Source], RedisConnections | None]:
-    """The sources the settings ask for, and the Redis clients they read through."""
-    if not (settings.redis_pubsub_source or settings.redis_stream_source):
-        return [], None
-    redis = RedisConnections(
-        settings.redis_source_url or settings.redis_url,
-        timeout=settings.redis_timeout_seconds,
-        name=f"herald:{node}:sources",
-    )
+    """The sources the settings ask for, and the Redis clients they read through.
+
+    Raises :class:`herald.adapter.MappingInvalid` when a source that maps domain
+    events (Kafka, outbox) is configured and ``mapping_file`` cannot be used.
+    """
     sources: list[Source] = []
+    redis: RedisConnections | None = None
+    if settings.redis_pubsub_source or settings.redis_stream_source:
+        redis = RedisConnections(
+            settings.redis_source_url or settings.redis_url,
+            timeout=settings.redis_timeout_seconds,
+            name=f"herald:{node}:sources",
+        )
     if settings.redis_pubsub_source:
+        assert redis is not None
         sources.append(RedisPubSubSource(redis, settings.redis_pubsub_channel, publish))
     if settings.redis_stream_source:
+        assert redis is not None
         sources.append(
             RedisStreamSource(
                 redis,
@@ -113,4 +122,37 @@ def build_sources(
                 claim_idle_seconds=settings.redis_source_claim_idle_seconds,
             )
         )
+    if settings.kafka_bootstrap or settings.outbox_dsn:
+        adapter = Adapter(load_mapping(settings.mapping_file))
+        if settings.kafka_bootstrap:
+            sources.append(build_kafka_source(settings, publish, adapter, node))
+        if settings.outbox_dsn:
+            sources.append(
+                OutboxSource(
+                    publish,
+                    adapter,
+                    dsn=settings.outbox_dsn,
+                    table=settings.outbox_table,
+                    batch=settings.outbox_batch,
+                    poll_seconds=settings.outbox_poll_seconds,
+                    retention_seconds=settings.outbox_retention_seconds,
+                )
+            )
     return sources, redis
+
+
+def build_kafka_source(settings: Settings, publish: Publish, adapter: Adapter, node: str) -> KafkaSource:
+    assert settings.kafka_bootstrap is not None
+    return KafkaSource(
+        publish,
+        adapter,
+        bootstrap=settings.kafka_bootstrap,
+        topics=settings.kafka_topics,
+        group=settings.kafka_group,
+        client_id=f"herald-{node}",
+        dlq_topic=settings.kafka_dlq_topic,
+        auto_offset_reset=settings.kafka_auto_offset_reset,
+        commit_interval_seconds=settings.kafka_commit_interval_seconds,
+        max_batch=settings.kafka_max_batch,
+        session_timeout_seconds=settings.kafka_session_timeout_seconds,
+    )

@@ -63,6 +63,7 @@ def serve(
             await run_simulator(gateway.publish)
 
         extras.append(simulate)
+    from herald.adapter import MappingInvalid
     from herald.errors import BusUnavailable
 
     try:
@@ -70,6 +71,10 @@ def serve(
     except BusUnavailable as exc:  # a node does not come up without its log
         typer.echo(f"herald: {exc.message} (check HERALD_REDIS_URL)", err=True)
         raise typer.Exit(1) from None
+    except MappingInvalid as exc:  # the mapping is checked before anything is consumed
+        for problem in exc.problems:
+            typer.echo(f"herald: invalid mapping: {problem}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _banner(settings: Settings, url: str, generated_secret: bool) -> None:
@@ -238,6 +243,118 @@ def openapi() -> None:
     settings = Settings(jwt_secret="openapi-" + "x" * 32)
     document = create_app(Gateway(settings), manage_gateway=False).openapi()
     typer.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+mapping_app = typer.Typer(help="Check a mapping file, or see what a record becomes.", no_args_is_help=True)
+app.add_typer(mapping_app, name="mapping")
+MappingFile = Annotated[
+    str, typer.Argument(help="A mapping file (TOML), or 'default' for the built-in catalogue")
+]
+
+
+def _load_mapping(file: str) -> Any:
+    from herald.adapter import MappingInvalid, default_mapping, load_mapping
+
+    try:
+        return default_mapping() if file == "default" else load_mapping(Path(file))
+    except MappingInvalid as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(1) from None
+
+
+@mapping_app.command("check")
+def mapping_check(file: MappingFile) -> None:
+    """Validate a mapping file; list its rules, or name the line and rule of every mistake."""
+    from herald.adapter.loading import describe
+
+    table = _load_mapping(file)
+    typer.echo(f"{file}: {len(table)} rules, type field {table.type_field!r}")
+    for line in describe(table.rules.values()):
+        typer.echo(f"  {line}")
+
+
+@mapping_app.command("try")
+def mapping_try(
+    file: MappingFile,
+    record: Annotated[str, typer.Argument(help="A JSON file holding one record, or '-' for stdin")],
+) -> None:
+    """Show the browser event a record becomes (exit 1 for a poison record)."""
+    from herald.adapter import Adapter, PoisonRecord
+
+    adapter = Adapter(_load_mapping(file))
+    raw = sys.stdin.buffer.read() if record == "-" else Path(record).read_bytes()
+    try:
+        message = adapter.map_raw(raw, source="herald-mapping-try")
+    except PoisonRecord as exc:
+        typer.echo(f"poison record: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    if message is None:
+        typer.echo(json.dumps({"ignored": True, "reason": "no rule for this event type"}))
+        return
+    shown = {
+        "event": message.event,
+        "scope": message.scope,
+        "key": message.key,
+        "priority": message.priority.name.lower(),
+        "coalesce": message.coalesce,
+        "data": message.data,
+    }
+    typer.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+
+
+outbox_app = typer.Typer(help="The PostgreSQL outbox table.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("init")
+def outbox_init(
+    dsn: Annotated[
+        str | None, typer.Option("--dsn", help="PostgreSQL URL (default: HERALD_OUTBOX_DSN)")
+    ] = None,
+    table: Annotated[
+        str | None, typer.Option("--table", help="Table name (default: HERALD_OUTBOX_TABLE)")
+    ] = None,
+    print_sql: Annotated[
+        bool, typer.Option("--print-sql", help="Print the DDL instead of running it")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Create the outbox table, its indexes and its notify trigger (safe to run again)."""
+    import asyncio
+
+    from herald.sources.outbox import create_table, schema_sql
+
+    settings = _settings(config)
+    table = table or settings.outbox_table
+    try:
+        sql = schema_sql(table)
+    except ValueError as exc:
+        typer.echo(f"herald: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if print_sql:
+        typer.echo(sql)
+        return
+    dsn = dsn or settings.outbox_dsn
+    if not dsn:
+        typer.echo("herald: pass --dsn or set HERALD_OUTBOX_DSN", err=True)
+        raise typer.Exit(2)
+
+    async def init() -> None:
+        import asyncpg
+
+        connection = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await create_table(connection, table)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(init())
+    except Exception as exc:
+        typer.echo(f"herald: cannot create {table}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"outbox table {table} is ready")
 
 
 def main() -> None:

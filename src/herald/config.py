@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -81,6 +82,41 @@ class Settings(BaseSettings):
     #: The Redis the sources read from, when it is not ``redis_url``.
     redis_source_url: str | None = None
 
+    # --- the adapter (domain events -> browser events: docs/events.md)
+    #: A mapping file (TOML) replacing or extending the built-in default catalogue.
+    mapping_file: Path | None = None
+
+    # --- Kafka source (docs/operations.md, "Kafka")
+    #: Bootstrap servers (``host:port,host:port``); the Kafka source runs when set.
+    kafka_bootstrap: str | None = None
+    kafka_topics: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["domain-events"])
+    #: The consumer group every node joins: partitions are spread over the nodes.
+    kafka_group: str = Field("herald", min_length=1)
+    #: Where poison records go; ``{topic}`` is the record's topic.
+    kafka_dlq_topic: str = Field("{topic}.dlq", min_length=1)
+    #: Where a group without committed offsets starts: ``latest`` delivers only new records.
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = "latest"
+    #: Offsets are committed (after the append) at most this often; 0 commits every batch.
+    kafka_commit_interval_seconds: float = Field(1.0, ge=0)
+    #: Records fetched per batch.
+    kafka_max_batch: int = Field(500, ge=1, le=100_000)
+    #: A node that stops heartbeating for this long loses its partitions to the others.
+    kafka_session_timeout_seconds: float = Field(10.0, ge=1, le=300)
+    #: A client whose cursor is older than the replay window gets the Kafka events it
+    #: missed re-read from the topics (at most this many; 0 turns deep replay off).
+    kafka_deep_replay_max_events: int = Field(0, ge=0, le=1_000_000)
+
+    # --- PostgreSQL outbox source (docs/operations.md, "Outbox")
+    #: ``postgresql://user:pass@host:5432/db``; the outbox source runs when set.
+    outbox_dsn: str | None = None
+    outbox_table: str = Field("herald_outbox", pattern=r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$")
+    #: Rows claimed per transaction.
+    outbox_batch: int = Field(100, ge=1, le=10_000)
+    #: The poller looks for rows this often even without a notification.
+    outbox_poll_seconds: float = Field(1.0, gt=0)
+    #: Processed rows are deleted this long after they were delivered.
+    outbox_retention_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+
     # --- streams
     heartbeat_seconds: float = Field(15.0, gt=0)
     #: The ``retry:`` the stream opens with: how long a browser waits before reconnecting.
@@ -112,6 +148,21 @@ class Settings(BaseSettings):
             )
         if not value:
             raise ValueError("jwt_algorithms must name at least one algorithm")
+        return value
+
+    @field_validator("kafka_topics", mode="before")
+    @classmethod
+    def _topic_list(cls, value: object) -> object:
+        """``HERALD_KAFKA_TOPICS=a,b`` as well as a list."""
+        if isinstance(value, str):
+            return [topic.strip() for topic in value.split(",") if topic.strip()]
+        return value
+
+    @field_validator("kafka_topics")
+    @classmethod
+    def _some_topics(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("kafka_topics must name at least one topic")
         return value
 
     @model_validator(mode="after")

@@ -40,7 +40,11 @@ class Source(Protocol):
     """A producer feeding the bus; the gateway starts it after the bus and stops it first."""
 
     name: str
-    stats: SourceStats
+
+    @property
+    def stats(self) -> SourceStats:
+        """What it did so far (health lists it; a source may count more in a subclass)."""
+        ...
 
     async def start(self) -> None: ...
 

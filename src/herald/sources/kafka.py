@@ -1,0 +1,412 @@
+"""Kafka source: domain events from Kafka topics, mapped by the adapter, into the bus.
+
+Every node joins one consumer group (``HERALD_KAFKA_GROUP``), so the
+partitions of the topics are spread over the nodes and each record is
+handled by one node at a time.
+
+At least once into the bus, effectively once out of it
+    A record's event is appended with the idempotency key
+    ``kafka:{topic}:{partition}:{offset}``; offsets are committed only after
+    the append (at most every ``commit_interval_seconds``, and when partitions
+    are revoked or the source stops). A node that dies between append and
+    commit leaves the records to be read again, by itself or another node,
+    and their second append is a duplicate the bus answers with the first
+    cursor: no event twice, none lost (within the bus's idempotency window).
+
+Poison records never stop a partition
+    A record that is not JSON, names no type, or matches a rule but lacks the
+    routing key or breaks the payload (or that the gateway refuses for good,
+    e.g. too large) goes to the dead-letter topic (``{topic}.dlq``) unchanged,
+    with headers ``herald-error``, ``herald-source`` and ``herald-event-type``,
+    and is counted; the partition moves on. A record whose type has no rule
+    is counted (``ignored``) and skipped.
+
+Transient failures stop, never skip
+    While the bus is unavailable (or the dead-letter topic cannot be
+    written) the record is retried with capped exponential backoff; nothing
+    after it is handled or committed until it is through.
+
+Order: within a partition, records enter the bus in offset order.
+
+Lag: ``stats.lag`` is, over the partitions this node holds, the records
+between what it handled and the partition's high watermark at the last fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from herald.adapter import Adapter, PoisonRecord
+from herald.cluster.backoff import reconnect_delay
+from herald.errors import HeraldError
+from herald.events.message import SSEMessage
+from herald.sources.incoming import Publish, SourceStats
+
+log = structlog.get_logger("herald.sources.kafka")
+
+#: Seconds a revocation waits for the record in hand before committing without it.
+_REVOKE_WAIT_SECONDS = 5.0
+_FETCH_TIMEOUT_MS = 500
+
+
+@dataclass(slots=True)
+class KafkaSourceStats(SourceStats):
+    """:class:`SourceStats` plus what Kafka adds. ``rejected`` counts poison records."""
+
+    #: Records whose type has no rule.
+    ignored: int = 0
+    #: Poison records written to the dead-letter topic.
+    dead_lettered: int = 0
+    #: Appends (or dead-letter writes) tried again after a transient failure.
+    retries: int = 0
+    commits: int = 0
+    #: Partitions this node holds now.
+    partitions: int = 0
+    #: Records behind the high watermark, over this node's partitions.
+    lag: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            **SourceStats.as_dict(self),
+            "ignored": self.ignored,
+            "dead_lettered": self.dead_lettered,
+            "retries": self.retries,
+            "commits": self.commits,
+            "partitions": self.partitions,
+            "lag": self.lag,
+        }
+
+
+class _Stopping(Exception):
+    """The source is stopping while a record is still unhandled: do not commit past it."""
+
+
+def idempotency_key(topic: str, partition: int, offset: int) -> str:
+    return f"kafka:{topic}:{partition}:{offset}"
+
+
+def dead_letter_topic(template: str, topic: str) -> str:
+    return template.replace("{topic}", topic)
+
+
+class KafkaSource:
+    name = "kafka"
+
+    def __init__(
+        self,
+        publish: Publish,
+        adapter: Adapter,
+        *,
+        bootstrap: str,
+        topics: Iterable[str],
+        group: str,
+        client_id: str = "herald",
+        dlq_topic: str = "{topic}.dlq",
+        auto_offset_reset: str = "latest",
+        commit_interval_seconds: float = 1.0,
+        max_batch: int = 500,
+        session_timeout_seconds: float = 10.0,
+    ) -> None:
+        self.topics = list(topics)
+        self.group = group
+        self.bootstrap = bootstrap
+        self._publish = publish
+        self._adapter = adapter
+        self._client_id = client_id
+        self._dlq_template = dlq_topic
+        self._auto_offset_reset = auto_offset_reset
+        self._commit_interval = commit_interval_seconds
+        self._max_batch = max_batch
+        self._session_timeout_ms = int(session_timeout_seconds * 1000)
+        self.stats = KafkaSourceStats()
+        #: Set once the consumer holds its first assignment (tests, readiness).
+        self.assigned = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        #: Next offset to commit per partition: every record before it is in the bus.
+        self._processed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._revoked: set[TopicPartition] = set()
+        self._unpinned: set[TopicPartition] = set()
+        self._in_hand = asyncio.Lock()
+        self._last_commit = 0.0
+
+    # --- life cycle
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="herald-kafka-source")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        consumer, producer = self._consumer, self._producer
+        if consumer is not None:
+            with contextlib.suppress(KafkaError, asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._commit(force=True), 5)
+            with contextlib.suppress(KafkaError):
+                await consumer.stop()
+        if producer is not None:
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+
+    def partition_lag(self) -> dict[str, int]:
+        """``{"topic:partition": records behind the high watermark}`` for this node's partitions."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out = {}
+        for tp in consumer.assignment():
+            lag = self._lag_of(consumer, tp)
+            if lag is not None:
+                out[f"{tp.topic}:{tp.partition}"] = lag
+        return out
+
+    # --- the loop
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self._connect()
+                attempt = 0
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except _Stopping:
+                return
+            except Exception as exc:  # a broken client is rebuilt; the committed offsets are kept
+                if self._stopping:
+                    return
+                log.warning("kafka_source_restarting", error=repr(exc), attempt=attempt)
+                await self._disconnect()
+                await asyncio.sleep(reconnect_delay(attempt, base=0.2, cap=5.0))
+                attempt += 1
+
+    async def _connect(self) -> None:
+        if self._consumer is not None:
+            return
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self._client_id}-dlq",
+            acks="all",
+            enable_idempotence=True,
+        )
+        await producer.start()
+        self._producer = producer
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self._client_id,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset=self._auto_offset_reset,
+            isolation_level="read_committed",
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(500, self._session_timeout_ms // 3),
+        )
+        consumer.subscribe(self.topics, listener=_Rebalance(self))
+        await consumer.start()
+        self._consumer = consumer
+        log.info("kafka_source_started", topics=self.topics, group=self.group, bootstrap=self.bootstrap)
+
+    async def _disconnect(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        self._processed.clear()
+        self._committed.clear()
+        self.assigned.clear()
+        for client in (consumer, producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+
+    async def _consume(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while not self._stopping:
+            if self._unpinned:
+                await self._pin_start_positions(consumer)
+            batch = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=self._max_batch)
+            for tp, records in batch.items():
+                for record in records:
+                    if tp in self._revoked or tp not in consumer.assignment():
+                        break
+                    async with self._in_hand:
+                        await self._handle(tp, record)
+                        self._processed[tp] = record.offset + 1
+            self._update_lag(consumer)
+            await self._commit()
+
+    async def _pin_start_positions(self, consumer: AIOKafkaConsumer) -> None:
+        """A partition the group never committed starts where ``auto_offset_reset`` puts it;
+        commit that position at once, so a node that dies before its first commit does not
+        let the next owner start later (``latest``) and skip records."""
+        pending, self._unpinned = self._unpinned, set()
+        for tp in pending:
+            if tp not in consumer.assignment():
+                continue
+            if await consumer.committed(tp) is None:
+                position = await consumer.position(tp)
+                self._processed.setdefault(tp, position)
+                await self._commit(force=True)
+
+    # --- one record
+
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
+        source = idempotency_key(tp.topic, tp.partition, record.offset)
+        self.stats.received += 1
+        try:
+            message = self._adapter.map_raw(record.value, source=source)
+        except PoisonRecord as exc:
+            await self._dead_letter(record, source, exc.message, exc.event_type)
+            return
+        if message is None:
+            self.stats.ignored += 1
+            return
+        await self._append(record, source, message)
+
+    async def _append(self, record: ConsumerRecord[Any, Any], source: str, message: SSEMessage) -> None:
+        attempt = 0
+        while True:
+            try:
+                result = await self._publish(message, idempotency_key=source)
+            except HeraldError as exc:
+                if not exc.retriable:
+                    await self._dead_letter(record, source, f"{exc.code}: {exc.message}", message.event)
+                    return
+                await self._pause(attempt, "kafka_append_retry", source=source, code=exc.code)
+                attempt += 1
+                continue
+            if result.duplicate:
+                self.stats.duplicates += 1
+            else:
+                self.stats.published += 1
+            return
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[Any, Any], source: str, error: str, event_type: str | None
+    ) -> None:
+        self.stats.rejected += 1
+        topic = dead_letter_topic(self._dlq_template, record.topic)
+        headers = [
+            *(record.headers or ()),
+            ("herald-error", error.encode()),
+            ("herald-source", source.encode()),
+            ("herald-event-type", (event_type or "").encode()),
+        ]
+        log.warning("kafka_record_dead_lettered", source=source, dlq=topic, reason=error)
+        attempt = 0
+        while True:
+            producer = self._producer
+            assert producer is not None
+            try:
+                await producer.send_and_wait(
+                    topic, value=record.value, key=record.key, headers=headers, timestamp_ms=record.timestamp
+                )
+            except KafkaError as exc:
+                await self._pause(attempt, "kafka_dead_letter_retry", source=source, error=repr(exc))
+                attempt += 1
+                continue
+            self.stats.dead_lettered += 1
+            return
+
+    async def _pause(self, attempt: int, what: str, **context: Any) -> None:
+        if self._stopping:
+            raise _Stopping
+        self.stats.retries += 1
+        if attempt == 0 or attempt % 20 == 0:
+            log.warning(what, attempt=attempt, **context)
+        await asyncio.sleep(reconnect_delay(attempt, base=0.05, cap=2.0))
+        if self._stopping:
+            raise _Stopping
+
+    # --- offsets
+
+    async def _commit(self, *, force: bool = False, only: Iterable[TopicPartition] | None = None) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_commit < self._commit_interval:
+            return
+        wanted = set(only) if only is not None else set(self._processed)
+        offsets = {
+            tp: offset
+            for tp, offset in self._processed.items()
+            if tp in wanted and self._committed.get(tp) != offset
+        }
+        self._last_commit = now
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group moved on (rebalanced): the new owner re-reads from the last commit
+            # and the idempotent append makes that harmless.
+            log.info("kafka_commit_skipped", reason=str(exc))
+            return
+        self._committed.update(offsets)
+        self.stats.commits += 1
+
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        total = 0
+        for tp in consumer.assignment():
+            total += self._lag_of(consumer, tp) or 0
+        self.stats.lag = total
+
+    def _lag_of(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        highwater: int | None = consumer.highwater(tp)
+        done = self._processed.get(tp, self._committed.get(tp))
+        if highwater is None or done is None:
+            return None
+        return max(0, highwater - done)
+
+    # --- rebalancing
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._revoked |= revoked
+        # Let the record in hand finish (bounded: a bus that is away must not stall the group).
+        with contextlib.suppress(asyncio.TimeoutError):
+            async with asyncio.timeout(_REVOKE_WAIT_SECONDS):
+                await self._in_hand.acquire()
+                self._in_hand.release()
+        with contextlib.suppress(KafkaError):
+            await self._commit(force=True, only=revoked)
+        for tp in revoked:
+            self._processed.pop(tp, None)
+            self._committed.pop(tp, None)
+        self._revoked -= revoked
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._unpinned |= assigned
+        self.stats.partitions = len(assigned)
+        log.info(
+            "kafka_partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
+        )
+        self.assigned.set()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._source._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._source._on_assigned(set(assigned))
