@@ -245,6 +245,41 @@ def openapi() -> None:
     typer.echo(json.dumps(document, indent=2, sort_keys=True))
 
 
+@app.command()
+def schema(
+    typescript: Annotated[
+        bool, typer.Option("--typescript", help="TypeScript declarations instead of JSON Schema")
+    ] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only compare with --output; exit 1 if it is out of date")
+    ] = False,
+) -> None:
+    """The event payloads as JSON Schema, or as the TypeScript client's types."""
+    from herald.events.schema import events_json_schema
+    from herald.events.typescript import render_typescript
+
+    document = events_json_schema()
+    text = render_typescript(document) if typescript else json.dumps(document, indent=2) + "\n"
+    if output is None:
+        if check:
+            typer.echo("herald schema: --check needs --output FILE", err=True)
+            raise typer.Exit(2)
+        typer.echo(text, nl=False)
+        return
+    if check:
+        current = output.read_text() if output.is_file() else None
+        if current != text:
+            typer.echo(
+                f"herald schema: {output} is out of date with the payload models; "
+                f"regenerate with `herald schema{' --typescript' if typescript else ''} --output {output}`",
+                err=True,
+            )
+            raise typer.Exit(1)
+        return
+    output.write_text(text)
+
+
 mapping_app = typer.Typer(help="Check a mapping file, or see what a record becomes.", no_args_is_help=True)
 app.add_typer(mapping_app, name="mapping")
 MappingFile = Annotated[

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Final, Literal
 
 from pydantic import BaseModel, Field
 
@@ -41,7 +42,22 @@ class ErrorEvent(BaseModel):
 
 
 class ConnectionClosing(BaseModel):
-    """Sent before the gateway closes a stream on shutdown; ``retry_ms`` is jittered."""
+    """Sent before the gateway closes a stream it wants the client back on; ``retry_ms`` is jittered.
 
-    reason: Literal["shutdown"]
+    ``reason``: the node is shutting down, its bus lost or rewound its log
+    (``bus_reset``), or the replay could not be read (``replay_unavailable``).
+    """
+
+    reason: Literal["shutdown", "bus_reset", "replay_unavailable"]
     retry_ms: int
+
+
+#: The payload model of each event the gateway sends (read by ``herald schema``
+#: to generate the TypeScript client's types; every ``herald.events`` module
+#: may declare such a mapping).
+EVENT_PAYLOADS: Final[Mapping[str, type[BaseModel]]] = {
+    CONNECTION_ESTABLISHED: ConnectionEstablished,
+    SERVER_SHUTDOWN: ConnectionClosing,
+    AUTH_EXPIRED: ErrorEvent,
+    SLOW_CONSUMER: ErrorEvent,
+}

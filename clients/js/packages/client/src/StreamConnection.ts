@@ -1,0 +1,480 @@
+import { createParser, type EventSourceMessage } from "eventsource-parser";
+
+import { type BackoffPolicy, DEFAULT_BACKOFF, fullJitterDelay } from "./backoff";
+import { cursorFromComment } from "./cursor";
+import type { EventSourceLike, HeraldGlobals, TimerHandle } from "./globals";
+import { HeraldError } from "./HeraldError";
+import { httpError } from "./httpError";
+import { Poller } from "./Poller";
+import type {
+  ConnectionStatus,
+  HeraldClientOptions,
+  HeraldEvent,
+  PollingFallback,
+  ResyncInfo,
+  TokenRequest,
+} from "./types";
+import { Watchdog } from "./Watchdog";
+
+/** What the connection reports to whoever owns it (the client, for its tab and the others). */
+export interface StreamSink {
+  /** The cursor to resume from, read afresh for every attempt. */
+  getCursor(): string | null;
+  onEvent(event: HeraldEvent<unknown>): void;
+  /** A heartbeat named the stream's position. */
+  onCursor(cursor: string): void;
+  onStatus(status: ConnectionStatus, attempt: number, lastError: HeraldError | null): void;
+  onResync(info: ResyncInfo): void;
+  /** The polling fallback is due; the owner runs the application's poll. */
+  poll(signal: AbortSignal): Promise<void>;
+}
+
+/** How one attempt ended. */
+type Outcome =
+  | { readonly kind: "ended" } // the body closed (after a 200)
+  | { readonly kind: "failed"; readonly error: HeraldError }
+  | { readonly kind: "aborted" }; // reconnect() or close()
+
+const ESTABLISHED = "connection.established";
+const AUTH_EXPIRED = "error.auth-expired";
+/** The gateway's own names; the native EventSource always listens for them. */
+export const GATEWAY_EVENTS = [ESTABLISHED, "connection.closing", AUTH_EXPIRED, "error.slow-consumer"] as const;
+/** Gateway notices carry no id; EventSource would report the previous event's id for them. */
+const UNTRACKED = (name: string): boolean => name.startsWith("error.") || name === "connection.closing";
+const EVENTSOURCE_CLOSED = 2;
+
+type ConnectionOptions = Pick<
+  HeraldClientOptions,
+  | "url"
+  | "getToken"
+  | "transport"
+  | "getStreamUrl"
+  | "subscribe"
+  | "maxFailuresBeforePolling"
+  | "probeIntervalMs"
+  | "watchdogMs"
+  | "credentials"
+> & {
+  readonly backoff: BackoffPolicy;
+  readonly fallback: PollingFallback | null;
+  /** Names the native EventSource must listen for, read at each attempt. */
+  readonly eventNames: () => readonly string[];
+};
+
+export function connectionOptions(
+  options: HeraldClientOptions,
+  eventNames: () => readonly string[],
+): ConnectionOptions {
+  return {
+    ...options,
+    backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
+    fallback: options.fallback ?? null,
+    eventNames,
+  };
+}
+
+/**
+ * One browser's stream to the gateway, kept alive: attempt, read, and when it
+ * ends decide how long to wait (the server's `retry:`, backoff with full
+ * jitter, `Retry-After`), when to fall back to polling and when to give up.
+ *
+ * The policy lives in `nextStep`; the attempts are thin I/O around it.
+ */
+export class StreamConnection {
+  private closed = false;
+  private started = false;
+  private controller: AbortController | null = null;
+  private waitTimer: TimerHandle | null = null;
+  private wakeWait: (() => void) | null = null;
+  private readonly watchdog: Watchdog;
+  private readonly poller: Poller | null;
+  private unsubscribeVisibility: (() => void) | null = null;
+
+  private failures = 0;
+  private everOpened = false;
+  /** The server's `retry:`; it becomes the backoff's base once known. */
+  private retryMs: number | null = null;
+  /** Ask the application for a new token at the next attempt (401, `error.auth-expired`). */
+  private refreshToken = false;
+  private lastAttemptRefreshed = false;
+  private status: ConnectionStatus = "connecting";
+  private lastError: HeraldError | null = null;
+  // Per attempt:
+  private established = false;
+  private authExpired = false;
+  private sentCursor = false;
+  private eventSource: EventSourceLike | null = null;
+  private readonly listening = new Set<string>();
+  private dispatchNative: ((name: string, message: { data: string; lastEventId: string }) => void) | null =
+    null;
+
+  constructor(
+    private readonly options: ConnectionOptions,
+    private readonly sink: StreamSink,
+    private readonly globals: HeraldGlobals,
+  ) {
+    this.watchdog = new Watchdog(options.watchdogMs ?? 30_000, () => this.abort("watchdog"), globals);
+    const fallback = options.fallback;
+    this.poller =
+      fallback === null
+        ? null
+        : new Poller((signal) => this.runPoll(signal), fallback.intervalMs ?? 5000, globals);
+  }
+
+  start(): void {
+    if (this.started || this.closed) return;
+    this.started = true;
+    this.unsubscribeVisibility = this.globals.visibility?.subscribe(() => this.onVisibility()) ?? null;
+    void this.run();
+  }
+
+  /** Drop the current attempt or wait and try at once (the indicator's button). */
+  reconnect(): void {
+    if (this.closed) return;
+    this.failures = 0;
+    this.abort("reconnect");
+    this.wakeWait?.();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.abort("close");
+    this.eventSource?.close(); // now, not when the attempt's promise settles
+    this.wakeWait?.();
+    this.watchdog.stop();
+    this.poller?.stop();
+    this.unsubscribeVisibility?.();
+    this.unsubscribeVisibility = null;
+    this.setStatus("closed");
+  }
+
+  /** Native mode: start listening for a name a handler was added for. */
+  listen(name: string): void {
+    if (this.eventSource === null || this.listening.has(name)) return;
+    this.listenNative(this.eventSource, name);
+  }
+
+  // --- the loop
+
+  private async run(): Promise<void> {
+    while (!this.closed) {
+      const outcome = await this.attempt();
+      if (this.closed) return;
+      const delay = this.nextStep(outcome);
+      if (delay === null) return;
+      await this.wait(delay);
+    }
+  }
+
+  /**
+   * After an attempt: the delay before the next one, or null to stop.
+   * Updates the failure count, the status and the polling fallback.
+   */
+  private nextStep(outcome: Outcome): number | null {
+    if (outcome.kind === "aborted") return 0;
+    if (this.authExpired) {
+      // The gateway ended a healthy stream because its token expired: a new
+      // token now, no backoff.
+      this.refreshToken = true;
+      this.setStatus(this.polling ? "polling" : "reconnecting");
+      return 0;
+    }
+    if (outcome.kind === "ended" && this.established) {
+      // A stream that was open ended (shutdown, slow consumer, a proxy's
+      // timeout): come back after the server's retry:, which it jitters.
+      this.setStatus("reconnecting");
+      return this.retryMs ?? this.options.backoff.baseMs;
+    }
+    const error =
+      outcome.kind === "failed"
+        ? outcome.error
+        : new HeraldError("network", "the stream ended before connection.established");
+    this.lastError = error;
+    this.failures += 1;
+    if (!error.retriable) {
+      this.poller?.stop();
+      this.setStatus("closed");
+      return null;
+    }
+    if (error.status === 401 && !this.lastAttemptRefreshed) {
+      // A refused token is retried once at once with a fresh one; a second
+      // refusal in a row backs off like any failure.
+      this.refreshToken = true;
+      this.setStatus(this.polling ? "polling" : "reconnecting");
+      return 0;
+    }
+    const maxFailures = this.options.maxFailuresBeforePolling ?? 5;
+    if (this.poller !== null && (error.fallback === "polling" || this.failures >= maxFailures)) {
+      this.poller.start();
+    }
+    const base = { ...this.options.backoff, baseMs: this.retryMs ?? this.options.backoff.baseMs };
+    const backoff = this.polling
+      ? (this.options.probeIntervalMs ?? this.options.backoff.capMs)
+      : fullJitterDelay(this.failures, base, this.globals.random);
+    this.setStatus(this.polling ? "polling" : "reconnecting");
+    return Math.max(backoff, error.retryAfterMs ?? 0);
+  }
+
+  private get polling(): boolean {
+    return this.poller?.active ?? false;
+  }
+
+  private async attempt(): Promise<Outcome> {
+    const controller = new AbortController();
+    this.controller = controller;
+    this.established = false;
+    this.authExpired = false;
+    if (!this.polling) this.setStatus(this.everOpened || this.failures > 0 ? "reconnecting" : "connecting");
+    const request: TokenRequest = { refresh: this.refreshToken, attempt: this.failures + 1 };
+    this.lastAttemptRefreshed = request.refresh;
+    this.refreshToken = false;
+    try {
+      return this.options.transport === "eventsource"
+        ? await this.eventSourceAttempt(controller.signal, request)
+        : await this.fetchAttempt(controller.signal, request);
+    } catch (error) {
+      if (controller.signal.aborted) return this.aborted(controller.signal);
+      return { kind: "failed", error: asError(error) };
+    } finally {
+      this.watchdog.stop();
+      if (this.controller === controller) this.controller = null;
+    }
+  }
+
+  private abort(reason: "watchdog" | "reconnect" | "close"): void {
+    this.controller?.abort(reason);
+  }
+
+  private aborted(signal: AbortSignal): Outcome {
+    if (signal.reason === "watchdog") {
+      return { kind: "failed", error: new HeraldError("watchdog", "nothing arrived for too long") };
+    }
+    return { kind: "aborted" };
+  }
+
+  // --- fetch
+
+  private async fetchAttempt(signal: AbortSignal, request: TokenRequest): Promise<Outcome> {
+    // The watchdog covers the whole attempt: a token provider or a fetch
+    // that never answers is as dead as a silent stream.
+    this.watchdog.kick();
+    const token = this.options.getToken ? await this.options.getToken(request) : null;
+    if (signal.aborted) return this.aborted(signal);
+    // Built afresh for every attempt: the token and the cursor of this moment.
+    const headers: Record<string, string> = { accept: "text/event-stream" };
+    if (token) headers["authorization"] = `Bearer ${token}`;
+    const cursor = this.sink.getCursor();
+    this.sentCursor = cursor !== null;
+    if (cursor !== null) headers["last-event-id"] = cursor;
+    let response: Response;
+    try {
+      response = await this.globals.fetch(this.streamUrl(this.options.url, null), {
+        headers,
+        signal,
+        cache: "no-store",
+        credentials: this.options.credentials ?? "same-origin",
+      });
+    } catch (error) {
+      if (signal.aborted) return this.aborted(signal);
+      return { kind: "failed", error: new HeraldError("network", "the stream request failed", { cause: error }) };
+    }
+    if (!response.ok) return { kind: "failed", error: await httpError(response, this.globals.now()) };
+    if (response.body === null) {
+      return { kind: "failed", error: new HeraldError("network", "the stream response has no body") };
+    }
+    const parser = createParser({
+      onEvent: (message) => this.receive(message),
+      onRetry: (ms) => {
+        this.retryMs = ms;
+      },
+      onComment: (comment) => {
+        const position = cursorFromComment(comment);
+        if (position !== null) this.sink.onCursor(position);
+      },
+    });
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        this.watchdog.kick();
+        parser.feed(decoder.decode(value, { stream: true }));
+        if (this.closed) break;
+      }
+    } catch (error) {
+      if (signal.aborted) return this.aborted(signal);
+      return { kind: "failed", error: new HeraldError("network", "the stream broke off", { cause: error }) };
+    } finally {
+      reader.cancel().catch(() => undefined);
+    }
+    return { kind: "ended" };
+  }
+
+  // --- native EventSource
+
+  private async eventSourceAttempt(signal: AbortSignal, request: TokenRequest): Promise<Outcome> {
+    const EventSourceClass = this.globals.EventSource;
+    const getStreamUrl = this.options.getStreamUrl;
+    if (EventSourceClass === null || getStreamUrl === undefined) {
+      throw new HeraldError("http", "the eventsource transport needs EventSource and getStreamUrl", {
+        status: 400,
+      });
+    }
+    const base = await getStreamUrl(request);
+    if (signal.aborted) return this.aborted(signal);
+    const cursor = this.sink.getCursor();
+    this.sentCursor = cursor !== null;
+    const source = new EventSourceClass(this.streamUrl(base, cursor), {
+      withCredentials: this.options.credentials === "include",
+    });
+    this.eventSource = source;
+    this.listening.clear();
+    try {
+      return await new Promise<Outcome>((resolve) => {
+        signal.addEventListener("abort", () => resolve(this.aborted(signal)), { once: true });
+        this.dispatchNative = (name, message) => {
+          const id = UNTRACKED(name) || message.lastEventId === "" ? undefined : message.lastEventId;
+          this.receive({ event: name, id, data: message.data });
+        };
+        source.onerror = () => {
+          if (source.readyState === EVENTSOURCE_CLOSED) {
+            // The browser gave up: a non-200 answer, whose status EventSource
+            // hides. An expired stream token is the usual cause, so the next
+            // attempt asks for a fresh one.
+            this.refreshToken = true;
+            resolve({ kind: "failed", error: new HeraldError("http", "the gateway refused the stream") });
+            return;
+          }
+          // The browser reconnects by itself (with Last-Event-ID and the
+          // server's retry:); count it, so that a gateway that stays away
+          // still leads to the polling fallback.
+          const wasOpen = this.established;
+          this.established = false;
+          if (wasOpen) return this.setStatus(this.polling ? "polling" : "reconnecting");
+          this.failures += 1;
+          this.lastError = new HeraldError("network", "the stream could not be opened");
+          const maxFailures = this.options.maxFailuresBeforePolling ?? 5;
+          if (this.poller !== null && this.failures >= maxFailures) {
+            resolve({ kind: "failed", error: this.lastError });
+            return;
+          }
+          this.setStatus(this.polling ? "polling" : "reconnecting");
+        };
+        for (const name of new Set([...GATEWAY_EVENTS, ...this.options.eventNames()])) {
+          this.listenNative(source, name);
+        }
+      });
+    } finally {
+      source.close();
+      this.eventSource = null;
+      this.dispatchNative = null;
+    }
+  }
+
+  private listenNative(source: EventSourceLike, name: string): void {
+    this.listening.add(name);
+    source.addEventListener(name, (message) => {
+      if (this.eventSource === source) this.dispatchNative?.(name, message);
+    });
+  }
+
+  // --- events
+
+  private receive(message: EventSourceMessage): void {
+    const name = message.event ?? "message";
+    const id = message.id === undefined || message.id === "" ? null : message.id;
+    const event: HeraldEvent<unknown> = { name, id, data: parseData(message.data) };
+    if (name === AUTH_EXPIRED) this.authExpired = true;
+    if (name !== ESTABLISHED) {
+      this.sink.onEvent(event);
+      return;
+    }
+    const reopened = this.everOpened;
+    this.onEstablished();
+    this.sink.onEvent(event);
+    const data = event.data as { recovered?: unknown; replay_miss?: unknown; connection_id?: unknown };
+    // A first connection without a cursor has nothing to be stale against;
+    // every other recovered:false means events may be missing.
+    if (data.recovered === false && (this.sentCursor || reopened)) {
+      this.sink.onResync({
+        replayMiss: typeof data.replay_miss === "string" ? data.replay_miss : null,
+        connectionId: typeof data.connection_id === "string" ? data.connection_id : null,
+      });
+    }
+  }
+
+  private onEstablished(): void {
+    this.established = true;
+    this.everOpened = true;
+    this.failures = 0;
+    this.lastError = null;
+    this.poller?.stop();
+    this.setStatus("open");
+  }
+
+  // --- waiting, polling, visibility
+
+  private wait(ms: number): Promise<void> {
+    if (ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        if (this.waitTimer !== null) this.globals.clearTimeout(this.waitTimer);
+        this.waitTimer = null;
+        this.wakeWait = null;
+        resolve();
+      };
+      this.wakeWait = done;
+      this.waitTimer = this.globals.setTimeout(done, ms);
+    });
+  }
+
+  private onVisibility(): void {
+    if (this.closed || !this.globals.visibility?.isVisible()) return;
+    // Back in front of the user: do not make them sit out a long backoff.
+    this.wakeWait?.();
+    this.poller?.now();
+  }
+
+  private async runPoll(signal: AbortSignal): Promise<void> {
+    try {
+      await this.sink.poll(signal);
+    } catch (error) {
+      if (!signal.aborted) {
+        this.lastError = new HeraldError("poll", "the polling fallback failed", { cause: error });
+        this.sink.onStatus(this.status, this.failures, this.lastError);
+      }
+    }
+  }
+
+  private setStatus(status: ConnectionStatus): void {
+    this.status = status;
+    this.sink.onStatus(status, this.failures, this.lastError);
+  }
+
+  private streamUrl(base: string, cursor: string | null): string {
+    const extra: string[] = [];
+    const subscribe = this.options.subscribe ?? [];
+    if (subscribe.length > 0 && !/[?&]subscribe=/.test(base)) {
+      extra.push(`subscribe=${encodeURIComponent(subscribe.join(","))}`);
+    }
+    // Only the native mode: EventSource cannot send the header on a first open.
+    if (cursor !== null) extra.push(`last_event_id=${encodeURIComponent(cursor)}`);
+    if (extra.length === 0) return base;
+    return `${base}${base.includes("?") ? "&" : "?"}${extra.join("&")}`;
+  }
+}
+
+function parseData(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return { raw: text };
+  }
+}
+
+function asError(error: unknown): HeraldError {
+  if (error instanceof HeraldError) return error;
+  return new HeraldError("network", error instanceof Error ? error.message : String(error), { cause: error });
+}
