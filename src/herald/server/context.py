@@ -10,6 +10,7 @@ from starlette.types import ASGIApp
 
 from herald.config import Settings
 from herald.gateway import Gateway
+from herald.server.gc_policy import GcPolicy
 
 if TYPE_CHECKING:
     from herald.server.protocol import HttpProtocol
@@ -24,5 +25,7 @@ class ServerContext:
     server_address: tuple[str, int] = ("127.0.0.1", 0)
     #: Open client connections, for shutdown.
     protocols: set[HttpProtocol] = field(default_factory=set)
+    #: Freezes the garbage collector's view of long-lived streams after bursts.
+    gc_policy: GcPolicy | None = None
     #: Set whenever the last client connection closes.
     idle: asyncio.Event = field(default_factory=asyncio.Event)

@@ -12,7 +12,6 @@ returned as streams close.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections.abc import Callable
 
@@ -43,9 +42,3 @@ class GcPolicy:
             return False
         self.freeze_now()
         return True
-
-    async def run(self, interval: float = 1.0) -> None:
-        self.freeze_now()
-        while True:
-            await asyncio.sleep(interval)
-            self.tick()

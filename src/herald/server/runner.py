@@ -53,8 +53,8 @@ async def serve(
     host, port = server.sockets[0].getsockname()[:2]
     ctx.server_address = (str(host), int(port))
     background = [loop.create_task(extra(gateway)) for extra in extras or []]
-    gc_policy = GcPolicy(lambda: gateway.manager.stats.opened)
-    background.append(loop.create_task(gc_policy.run(), name="herald-gc-policy"))
+    ctx.gc_policy = GcPolicy(lambda: gateway.manager.stats.opened)
+    ctx.gc_policy.freeze_now()
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
