@@ -6,7 +6,7 @@ SHELL := /bin/bash
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test install install-test check bench bench-quick clean
+.PHONY: help run test install install-test check types bench bench-quick clean
 
 help:
 	@echo "make run     - start Herald with the demo on http://$(HOST):$(PORT)/"
@@ -35,6 +35,13 @@ bench:
 bench-quick:
 	@HERALD_EXTRAS=test,bench scripts/bootstrap.sh
 	.venv/bin/python -m bench --quick
+
+# The browser client's event types and bundles, from the payload models and clients/js.
+types:
+	@HERALD_EXTRAS=test scripts/bootstrap.sh
+	.venv/bin/herald schema --typescript --output clients/js/packages/client/src/generated/events.ts
+	@scripts/install-browser-deps.sh
+	cd clients/js && npm run build
 
 check:
 	@HERALD_EXTRAS=test scripts/bootstrap.sh

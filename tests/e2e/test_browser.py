@@ -257,7 +257,9 @@ def test_demo_page_shows_live_task_progress_in_demo_mode(screenshots: Path) -> N
     assert shown["user"] == "demo"
     assert shown["subscriptions"] == "novel:1"
     assert shown["recovered"].startswith("no (none)")
-    assert shown["demo"]["streamTokens"] == 1
+    # The page streams over fetch with the JWT in a header: no stream token needed.
+    assert shown["demo"]["transport"] == "fetch"
+    assert shown["demo"]["streamTokens"] == 0
     moving = [t for t in shown["tasks"] if t["progress"] > 0]
     assert all(t["width"] == f"{t['progress']}%" for t in moving)
     assert all(t["id"].startswith("task-") for t in moving)
@@ -270,13 +272,15 @@ def test_demo_page_shows_live_task_progress_in_demo_mode(screenshots: Path) -> N
 
 
 def test_demo_page_reopens_with_a_fresh_stream_token_when_the_browser_gives_up() -> None:
-    """The stream token expires (2 s here), the network drops: Chromium's own
-    reconnect gets 401 and closes the EventSource; the page then fetches a
-    fresh stream token and reopens after its last event id, missing nothing."""
+    """The page in the client's native EventSource mode. The stream token
+    expires (2 s here), the network drops: Chromium's own reconnect gets 401
+    and closes the EventSource; the client then fetches a fresh stream token
+    and reopens after its last event id, missing nothing."""
     env = {**QUIET, "HERALD_RETRY_MS": "200", "HERALD_STREAM_TOKEN_TTL_SECONDS": "2"}
+    native = ["--path", "/?transport=eventsource", "--proxy"]
     with (
         running_gateway(env, args=["--demo"]) as gateway,
-        run_driver("demo_page.mjs", ["--gateway", gateway.url, "--proxy"]) as driver,
+        run_driver("demo_page.mjs", ["--gateway", gateway.url, *native]) as driver,
     ):
         first = driver.until(lambda s: s["state"] == "open" and s["demo"]["connectionId"], 20, "open")
         driver.until(lambda s: s["token_expiry"].startswith("expired"), 10, "the stream token to expire")

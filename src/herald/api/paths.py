@@ -9,3 +9,4 @@ HEALTH: Final = f"{API}/events/health"
 STREAM_TOKEN: Final = f"{API}/auth/sse-token"
 DEMO_PAGE: Final = "/"
 DEMO_TOKEN: Final = "/demo/token"  # noqa: S105 - a path
+DEMO_CLIENT: Final = "/demo/herald-client.js"

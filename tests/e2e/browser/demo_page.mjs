@@ -1,6 +1,6 @@
 // The demo page (GET /) in Chromium.
 //
-//   node demo_page.mjs --gateway http://127.0.0.1:PORT [--proxy] [--timeout 25]
+//   node demo_page.mjs --gateway http://127.0.0.1:PORT [--path /?transport=eventsource] [--proxy] [--timeout 25]
 //
 // (or HERALD_URL in the environment). Loads the page and answers commands:
 //   snapshot             what the page shows (read from the DOM) and window.heraldDemo
@@ -68,7 +68,7 @@ page.on("console", (msg) => {
   if (msg.type() === "error") report({ kind: "console", text: msg.text() });
 });
 watchStreamRequests(page, report);
-await page.goto(`${origin}/`);
+await page.goto(`${origin}${args.path ?? "/"}`);
 report({ kind: "ready", origin, proxied: Boolean(proxy) });
 
 function snapshot() {

@@ -197,7 +197,7 @@ export class StreamConnection {
       this.setStatus("closed");
       return null;
     }
-    if (error.status === 401 && !this.lastAttemptRefreshed) {
+    if (error.kind === "auth" && !this.lastAttemptRefreshed) {
       // A refused token is retried once at once with a fresh one; a second
       // refusal in a row backs off like any failure.
       this.refreshToken = true;
@@ -341,10 +341,13 @@ export class StreamConnection {
         source.onerror = () => {
           if (source.readyState === EVENTSOURCE_CLOSED) {
             // The browser gave up: a non-200 answer, whose status EventSource
-            // hides. An expired stream token is the usual cause, so the next
-            // attempt asks for a fresh one.
-            this.refreshToken = true;
-            resolve({ kind: "failed", error: new HeraldError("http", "the gateway refused the stream") });
+            // hides. An expired stream token is the usual cause (its reconnect
+            // reuses the URL), so this counts as an auth refusal: at once, with
+            // a fresh token, once; then backoff.
+            resolve({
+              kind: "failed",
+              error: new HeraldError("auth", "the gateway refused the stream (an expired stream token?)"),
+            });
             return;
           }
           // The browser reconnects by itself (with Last-Event-ID and the

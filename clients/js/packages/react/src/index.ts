@@ -1,0 +1,12 @@
+export { HeraldProvider, useHeraldClient, type HeraldProviderProps } from "./HeraldProvider";
+export { useConnectionState, useHeraldEvent } from "./hooks";
+export {
+  connectQueryInvalidation,
+  entityQueryKeys,
+  isHeraldDriven,
+  queryKeysFor,
+  type EventToQueryKeys,
+  type QueryInvalidationOptions,
+} from "./queryInvalidation";
+export { useHeraldQueryInvalidation } from "./useHeraldQueryInvalidation";
+export { ConnectionIndicator, type ConnectionIndicatorProps } from "./ConnectionIndicator";
