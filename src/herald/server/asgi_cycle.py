@@ -27,6 +27,7 @@ class AsgiCycle:
         self._started = False
         self._complete = False
         self._chunked = False
+        self._head: bytes | None = None
         self._disconnected = False
         self._disconnect_waiter: Any = None
         ctx = protocol.ctx
@@ -90,11 +91,9 @@ class AsgiCycle:
             if self.request.method == b"HEAD":
                 body = b""
             if self._chunked:
-                if body:
-                    self._write(b"%x\r\n%s\r\n" % (len(body), body))
-                if not more:
-                    self._write(b"0\r\n\r\n")
-            elif body:
+                chunk = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+                self._write(chunk if more else chunk + b"0\r\n\r\n")
+            else:
                 self._write(body)
             if not more:
                 self._complete = True
@@ -129,9 +128,14 @@ class AsgiCycle:
                 self.keep_alive = False
         if not self.keep_alive:
             out.append((b"connection", b"close"))
-        self._write(http11.head(status, out))
+        # Held until the first body message, so a whole response is one write.
+        self._head = http11.head(status, out)
 
     def _write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        if not data:
+            return
         transport = self.protocol.transport
         if transport is not None and not self.protocol.lost:
             transport.write(data)
