@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -102,9 +103,6 @@ class Settings(BaseSettings):
     kafka_max_batch: int = Field(500, ge=1, le=100_000)
     #: A node that stops heartbeating for this long loses its partitions to the others.
     kafka_session_timeout_seconds: float = Field(10.0, ge=1, le=300)
-    #: A client whose cursor is older than the replay window gets the Kafka events it
-    #: missed re-read from the topics (at most this many; 0 turns deep replay off).
-    kafka_deep_replay_max_events: int = Field(0, ge=0, le=1_000_000)
 
     # --- PostgreSQL outbox source (docs/operations.md, "Outbox")
     #: ``postgresql://user:pass@host:5432/db``; the outbox source runs when set.
@@ -131,6 +129,38 @@ class Settings(BaseSettings):
     #: On shutdown each stream is told to come back after ``retry_ms`` plus a random
     #: share of this, so the clients of a restarted node do not all return at once.
     shutdown_retry_spread_ms: int = Field(10_000, ge=0)
+
+    # --- limits (docs/operations.md, "Limits")
+    #: Open streams per user, counted across the cluster; 0: no limit.
+    max_connections_per_user: int = Field(5, ge=0)
+    #: Past that limit: ``refuse`` the new stream (429 SSE_CONNECTION_LIMIT), or
+    #: ``evict_oldest`` (the user's oldest stream gets error.connection-evicted).
+    connection_limit_policy: Literal["refuse", "evict_oldest"] = "refuse"
+    #: Streams this node holds at most; past it, 503 SERVER_OVERLOAD with fallback polling. 0: no limit.
+    max_clients: int = Field(10_000, ge=0)
+    #: Stream opens per second (token bucket refill) and burst, per user and per client IP; rate 0: off.
+    connect_rate_per_user: float = Field(2.0, ge=0)
+    connect_burst_per_user: int = Field(20, ge=1)
+    connect_rate_per_ip: float = Field(20.0, ge=0)
+    connect_burst_per_ip: int = Field(200, ge=1)
+    #: Addresses (or CIDR networks) of proxies whose ``X-Forwarded-For`` names the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    # --- resource authorization (docs/operations.md, "Authorizing resources")
+    #: ``claims``: the token's ``resources`` claim. ``http``: ask ``authorizer_url``.
+    authorizer: Literal["claims", "http"] = "claims"
+    authorizer_url: str | None = None
+    #: Sent to the authorizer as ``Authorization: Bearer …``, so it knows Herald asks.
+    authorizer_token: str | None = None
+    authorizer_cache_seconds: float = Field(10.0, ge=0)
+    authorizer_timeout_seconds: float = Field(2.0, gt=0, le=30)
+
+    # --- CORS (docs/operations.md, "CORS"): nothing but the gateway's own origin by default
+    #: Origins (``https://app.example.com``) whose pages may call the API and open streams; ``*``: any.
+    cors_allow_origins: list[str] = Field(default_factory=list)
+    #: Whether those pages may send cookies / use ``withCredentials``.
+    cors_allow_credentials: bool = False
+    cors_max_age_seconds: int = Field(600, ge=0)
 
     # --- operation
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -163,6 +193,30 @@ class Settings(BaseSettings):
     def _some_topics(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("kafka_topics must name at least one topic")
+        return value
+
+    @model_validator(mode="after")
+    def _authorizer_needs_url(self) -> Settings:
+        if self.authorizer == "http" and not self.authorizer_url:
+            raise ValueError("authorizer 'http' needs authorizer_url")
+        return self
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for origin in value:
+            origin = origin.strip().rstrip("/").lower()
+            if origin != "*" and not (origin.startswith(("http://", "https://")) and "/" not in origin[8:]):
+                raise ValueError(f"CORS origin {origin!r} is not '*' or scheme://host[:port]")
+            origins.append(origin)
+        return origins
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad one
         return value
 
     @model_validator(mode="after")

@@ -105,3 +105,18 @@ class RateLimited(HeraldError):
     code = "RATE_LIMIT_EXCEEDED"
     status = 429
     retriable = True
+
+
+class ConnectionLimitExceeded(HeraldError):
+    """The user has as many open streams as the per-user limit allows (policy ``refuse``)."""
+
+    code = "SSE_CONNECTION_LIMIT"
+    status = 429
+    retriable = True
+
+
+class ConnectionNotFound(HeraldError):
+    """No open stream of the caller has this connection id (closed, or someone else's)."""
+
+    code = "CONNECTION_NOT_FOUND"
+    status = 404

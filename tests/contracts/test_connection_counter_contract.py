@@ -50,3 +50,14 @@ async def test_release_is_idempotent_and_never_goes_below_zero(counter: Connecti
     await counter.release("u1", "b")
     assert await counter.count("u1") == 0
     assert await counter.acquire("u1", "c") == 1
+
+
+async def test_leases_lists_the_users_live_leases_in_order(counter: ConnectionCounter) -> None:
+    """The per-user limit orders a user's leases by name (the gateway's names sort by opening time)."""
+    for lease in ("0002-b", "0001-a", "0003-c"):
+        await counter.acquire("u1", lease)
+    await counter.acquire("u2", "0000-z")
+    await counter.release("u1", "0002-b")
+    assert await counter.leases("u1") == ["0001-a", "0003-c"]
+    assert await counter.leases("u2") == ["0000-z"]
+    assert await counter.leases("nobody") == []

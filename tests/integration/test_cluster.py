@@ -29,8 +29,10 @@ def redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="module")
 def nodes(redis: RedisServer) -> Iterator[list[GatewayProcess]]:
-    """Three nodes of one cluster (shared by the tests that do not stop a node)."""
-    with running_cluster(3, cluster_env(redis)) as cluster:
+    """Three nodes of one cluster (shared by the tests that do not stop a node).
+    One user opens 60 streams here: no per-user limits (tests/integration/test_limits.py)."""
+    env = cluster_env(redis, HERALD_MAX_CONNECTIONS_PER_USER="0", HERALD_CONNECT_RATE_PER_USER="0")
+    with running_cluster(3, env) as cluster:
         yield cluster
 
 

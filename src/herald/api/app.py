@@ -12,11 +12,13 @@ from starlette.routing import Route
 from herald import __version__
 from herald.api import paths
 from herald.api.asgi_stream import asgi_stream_endpoint
+from herald.api.cors import install_cors
 from herald.api.demo import install_demo
 from herald.api.errors import install_error_handlers
 from herald.api.openapi import install_openapi
 from herald.api.routes import router
 from herald.gateway import Gateway
+from herald.obs.metrics import registry_for
 
 
 def create_app(gateway: Gateway, *, manage_gateway: bool = True) -> FastAPI:
@@ -44,10 +46,12 @@ def create_app(gateway: Gateway, *, manage_gateway: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.metrics = registry_for(gateway.readings)
     install_error_handlers(app)
     app.include_router(router)
     endpoint: Any = asgi_stream_endpoint(gateway)
     app.router.routes.append(Route(paths.STREAM, endpoint, methods=["GET"], include_in_schema=False))
     install_demo(app, gateway)
     install_openapi(app)
+    install_cors(app, gateway.settings)
     return app

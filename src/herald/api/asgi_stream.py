@@ -115,6 +115,8 @@ def asgi_stream_endpoint(gateway: Gateway) -> object:
                 authorization=request.authorization,
                 stream_token=request.token,
                 subscribe=request.subscribe,
+                client_ip=request.client_ip,
+                forwarded_for=request.forwarded_for,
             )
         except HeraldError as exc:
             await error_response(exc)(scope, receive, send)
@@ -129,7 +131,7 @@ def asgi_stream_endpoint(gateway: Gateway) -> object:
                 "headers": [(k.encode(), v.encode()) for k, v in stream_headers()],
             }
         )
-        log_stream_opened(conn, request)
+        log_stream_opened(conn, request, grant.client_ip)
         sender = asyncio.create_task(sink.run(send))
         watcher = asyncio.create_task(_until_disconnect(receive))
         try:

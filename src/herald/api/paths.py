@@ -10,3 +10,7 @@ STREAM_TOKEN: Final = f"{API}/auth/sse-token"
 DEMO_PAGE: Final = "/"
 DEMO_TOKEN: Final = "/demo/token"  # noqa: S105 - a path
 DEMO_CLIENT: Final = "/demo/herald-client.js"
+SUBSCRIPTIONS: Final = f"{API}/events/subscriptions"
+LIVE: Final = f"{HEALTH}/live"
+READY: Final = f"{HEALTH}/ready"
+METRICS: Final = "/metrics"

@@ -1,4 +1,4 @@
-"""The control API: publish, stream tokens, health."""
+"""The control API: publish, stream tokens, subscriptions, health, metrics."""
 
 from __future__ import annotations
 
@@ -7,12 +7,23 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from herald.api import paths
-from herald.api.schemas import ErrorBody, Health, PublishRequest, PublishResponse, StreamTokenResponse
+from herald.api.schemas import (
+    ErrorBody,
+    Health,
+    Liveness,
+    PublishRequest,
+    PublishResponse,
+    Readiness,
+    StreamTokenResponse,
+    SubscriptionsRequest,
+    SubscriptionsResponse,
+)
 from herald.events.message import build_message
 from herald.gateway import Gateway
+from herald.obs.metrics import CONTENT_TYPE, exposition
 
 router = APIRouter()
 
@@ -94,3 +105,71 @@ async def stream_token(
 async def health(request: Request) -> JSONResponse:
     body = _gateway(request).health()
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+
+@router.post(
+    paths.SUBSCRIPTIONS,
+    response_model=SubscriptionsResponse,
+    responses={
+        401: _ERRORS[401],
+        404: {
+            "model": ErrorBody,
+            "description": "no open stream of yours has this id (`CONNECTION_NOT_FOUND`)",
+        },
+        422: _ERRORS[422],
+        503: {"model": ErrorBody, "description": "the resource authorizer cannot answer now"},
+    },
+    summary="Change the resource subscriptions of a live stream",
+    tags=["events"],
+)
+async def change_subscriptions(
+    body: SubscriptionsRequest,
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+) -> SubscriptionsResponse:
+    """Add or remove resource subscriptions on an open stream of the caller (the JWT's
+    `sub` must be the stream's user), wherever in the cluster the stream is.
+
+    Each key is granted or refused on its own: `refused` lists the others with
+    `SUBSCRIPTION_INVALID` (malformed, or past 100 per stream) or
+    `PERMISSION_DENIED` (the authorizer does not grant it). The stream gets a
+    `connection.subscriptions-changed` event; added resources' events reach it
+    live from `live_from` on. A reconnect must send the new list in `?subscribe=`.
+    """
+    change = await _gateway(request).change_subscriptions(
+        authorization=authorization, connection_id=body.connection_id, add=body.add, remove=body.remove
+    )
+    return SubscriptionsResponse.model_validate(change, from_attributes=True)
+
+
+@router.get(paths.LIVE, response_model=Liveness, summary="Liveness: the process answers", tags=["operations"])
+async def live() -> Liveness:
+    """200 whenever the process can answer at all; restart it when this fails."""
+    return Liveness(status="alive")
+
+
+@router.get(
+    paths.READY,
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "not ready: shutting down, or a backend is down"}},
+    summary="Readiness: send this node new streams?",
+    tags=["operations"],
+)
+async def ready(request: Request) -> JSONResponse:
+    """200 while the node accepts streams and every configured backend (the bus; with
+    Redis, the node-control channel; sources that report health) answers; else 503."""
+    body = _gateway(request).readiness()
+    return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+
+@router.get(
+    paths.METRICS,
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text exposition"}},
+    summary="Prometheus metrics",
+    tags=["operations"],
+)
+async def metrics(request: Request) -> Response:
+    """Connections, events in and out, drops and coalesces, replays, latency, sources."""
+    registry = request.app.state.metrics
+    return Response(exposition(registry), media_type=CONTENT_TYPE)

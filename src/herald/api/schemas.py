@@ -62,3 +62,40 @@ class Health(BaseModel):
         default_factory=dict,
         description="per source: messages received, published, duplicates, rejected (bad), failed",
     )
+
+
+class SubscriptionsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    connection_id: str = Field(
+        description="the `connection_id` of the stream's `connection.established` event", max_length=64
+    )
+    add: list[str] = Field(default_factory=list, max_length=100, description="resource keys to subscribe to")
+    remove: list[str] = Field(default_factory=list, max_length=100, description="resource keys to drop")
+
+
+class SubscriptionRefusal(BaseModel):
+    key: str
+    code: Literal["PERMISSION_DENIED", "SUBSCRIPTION_INVALID"]
+    message: str
+
+
+class SubscriptionsResponse(BaseModel):
+    connection_id: str
+    subscriptions: list[str] = Field(description="every resource key the stream has now")
+    added: list[str] = Field(description="keys newly subscribed")
+    removed: list[str] = Field(description="keys no longer subscribed")
+    refused: list[SubscriptionRefusal] = Field(description="keys not applied, and why")
+    live_from: str = Field(
+        description="added resources' events reach the stream live after this cursor (see docs/api.md)"
+    )
+
+
+class Liveness(BaseModel):
+    status: Literal["alive"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    accepting: bool = Field(description="false while the node shuts down")
+    backends: dict[str, bool] = Field(description="each configured backend: answering or not")

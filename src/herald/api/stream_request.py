@@ -17,6 +17,7 @@ from herald.manager.connection import Connection
 log = structlog.get_logger("herald.stream")
 
 _MAX_LOGGED_CHARS = 200
+_WANTED = frozenset((b"authorization", b"last-event-id", b"user-agent", b"origin", b"x-forwarded-for"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,10 @@ class StreamRequest:
     subscribe: str | None
     client_ip: str | None
     user_agent: str | None
+    #: The page's origin, for CORS (browsers send it on cross-origin requests).
+    origin: str | None = None
+    #: ``X-Forwarded-For``, believed only from trusted proxies (``Gateway.admit_stream``).
+    forwarded_for: str | None = None
 
     @classmethod
     def parse(
@@ -35,7 +40,7 @@ class StreamRequest:
         wanted: dict[bytes, str] = {}
         for name, value in headers:
             lname = name.lower()
-            if lname in (b"authorization", b"last-event-id", b"user-agent") and lname not in wanted:
+            if lname in _WANTED and lname not in wanted:
                 wanted[lname] = value.decode("latin-1")
         params = parse_qs(query.decode("latin-1"), keep_blank_values=True, max_num_fields=50)
         token = params.get("token", [None])[0]
@@ -50,6 +55,8 @@ class StreamRequest:
             subscribe=subscribe,
             client_ip=client_ip,
             user_agent=wanted.get(b"user-agent"),
+            origin=wanted.get(b"origin"),
+            forwarded_for=wanted.get(b"x-forwarded-for"),
         )
 
     @classmethod
@@ -67,13 +74,14 @@ def stream_headers() -> list[tuple[str, str]]:
     ]
 
 
-def log_stream_opened(conn: Connection, request: StreamRequest) -> None:
+def log_stream_opened(conn: Connection, request: StreamRequest, ip: str | None = None) -> None:
+    """``ip``: the client's address when a trusted proxy named it (else the peer's)."""
     log.info(
         "sse_connection_established",
         connection_id=conn.id,
         user_id=conn.user_id,
         session_id=conn.session_id,
-        ip=request.client_ip,
+        ip=ip or request.client_ip,
         user_agent=(request.user_agent or "")[:_MAX_LOGGED_CHARS],
         last_event_id=(request.last_event_id or "")[:64] or None,
         subscriptions=sorted(conn.subscriptions),

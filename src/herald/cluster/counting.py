@@ -18,6 +18,9 @@ The contract, for every implementation:
     Stop counting it. Idempotent. Call it after ``acquire`` returned or raised.
 ``count(user_id)``
     The user's open connections cluster-wide.
+``leases(user_id)``
+    The user's live leases cluster-wide (the per-user limit orders them: the
+    gateway names leases so that they sort by opening time).
 ``start()`` / ``stop()``
     Run the renewal of this node's leases, where there is one.
 """
@@ -37,6 +40,8 @@ class ConnectionCounter(Protocol):
     async def release(self, user_id: str, lease_id: str) -> None: ...
 
     async def count(self, user_id: str) -> int: ...
+
+    async def leases(self, user_id: str) -> list[str]: ...
 
 
 class MemoryConnectionCounter:
@@ -66,3 +71,6 @@ class MemoryConnectionCounter:
 
     async def count(self, user_id: str) -> int:
         return len(self._leases.get(user_id, ()))
+
+    async def leases(self, user_id: str) -> list[str]:
+        return sorted(self._leases.get(user_id, ()))

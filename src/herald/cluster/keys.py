@@ -37,3 +37,12 @@ class Keyspace:
     def connections(self, user_id: str) -> str:
         """A sorted set of the user's connection leases, scored by expiry."""
         return self._key("conns", user_id)
+
+    @property
+    def control(self) -> str:
+        """The pub/sub channel of commands between nodes (:mod:`herald.cluster.control`)."""
+        return self._key("control")
+
+    def control_node(self, node: str) -> str:
+        """The channel where ``node`` receives answers to what it asked."""
+        return f"{self.control}:{node}"

@@ -42,6 +42,8 @@ return redis.call('ZCARD', KEYS[1])
 )
 #: KEYS: a user's set. Returns the live count.
 _COUNT: Final = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')\n"
+#: KEYS: a user's set. Returns the live leases.
+_LEASES: Final = _NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')\n"
 #: KEYS: users' sets. ARGV: lease_ms, then per key: n, n lease ids.
 _RENEW: Final = (
     _NOW
@@ -76,6 +78,7 @@ class RedisConnectionCounter:
         self._lease_ms = int(lease_seconds * 1000)
         self._acquire = commands.register_script(_ACQUIRE)
         self._count = commands.register_script(_COUNT)
+        self._live = commands.register_script(_LEASES)
         self._renew = commands.register_script(_RENEW)
         #: The leases this node holds (and renews), by user.
         self._leases: dict[str, set[str]] = {}
@@ -130,6 +133,15 @@ class RedisConnectionCounter:
                 raise unavailable("counting the user's connections", exc) from exc
             raise
         return int(count)
+
+    async def leases(self, user_id: str) -> list[str]:
+        try:
+            leases = await self._live(keys=[self._keys.connections(user_id)])
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise unavailable("listing the user's connections", exc) from exc
+            raise
+        return sorted(lease.decode() if isinstance(lease, bytes) else str(lease) for lease in leases)
 
     async def renew(self) -> None:
         """Extend every lease this node holds by ``lease_seconds`` from now."""

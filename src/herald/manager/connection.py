@@ -37,11 +37,14 @@ class CloseReason:
     SHUTDOWN = "shutdown"
     REPLAY_UNAVAILABLE = "replay_unavailable"
     BUS_RESET = "bus_reset"
+    #: The user opened a stream past the per-user limit (policy ``evict_oldest``).
+    EVICTED = "evicted"
 
 
 class Connection:
     __slots__ = (
         "_coalesced",
+        "_doomed",
         "_held",
         "_manager",
         "_out",
@@ -98,6 +101,7 @@ class Connection:
         self._coalesced: dict[str, Cursor] | None = None
         self._queue_bytes = 0
         self._paused = False
+        self._doomed = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user_id} {self.state.name}>"
@@ -164,10 +168,15 @@ class Connection:
     # --- backpressure (slow path)
 
     def pause_writing(self) -> None:
-        self._paused = True
+        if not self._paused and self.state is not State.CLOSED:
+            self._paused = True
+            self._manager.stats.backlogged += 1
 
     def resume_writing(self) -> None:
+        if not self._paused:
+            return
         self._paused = False
+        self._manager.stats.backlogged -= 1
         queue = self._queue
         if not queue or self.state is State.CLOSED:
             return
@@ -180,7 +189,13 @@ class Connection:
     def connection_lost(self) -> None:
         self._manager.close(self, CloseReason.CLIENT_GONE)
 
+    def over_budget(self) -> bool:
+        """Whether what waits for this client (ours and the socket's) is past its budget."""
+        return self._queue_bytes + self._sink.backlog() > self._manager.slow_consumer_bytes
+
     def _enqueue(self, record: BusRecord) -> None:
+        if self._doomed:
+            return  # closing at the end of this turn; its reconnect replays the rest
         queue = self._queue
         if queue is None:
             queue = self._queue = {}
@@ -193,13 +208,13 @@ class Connection:
                 replaced = queue.pop(older, None)
                 if replaced is not None:
                     self._queue_bytes -= len(replaced.frame)
-                    self._manager.stats.coalesced += 1
+                    self._manager.stats.coalesced_by_priority[replaced.message.priority] += 1
             # The newer one goes to the back: frames stay in cursor order, so a
             # client's Last-Event-ID never passes an event it has not received.
             self._coalesced[key] = record.cursor
         queue[record.cursor] = record
         self._queue_bytes += len(record.frame)
-        if self._queue_bytes + self._sink.backlog() > self._manager.slow_consumer_bytes:
+        if self.over_budget():
             self._shed()
 
     def _shed(self) -> None:
@@ -211,13 +226,17 @@ class Connection:
             if record.message.priority is Priority.LOW:
                 del self._queue[cursor]
                 self._queue_bytes -= len(record.frame)
-                self._manager.stats.dropped_low += 1
+                self._manager.stats.dropped_by_priority[Priority.LOW] += 1
         if self._queue_bytes > budget:
+            self._doomed = True
             self._manager.doom(self, CloseReason.SLOW_CONSUMER, frames.slow_consumer())
 
     def discard(self) -> None:
         """Forget everything waiting; the connection is closing."""
         self.state = State.CLOSED
+        if self._paused:
+            self._paused = False
+            self._manager.stats.backlogged -= 1
         self._held = None
         self._queue = None
         self._coalesced = None

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from herald.events.message import PROTOCOL_VERSION
+from herald.events.notices import CONNECTION_EVICTED, SUBSCRIPTIONS_CHANGED
 from herald.events.system import (
     AUTH_EXPIRED,
     CONNECTION_ESTABLISHED,
@@ -74,6 +75,30 @@ def auth_expired() -> bytes:
         "AUTH_EXPIRED",
         "the token behind this stream expired; reconnect with a fresh one",
     )
+
+
+#: ``retry:`` of an evicted stream: a native EventSource comes back this late rather than
+#: evicting, at once, the newer stream that replaced it.
+EVICTED_RETRY_MS = 30_000
+
+
+def evicted(limit: int) -> bytes:
+    return retry_frame(EVICTED_RETRY_MS) + error(
+        CONNECTION_EVICTED,
+        "SSE_CONNECTION_LIMIT",
+        f"the user opened more than {limit} streams; this one, the oldest, was closed",
+    )
+
+
+def subscriptions_changed(
+    position: Cursor, *, exact: bool, subscriptions: list[str], added: list[str], removed: list[str]
+) -> bytes:
+    """``connection.subscriptions-changed``; with an ``id`` (``position``) only when ``exact``:
+    every record up to ``position`` is already ahead of it on the way to the client."""
+    payload = {"subscriptions": subscriptions, "added": added, "removed": removed, "live_from": str(position)}
+    if exact:
+        return event_frame(str(position), SUBSCRIPTIONS_CHANGED, _data(payload))
+    return _untracked_frame(SUBSCRIPTIONS_CHANGED, payload)
 
 
 def closing(retry_ms: int, reason: str = "shutdown") -> bytes:

@@ -22,7 +22,7 @@ import heapq
 import random
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
@@ -62,6 +62,9 @@ class ConnectionManager:
         self.stats = ManagerStats()
         self._position = bus.head
         self._dirty: list[Connection] = []
+        #: Cursor milliseconds of this turn's records that reached a stream, for the
+        #: publish-to-write latency observed once the turn's writes are done.
+        self._written_ms: list[int] = []
         self._doomed: list[tuple[Connection, str, bytes]] = []
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -176,7 +179,7 @@ class ConnectionManager:
         else:
             miss = "none" if last_event_id is None else ("malformed" if after is None else "stale")
             if last_event_id is not None:
-                self.stats.replay_misses += 1
+                self.stats.count_miss(miss)
         conn.write_now(
             frames.established(
                 retry_ms=self.retry_ms,
@@ -193,17 +196,26 @@ class ConnectionManager:
             assert after is not None
             seam = after
             records = replay.records
+            replayed = 0
             for start in range(0, len(records), _REPLAY_CHUNK):
                 chunk = records[start : start + _REPLAY_CHUNK]
-                sent = self._write_replay(conn, chunk)
-                self.stats.replayed_events += sent
+                replayed += self._write_replay(conn, chunk)
                 seam = chunk[-1].cursor
                 if conn.closed:
-                    return True
+                    break
                 if start + _REPLAY_CHUNK < len(records):
                     # Give the socket (and every other connection) a turn.
                     conn.flush()
+                    if conn.over_budget():
+                        # A replay into a socket that does not drain would buffer all
+                        # of it: the client resumes from what it did read.
+                        self.close(conn, CloseReason.SLOW_CONSUMER, frames.slow_consumer())
+                        break
                     await asyncio.sleep(0)
+            self.stats.replayed_events += replayed
+            self.stats.replay_sizes.observe(replayed)
+            if conn.closed:
+                return True
         if not conn.closed:
             conn.go_live(seam)
         return recovered
@@ -223,8 +235,11 @@ class ConnectionManager:
         """The bus listener: route one record to its receivers on this node."""
         self._position = record.cursor
         self.stats.dispatched += 1
-        for conn in self.index.receivers(record.message):
+        receivers = self.index.receivers(record.message)
+        for conn in receivers:
             conn.push(record)
+        if receivers and self._flush_scheduled:
+            self._written_ms.append(record.cursor.ms)
 
     def mark_dirty(self, conn: Connection) -> None:
         self._dirty.append(conn)
@@ -242,6 +257,12 @@ class ConnectionManager:
             except Exception:  # one broken socket must not keep the rest of the turn's writes
                 log.exception("flush_failed", connection_id=conn.id)
                 self.close(conn, CloseReason.CLIENT_GONE)
+        if self._written_ms:
+            now_ms = time.time() * 1000.0
+            latency = self.stats.write_latency
+            for ms in self._written_ms:
+                latency.observe((now_ms - ms) / 1000.0)
+            self._written_ms.clear()
         if self._doomed:
             doomed, self._doomed = self._doomed, []
             for conn, reason, final in doomed:
@@ -263,6 +284,7 @@ class ConnectionManager:
             return
         conn.close_reason = reason
         conn.discard()
+        self.stats.delivered_by_closed += conn.events_sent
         self.index.remove(conn)
         self._buckets[conn.bucket].discard(conn)
         self.stats.count_close(reason)
@@ -283,6 +305,44 @@ class ConnectionManager:
             duration_s=round(self._clock() - conn.opened_at, 3),
             events_sent=conn.events_sent,
         )
+
+    def delivered(self) -> int:
+        """Events written to this node's streams so far (a scrape reads it: O(connections))."""
+        return self.stats.delivered_by_closed + sum(c.events_sent for c in self.index.all.values())
+
+    # --- subscriptions of a live stream
+
+    def change_subscriptions(
+        self, conn: Connection, add: Iterable[str], remove: Iterable[str]
+    ) -> tuple[list[str], list[str], Cursor]:
+        """Add and remove resource keys on an open stream; what changed, and the cursor
+        after which added resources' events are live.
+
+        The stream gets ``connection.subscriptions-changed``. Live and with nothing
+        waiting, every record up to this node's position is already ahead of the
+        notice, so it carries that position as its ``id`` (as a heartbeat does, D6):
+        a reconnect with the new subscription list then replays from the change.
+        """
+        current = conn.subscriptions
+        added = sorted({key for key in add if key not in current})
+        removed = sorted({key for key in remove if key in current} - set(added))
+        position = self._position
+        if added or removed:
+            self.index.subscribe(conn, added)
+            self.index.unsubscribe(conn, removed)
+            conn.subscriptions = (current | frozenset(added)) - frozenset(removed)
+            self.stats.subscriptions_added += len(added)
+            self.stats.subscriptions_removed += len(removed)
+        conn.write_now(
+            frames.subscriptions_changed(
+                position,
+                exact=conn.idle_and_current,
+                subscriptions=sorted(conn.subscriptions),
+                added=added,
+                removed=removed,
+            )
+        )
+        return added, removed, position
 
     def send_away(self, conn: Connection, reason: str, spread_ms: int | None = None) -> None:
         """Close ``conn`` with a ``retry:`` jittered over ``spread_ms`` and ``connection.closing``.

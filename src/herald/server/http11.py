@@ -38,8 +38,8 @@ def json_response(status: int, body: dict[str, object], extra: Iterable[tuple[st
     return head(status, headers) + payload
 
 
-def error_response(error: HeraldError) -> bytes:
-    return json_response(error.status, error.body(), error.headers().items())
+def error_response(error: HeraldError, extra: Iterable[tuple[str, str]] = ()) -> bytes:
+    return json_response(error.status, error.body(), [*error.headers().items(), *extra])
 
 
 #: The head of every stream. No length and no chunking: the body runs until the
@@ -49,3 +49,9 @@ STREAM_HEAD = head(
     200,
     [(k.encode(), v.encode()) for k, v in stream_headers()] + [(b"connection", b"close")],
 )
+
+
+def stream_head(extra: Iterable[tuple[str, str]]) -> bytes:
+    """:data:`STREAM_HEAD` with ``extra`` headers (CORS, computed per request)."""
+    lines = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in extra)
+    return STREAM_HEAD[:-2] + lines + b"\r\n"

@@ -22,6 +22,7 @@ import httptools
 import structlog
 
 from herald.api import paths
+from herald.api.cors import stream_cors_headers
 from herald.api.stream_request import StreamRequest, log_stream_opened
 from herald.errors import HeraldError, ServerOverload
 from herald.server import http11
@@ -288,9 +289,13 @@ class HttpProtocol(asyncio.Protocol):
                 authorization=stream_request.authorization,
                 stream_token=stream_request.token,
                 subscribe=stream_request.subscribe,
+                client_ip=stream_request.client_ip,
+                forwarded_for=stream_request.forwarded_for,
             )
         except HeraldError as exc:
-            self._write_and_close(http11.error_response(exc))
+            # A page of an allowed origin must be able to read why (and Retry-After).
+            cors = stream_cors_headers(stream_request.origin, self.ctx.settings)
+            self._write_and_close(http11.error_response(exc, cors))
             return
         except Exception:
             # Without an answer the client would wait forever on a request never refused.
@@ -304,10 +309,13 @@ class HttpProtocol(asyncio.Protocol):
         conn = gateway.register_stream(self, grant)
         self.stream = conn
         # The head goes out in the same write as the preamble (and any replay).
-        conn.write_now(http11.STREAM_HEAD)
+        cors = stream_cors_headers(stream_request.origin, self.ctx.settings)
+        conn.write_now(http11.stream_head(cors) if cors else http11.STREAM_HEAD)
+        if self.ctx.gc_policy is not None:
+            self.ctx.gc_policy.tick()
         if self.write_paused:
             conn.pause_writing()
-        log_stream_opened(conn, stream_request)
+        log_stream_opened(conn, stream_request, grant.client_ip)
         try:
             await gateway.manager.start_stream(conn, stream_request.last_event_id)
         except Exception:

@@ -1,0 +1,188 @@
+""":class:`herald.cluster.control.NodeControl` over Redis pub/sub.
+
+Every node subscribes, on one connection of its own, to the cluster's
+control channel and to a channel of its own for answers. ``ask`` publishes
+the command with a request id; ``PUBLISH`` says how many subscribers got it,
+so the asker knows how many answers to expect (every node answers, ``null``
+when the command is not about it) and returns as soon as the owner answers
+or everyone said no, never waiting out the timeout in the common cases.
+
+Pub/sub keeps nothing for absent subscribers: a node reconnecting to Redis
+misses what was sent meanwhile. The commands are chosen so that this is
+safe: an eviction missed is repeated by the next admission over the limit,
+and a subscription change that gets no answer is reported to its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from typing import Any
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from herald.cluster.backoff import reconnect_delay
+from herald.cluster.control import Answer, Command, Handler
+from herald.cluster.keys import Keyspace
+from herald.cluster.redis_client import RedisConnections, is_unavailable, stop_reader
+
+log = structlog.get_logger("herald.cluster.control")
+
+_PING_SECONDS = 5.0
+
+
+class _Question:
+    __slots__ = ("answered", "expected", "future")
+
+    def __init__(self, future: asyncio.Future[Answer | None]) -> None:
+        self.future = future
+        self.expected: int | None = None
+        self.answered = 0
+
+    def settle(self) -> None:
+        if self.expected is not None and self.answered >= self.expected and not self.future.done():
+            self.future.set_result(None)
+
+
+class RedisNodeControl:
+    def __init__(self, redis: RedisConnections, keys: Keyspace, node: str) -> None:
+        self._connections = redis
+        self._commands = redis.commands
+        self._channel = keys.control
+        self._inbox = keys.control_node(node)
+        self.node = node
+        self._handler: Handler | None = None
+        self._client: Redis | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._questions: dict[str, _Question] = {}
+        self._work: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.subscribed = asyncio.Event()
+
+    async def start(self, handler: Handler) -> None:
+        self._handler = handler
+        self._client = self._connections.subscriber()
+        self._task = asyncio.create_task(self._run(self._client), name="herald-node-control")
+        # Commands sent before the subscription took would be lost: wait for it, bounded.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.subscribed.wait(), self._connections.timeout)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None and self._client is not None:
+            await stop_reader(self._task, self._client)
+        self._task = None
+        for task in list(self._work):
+            task.cancel()
+        for question in self._questions.values():
+            if not question.future.done():
+                question.future.set_result(None)
+
+    def healthy(self) -> bool:
+        return self.subscribed.is_set()
+
+    async def tell(self, command: Command) -> None:
+        await self._publish(self._channel, {"from": self.node, "cmd": command})
+
+    async def ask(self, command: Command, timeout: float) -> Answer | None:  # noqa: ASYNC109
+        request = secrets.token_hex(8)
+        question = _Question(asyncio.get_running_loop().create_future())
+        self._questions[request] = question
+        try:
+            receivers = await self._publish(
+                self._channel, {"from": self.node, "ask": request, "cmd": command}
+            )
+            question.expected = max(0, receivers - (1 if self.subscribed.is_set() else 0))
+            question.settle()
+            try:
+                return await asyncio.wait_for(question.future, timeout)
+            except TimeoutError:
+                return None
+        finally:
+            del self._questions[request]
+
+    async def _publish(self, channel: str, message: dict[str, Any]) -> int:
+        try:
+            return int(await self._commands.publish(channel, orjson.dumps(message)))
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.warning("node_control_publish_failed", error=repr(exc))
+                return 0
+            raise
+
+    # --- the subscriber
+
+    async def _run(self, client: Redis) -> None:
+        attempt = 0
+        while not self._stopping:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel, self._inbox)
+                self.subscribed.set()
+                attempt = 0
+                await self._listen(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.subscribed.clear()
+                if self._stopping:
+                    return
+                if attempt == 0:
+                    log.warning("node_control_disconnected", error=repr(exc))
+                await asyncio.sleep(reconnect_delay(attempt))
+                attempt += 1
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        while not self._stopping:
+            message: dict[str, Any] | None = await pubsub.get_message(timeout=_PING_SECONDS)
+            if message is None:
+                await pubsub.ping()
+                continue
+            if message["type"] != "message":
+                continue
+            try:
+                body = orjson.loads(message["data"])
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(body, dict):
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            if channel == self._inbox:
+                self._on_answer(body)
+            elif body.get("from") != self.node and isinstance(body.get("cmd"), dict):
+                task = asyncio.create_task(self._handle(body))
+                self._work.add(task)
+                task.add_done_callback(self._work.discard)
+
+    def _on_answer(self, body: dict[str, Any]) -> None:
+        question = self._questions.get(str(body.get("ask")))
+        if question is None or question.future.done():
+            return
+        answer = body.get("answer")
+        if isinstance(answer, dict):
+            question.future.set_result(answer)
+            return
+        question.answered += 1
+        question.settle()
+
+    async def _handle(self, body: dict[str, Any]) -> None:
+        assert self._handler is not None
+        try:
+            answer = await self._handler(body["cmd"])
+        except Exception:
+            log.exception("node_control_command_failed", op=body["cmd"].get("op"))
+            answer = None
+        asker = body.get("from")
+        request = body.get("ask")
+        if request is not None and isinstance(asker, str):
+            await self._publish(self._inbox_of(asker), {"ask": request, "from": self.node, "answer": answer})
+
+    def _inbox_of(self, node: str) -> str:
+        return f"{self._channel}:{node}"  # Keyspace.control_node
