@@ -73,6 +73,16 @@ def server_command(name: str, gc_log: str | None = None) -> tuple[list[str], dic
     env["PYTHONPATH"] = str(ROOT)
     if name == "herald":
         cmd = [str(VENV_BIN / "herald"), "serve", "--host", "127.0.0.1", "--port", "0"]
+        # One load generator on one IP opens N streams for 100 users: the limits that
+        # protect a production node (docs/operations.md, "Limits") would refuse it.
+        env.update(
+            {
+                "HERALD_MAX_CONNECTIONS_PER_USER": "0",
+                "HERALD_MAX_CLIENTS": "0",
+                "HERALD_CONNECT_RATE_PER_USER": "0",
+                "HERALD_CONNECT_RATE_PER_IP": "0",
+            }
+        )
         watched = [sys.executable, "-m", "bench.gcwatch", "herald", *cmd[1:]]
     elif name == "sse_starlette":
         cmd = [sys.executable, "-m", "bench.baselines.sse_starlette_app", "--port", "0"]
