@@ -24,6 +24,7 @@ install-test:
 	@scripts/install-system-deps.sh
 	@HERALD_EXTRAS=test scripts/bootstrap.sh
 	@scripts/install-browser-deps.sh
+	@scripts/install-kafka.sh
 
 test: install-test
 	@scripts/test.sh

@@ -7,8 +7,9 @@ from hypothesis import settings
 
 from tests.support.gateway import GatewayProcess, running_gateway
 
-#: Fixtures every test may use: ``redis_server`` (a real Redis for the session).
-pytest_plugins = ["tests.support.redis"]
+#: Fixtures every test may use: ``redis_server``, ``kafka_broker``, ``postgres_server``
+#: (real servers, one each for the session, started on first use).
+pytest_plugins = ["tests.support.redis", "tests.support.kafka", "tests.support.postgres"]
 
 settings.register_profile("ci", max_examples=300, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)

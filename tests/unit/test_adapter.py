@@ -162,7 +162,9 @@ def test_a_file_extending_the_default_replaces_and_adds_rules(tmp_path: Path) ->
     table = load_mapping(path)
     assert len(table) == 22
     adapter = Adapter(table)
-    task = adapter.map({"event_type": "TaskCreatedEvent", "session_id": "s", "task_id": "t", "task_type": "x"})
+    task = adapter.map(
+        {"event_type": "TaskCreatedEvent", "session_id": "s", "task_id": "t", "task_type": "x"}
+    )
     assert task is not None
     assert (task.scope, task.key) == ("session", "s")
     invoice = adapter.map({"event_type": "InvoicePaidEvent", "user_id": "u", "invoice_id": "i", "amount": 3})
@@ -170,27 +172,39 @@ def test_a_file_extending_the_default_replaces_and_adds_rules(tmp_path: Path) ->
     assert dict(invoice.data) == {"invoice_id": "i"}
 
 
+A = '[rules.A]\nevent = "a.b"\n'
+GLOBAL_X = 'scope = "global"\nfields = ["x"]\n'
+TASK = '[rules.A]\nevent = "task.created"\nscope = "user"\nkey = "u"\n'
+ERROR = '[rules.A]\nevent = "error.a-failed"\nscope = "global"\n'
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[rules.A]\nevent = "a.b"\nscope = "user"\nkey = \n', "mapping.toml:4: not valid TOML"),
-        ('[rules.A]\nevent = "a.b"\nscope = "user"\nfields = ["x"]\n', "mapping.toml:1: rule A: scope 'user' needs a key"),
-        ('\n[rules.A]\nevent = "Bad"\nscope = "global"\nfields = ["x"]\n', "mapping.toml:3: rule A: event name 'Bad'"),
-        ('[rules.A]\nevent = "a.b"\nscope = "global"\nkey = "k"\nfields = ["x"]\n', "mapping.toml:4: rule A: a global event has no key"),
-        ('[rules.A]\nevent = "a.b"\nscope = "global"\nfields = ["x"]\nprority = "high"\n', "mapping.toml:5: rule A: unknown key 'prority'"),
-        ('[rules.A]\nevent = "a.b"\nscope = "global"\nfields = ["x"]\npriority = "urgent"\n', "mapping.toml:5: rule A: priority must be"),
-        ('[rules.A]\nevent = "a.b"\nscope = "global"\nfields = ["x"]\ntimestamps = ["y"]\n', "rule A: 'y' is transformed but not kept"),
-        ('[rules.A]\nevent = "a.b"\nscope = "global"\n', "rule A: keeps no field"),
-        ('[rules.A]\nevent = "a.b"\nscope = "global"\nfields = ["x"]\ncoalesce = "fixed"\n', "mapping.toml:5: rule A: coalesce must be a template"),
-        ('[rules.A]\nevent = "error.a-failed"\nscope = "global"\nfields = ["x"]\n', "rule A: an error.* event needs an 'error' table"),
-        ('[rules.A]\nevent = "error.a-failed"\nscope = "global"\nerror = { level = "fatal", code = "c", message = "m" }\n', "mapping.toml:4: rule A: error level"),
-        ('[rules.A]\nevent = "connection.established"\nscope = "global"\nfields = ["x"]\n', "gateway's own event names"),
-        ('[rules.A]\nevent = "task.created"\nscope = "user"\nkey = "u"\nfields = ["task_id", "colour"]\n', "'colour' is not a field of task.created"),
-        ('[rules.A]\nevent = "task.created"\nscope = "user"\nkey = "u"\nfields = ["task_id"]\n', "task.created requires 'task_type'"),
-        ('typo = 1\n', "mapping.toml:1: unknown setting 'typo'"),
+        (A + 'scope = "user"\nkey = \n', "mapping.toml:4: not valid TOML"),
+        (A + 'scope = "user"\nfields = ["x"]\n', "mapping.toml:1: rule A: scope 'user' needs a key"),
+        ('\n[rules.A]\nevent = "Bad"\n' + GLOBAL_X, "mapping.toml:3: rule A: event name 'Bad'"),
+        (
+            A + 'scope = "global"\nkey = "k"\nfields = ["x"]\n',
+            "mapping.toml:4: rule A: a global event has no key",
+        ),
+        (A + GLOBAL_X + 'prority = "high"\n', "mapping.toml:5: rule A: unknown key 'prority'"),
+        (A + GLOBAL_X + 'priority = "urgent"\n', "mapping.toml:5: rule A: priority must be"),
+        (A + GLOBAL_X + 'timestamps = ["y"]\n', "rule A: 'y' is transformed but not kept"),
+        (A + 'scope = "global"\n', "rule A: keeps no field"),
+        (A + GLOBAL_X + 'coalesce = "fixed"\n', "mapping.toml:5: rule A: coalesce must be a template"),
+        (ERROR + 'fields = ["x"]\n', "rule A: an error.* event needs an 'error' table"),
+        (
+            ERROR + 'error = { level = "fatal", code = "c", message = "m" }\n',
+            "mapping.toml:4: rule A: error level",
+        ),
+        ('[rules.A]\nevent = "connection.established"\n' + GLOBAL_X, "gateway's own event names"),
+        (TASK + 'fields = ["task_id", "colour"]\n', "'colour' is not a field of task.created"),
+        (TASK + 'fields = ["task_id"]\n', "task.created requires 'task_type'"),
+        ("typo = 1\n", "mapping.toml:1: unknown setting 'typo'"),
         ('extends = "everything"\n', "mapping.toml:1: extends must be"),
     ],
-)  # fmt: skip
+)
 def test_mapping_mistakes_name_the_line_and_the_rule(text: str, expected: str) -> None:
     with pytest.raises(MappingInvalid) as caught:
         parse_mapping(text, base=default_mapping())
@@ -198,7 +212,7 @@ def test_mapping_mistakes_name_the_line_and_the_rule(text: str, expected: str) -
 
 
 def test_every_mistake_is_reported_at_once() -> None:
-    text = '[rules.A]\nevent = "a.b"\nscope = "user"\nfields = ["x"]\n[rules.B]\nevent = "Bad"\nscope = "global"\nfields = ["x"]\n'
+    text = A + 'scope = "user"\nfields = ["x"]\n' + '[rules.B]\nevent = "Bad"\n' + GLOBAL_X
     with pytest.raises(MappingInvalid) as caught:
         parse_mapping(text)
     assert len(caught.value.problems) == 2

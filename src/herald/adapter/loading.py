@@ -244,9 +244,11 @@ def _rule(source_type: str, body: Any, lines: _Lines, problems: list[str]) -> Ru
 
 
 def _field_paths(body: Mapping[str, Any], problem: Any) -> dict[str, str]:
-    names = _names(body, "fields", problem)
+    names = body.get("fields", [])
+    _names(body, "fields", problem)
     renamed = _table(body, "from", problem, str)
-    fields = {name: name for name in sorted(names)}
+    # In the file's order: the payload's keys come out as the rule lists them.
+    fields = {name: name for name in names if isinstance(name, str)} if isinstance(names, list) else {}
     for name, path in renamed.items():
         if not PATH.fullmatch(path):
             problem(f"from.{name} must be a dotted path, not {path!r}", "from")

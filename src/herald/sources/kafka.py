@@ -57,6 +57,8 @@ log = structlog.get_logger("herald.sources.kafka")
 #: Seconds a revocation waits for the record in hand before committing without it.
 _REVOKE_WAIT_SECONDS = 5.0
 _FETCH_TIMEOUT_MS = 500
+#: While a record is held, the partitions' end offsets are asked for at most this often (lag).
+_ENDS_REFRESH_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -142,6 +144,8 @@ class KafkaSource:
         self._unpinned: set[TopicPartition] = set()
         self._in_hand = asyncio.Lock()
         self._last_commit = 0.0
+        self._ends: dict[TopicPartition, int] = {}
+        self._ends_at = 0.0
 
     # --- life cycle
 
@@ -151,9 +155,7 @@ class KafkaSource:
     async def stop(self) -> None:
         self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await _finish(self._task)
             self._task = None
         consumer, producer = self._consumer, self._producer
         if consumer is not None:
@@ -329,6 +331,8 @@ class KafkaSource:
         if self._stopping:
             raise _Stopping
         self.stats.retries += 1
+        if self._consumer is not None:
+            await self._refresh_ends(self._consumer)  # lag grows while a record is held
         if attempt == 0 or attempt % 20 == 0:
             log.warning(what, attempt=attempt, **context)
         await asyncio.sleep(reconnect_delay(attempt, base=0.05, cap=2.0))
@@ -363,6 +367,18 @@ class KafkaSource:
         self._committed.update(offsets)
         self.stats.commits += 1
 
+    async def _refresh_ends(self, consumer: AIOKafkaConsumer) -> None:
+        """While a record is held no fetch reports the high watermarks: ask for them."""
+        now = time.monotonic()
+        if now - self._ends_at < _ENDS_REFRESH_SECONDS:
+            return
+        self._ends_at = now
+        try:
+            self._ends = await consumer.end_offsets(list(consumer.assignment()))
+        except KafkaError:
+            return
+        self._update_lag(consumer)
+
     def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         total = 0
         for tp in consumer.assignment():
@@ -370,10 +386,13 @@ class KafkaSource:
         self.stats.lag = total
 
     def _lag_of(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
-        highwater: int | None = consumer.highwater(tp)
+        fetched: int | None = consumer.highwater(tp)
+        asked: int | None = self._ends.get(tp)
+        known = [end for end in (fetched, asked) if end is not None]
         done = self._processed.get(tp, self._committed.get(tp))
-        if highwater is None or done is None:
+        if not known or done is None:
             return None
+        highwater = max(known)
         return max(0, highwater - done)
 
     # --- rebalancing
@@ -410,3 +429,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._source._on_assigned(set(assigned))
+
+
+async def _finish(task: asyncio.Task[None], grace_seconds: float = 5.0) -> None:
+    """Let the loop end at its next check (the batch in hand is completed), else cancel it."""
+    done, _ = await asyncio.wait({task}, timeout=grace_seconds)
+    if not done:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -189,9 +189,7 @@ class OutboxSource:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await _finish(self._task)
             self._task = None
 
     # --- the loop
@@ -347,3 +345,12 @@ class _Outcome:
         self.duplicates: list[int] = []
         self.ignored: list[int] = []
         self.failed: list[tuple[int, str]] = []
+
+
+async def _finish(task: asyncio.Task[None], grace_seconds: float = 5.0) -> None:
+    """Let the loop end at its next check (the batch in hand is completed), else cancel it."""
+    done, _ = await asyncio.wait({task}, timeout=grace_seconds)
+    if not done:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
