@@ -109,18 +109,23 @@ class Driver:
                 self._changed.wait(min(left, 0.5))
         raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.describe()}")
 
-    def snapshot(self) -> dict[str, Any]:
-        """What the page shows now (demo_page.mjs)."""
-        reply = self.request("snapshot")
+    def snapshot(self, **fields: Any) -> dict[str, Any]:
+        """What the page shows now (demo_page.mjs; client_page.mjs takes ``tab``)."""
+        reply = self.request("snapshot", **fields)
         snapshot: dict[str, Any] = reply["snapshot"]
         return snapshot
 
     def until(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str, interval: float = 0.1
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float,
+        what: str,
+        interval: float = 0.1,
+        **fields: Any,
     ) -> dict[str, Any]:
         """Poll the page's snapshot until ``predicate`` holds; fails after ``timeout`` with the last one."""
         deadline = time.monotonic() + timeout
-        snapshot = self.snapshot()
+        snapshot = self.snapshot(**fields)
         while not predicate(snapshot):
             if time.monotonic() > deadline:
                 brief = {k: v for k, v in snapshot.items() if k != "feed"}
@@ -131,7 +136,7 @@ class Driver:
                 )
             with self._changed:
                 self._changed.wait(interval)
-            snapshot = self.snapshot()
+            snapshot = self.snapshot(**fields)
         return snapshot
 
     def events(self, name: str | None = None) -> list[Entry]:

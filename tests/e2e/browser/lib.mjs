@@ -219,3 +219,131 @@ export function deadline(seconds, onExpiry) {
   }, seconds * 1000);
   timer.unref();
 }
+
+/**
+ * Bundle a page's TypeScript/React entry with the workspace's esbuild (in
+ * memory, nothing written): `@herald/client` and `@herald/react` resolve to
+ * their sources in clients/js/packages.
+ */
+export async function bundle(entry) {
+  const require = createRequire(path.join(JS_ROOT, "package.json"));
+  let esbuild;
+  try {
+    esbuild = require("esbuild");
+  } catch (err) {
+    fail(`esbuild is not installed under ${JS_ROOT}: ${INSTALL_HINT} (${err.message})`);
+  }
+  const result = await esbuild.build({
+    entryPoints: [entry],
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    target: ["es2020"],
+    write: false,
+    absWorkingDir: JS_ROOT,
+    nodePaths: [path.join(JS_ROOT, "node_modules")],
+    define: { "process.env.NODE_ENV": '"development"' },
+    jsx: "automatic",
+    logLevel: "warning",
+  });
+  return result.outputFiles[0].text;
+}
+
+/**
+ * An HTTP server standing where an application's server would: it serves the
+ * application's own files and API (`routes`: path → () => {status, type, body})
+ * and passes every other request to the gateway on `targetPort`, streaming
+ * the answer (SSE included). Same origin for both, as in production behind
+ * one reverse proxy.
+ *
+ * `cut()` drops every open connection and refuses new ones until `restore()`,
+ * as a lost network would. `refuseStreams(body)` answers stream requests with
+ * 503, `Retry-After: 1` and `body` (a gateway over its limits) until
+ * `refuseStreams(null)`. The gateway may be restarted on the same port.
+ */
+export async function startAppServer(targetPort, routes) {
+  const { createServer, request: httpRequest } = await import("node:http");
+  const sockets = new Set();
+  const upstreams = new Set();
+  let refusing = false;
+  let streamRefusal = null;
+  const hopByHop = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"]);
+
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, "http://app.test");
+    const route = routes[url.pathname];
+    if (route) {
+      const { status = 200, type, body } = route(req);
+      res.writeHead(status, { "content-type": type, "cache-control": "no-store" });
+      res.end(body);
+      return;
+    }
+    if (streamRefusal !== null && url.pathname === "/api/v1/events/stream") {
+      res.writeHead(503, { "content-type": "application/json", "retry-after": "1" });
+      res.end(JSON.stringify(streamRefusal));
+      return;
+    }
+    const headers = { ...req.headers, host: `127.0.0.1:${targetPort}` };
+    for (const name of hopByHop) delete headers[name];
+    const upstream = httpRequest(
+      { host: "127.0.0.1", port: targetPort, method: req.method, path: req.url, headers },
+      (answer) => {
+        const out = {};
+        for (const [name, value] of Object.entries(answer.headers)) {
+          if (!hopByHop.has(name)) out[name] = value;
+        }
+        res.writeHead(answer.statusCode ?? 502, out);
+        res.flushHeaders();
+        answer.on("data", (chunk) => res.write(chunk));
+        answer.on("end", () => res.end());
+        answer.on("error", () => res.destroy());
+        answer.on("aborted", () => res.destroy());
+      },
+    );
+    upstreams.add(upstream);
+    upstream.on("close", () => upstreams.delete(upstream));
+    upstream.on("error", () => {
+      if (!res.headersSent) {
+        res.writeHead(502, { "content-type": "text/plain" });
+        res.end("gateway unreachable");
+      } else {
+        res.destroy();
+      }
+    });
+    res.on("close", () => upstream.destroy());
+    req.pipe(upstream);
+  });
+  server.on("connection", (socket) => {
+    if (refusing) {
+      socket.destroy();
+      return;
+    }
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const dropAll = () => {
+    const dropped = sockets.size;
+    for (const socket of [...sockets]) socket.destroy();
+    for (const upstream of [...upstreams]) upstream.destroy();
+    sockets.clear();
+    return dropped;
+  };
+  return {
+    port: server.address().port,
+    cut() {
+      refusing = true;
+      return dropAll();
+    },
+    restore() {
+      refusing = false;
+    },
+    refuseStreams(body) {
+      streamRefusal = body;
+    },
+    close() {
+      dropAll();
+      server.close();
+    },
+  };
+}

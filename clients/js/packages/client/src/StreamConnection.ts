@@ -180,9 +180,12 @@ export class StreamConnection {
       this.setStatus(this.polling ? "polling" : "reconnecting");
       return 0;
     }
-    if (outcome.kind === "ended" && this.established) {
+    if (this.established) {
       // A stream that was open ended (shutdown, slow consumer, a proxy's
-      // timeout): come back after the server's retry:, which it jitters.
+      // timeout) or broke off (network, watchdog): the gateway was fine a
+      // moment ago, so no failure is counted; come back after the server's
+      // retry:, which it jitters when it closes many streams at once.
+      this.lastError = outcome.kind === "failed" ? outcome.error : null;
       this.setStatus("reconnecting");
       return this.retryMs ?? this.options.backoff.baseMs;
     }

@@ -198,6 +198,22 @@ describe("the state machine", () => {
     client.close();
   });
 
+  it("a stream that was open and broke off is no failure: back after the server's retry:", async () => {
+    const client = soloClient(gateway);
+    const stream = (await gateway.next()).stream();
+    stream.send(established("1-0", false, "none"));
+    await flush();
+    stream.break();
+    await flush();
+    expect(client.getState()).toMatchObject({ status: "reconnecting", attempt: 0 });
+    expect(client.getState().lastError?.kind).toBe("network");
+    await advance(999);
+    expect(gateway.untaken).toBe(0);
+    await advance(1);
+    expect((await gateway.next()).request.headers["last-event-id"]).toBe("1-0");
+    client.close();
+  });
+
   it("backs off exponentially with full jitter up to the cap", async () => {
     const client = soloClient(gateway, { backoff: { baseMs: 1000, capMs: 4000 }, maxFailuresBeforePolling: 99 });
     const times: number[] = [];

@@ -12,6 +12,8 @@ export interface RecordedRequest {
 export interface OpenStream {
   send(text: string): void;
   end(): void;
+  /** The connection breaks: the body read rejects, as with a lost network. */
+  break(): void;
   readonly aborted: boolean;
 }
 
@@ -50,6 +52,12 @@ export class PendingRequest {
         if (!closed) {
           closed = true;
           controller.close();
+        }
+      },
+      break() {
+        if (!closed) {
+          closed = true;
+          controller.error(new TypeError("network error"));
         }
       },
       get aborted() {
