@@ -10,10 +10,11 @@ shows or records, with deadlines; times measured in the browser are printed
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -214,39 +215,59 @@ def test_two_tabs_share_one_stream_and_the_second_takes_over_when_the_first_clos
     assert [e["id"] for e in shown["app"]["events"] if e["name"] == "task.created"][-1] == after
 
 
-def test_the_polling_fallback_engages_when_streams_are_refused_and_streaming_returns() -> None:
-    with running_gateway(QUIET) as gateway:
+@contextlib.contextmanager
+def held_stream(gateway: GatewayProcess, user: str) -> Iterator[None]:
+    """One stream, opened from here and held until the block ends (the node's only slot)."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        request = (
+            f"GET /api/v1/events/stream HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            f"authorization: Bearer {gateway.token(user)}\r\naccept: text/event-stream\r\n\r\n"
+        )
+        sock.sendall(request.encode())
+        received = b""
+        while b"connection.established" not in received:
+            chunk = sock.recv(4096)
+            assert chunk, f"the held stream was refused: {received!r}"
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200"), received
+        yield
+
+
+def test_the_polling_fallback_engages_when_the_gateway_refuses_streams_and_streaming_returns() -> None:
+    """A node at its max_clients answers 503 SERVER_OVERLOAD with fallback: "polling"
+    and a Retry-After: the page polls at once (no N failures first), probes after
+    Retry-After, and streams again once the node has room."""
+    with running_gateway({**QUIET, "HERALD_MAX_CLIENTS": "1"}) as gateway, contextlib.ExitStack() as slot:
+        slot.enter_context(held_stream(gateway, "someone-else"))
         jwt = gateway.token("react-ned")
         args = ["--gateway", gateway.url, "--jwt", jwt, "--poll-ms", "300", "--probe-ms", "1000"]
-        with run_driver("client_page.mjs", args, timeout=40) as driver:
-            driver.until(connections(1), 20, "an open stream")
-            driver.request("refuse-streams", on=True)
-            driver.request("cut")
-            driver.request("restore")
+        with run_driver("client_page.mjs", args, timeout=45) as driver:
             polling = driver.until(
                 lambda s: s["status"] == "polling" and s["app"]["polls"] >= 3, 15, "polling"
             )
             driver.request("set-tasks", version=7)
             driver.until(lambda s: s["task_list"] == "version 7", 10, "a poll to re-fetch the list")
-            driver.request("refuse-streams", on=False)
-            back = driver.until(connections(2), 15, "streaming to return")
+            slot.close()  # the node has room again
+            back = driver.until(connections(1), 25, "streaming once Retry-After has passed")
             polls = back["app"]["polls"]
             created(gateway, "react-ned", "streamed")
-            later = driver.until(showing("streamed"), 10, "an event over the returned stream")
+            later = driver.until(showing("streamed"), 10, "an event over the stream")
             problems = errors(driver)
             driver.finish()
 
     assert problems == []
     assert polling["indicator"]["status"] == "polling"
-    statuses = [e["status"] for e in driver.entries if e.get("kind") == "response"]
-    assert statuses[0] == 200
-    assert 503 in statuses
-    assert statuses[-1] == 200
-    # The first 503 said fallback: polling: polling began at once, not after N failures.
-    refused = [s for s in polling["app"]["states"] if s["status"] == "polling"]
-    assert refused
-    assert refused[0]["attempt"] == 1
+    responses = [e for e in driver.entries if e.get("kind") == "response"]
+    assert responses[0]["status"] == 503
+    assert responses[-1]["status"] == 200
+    # fallback: "polling" in the refusal: polling began at the first one, not after N failures.
+    first_polling = next(s for s in polling["app"]["states"] if s["status"] == "polling")
+    assert first_polling["attempt"] == 1
+    # And the next try waited for Retry-After (5-15 s from this gateway).
+    requests = stream_requests(driver)
+    assert requests[1]["t"] - responses[0]["t"] >= 4500
     assert later["app"]["polls"] == polls, "polling stopped once the stream was back"
+    assert later["tasks"] == ["streamed"]
 
 
 def test_the_client_s_native_eventsource_mode_against_the_same_server() -> None:

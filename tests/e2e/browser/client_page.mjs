@@ -11,7 +11,6 @@
 //   snapshot {tab}            what tab `tab` shows, and what its window.__app recorded
 //   open-tab / close-tab {tab}  more tabs of the same browser (one profile)
 //   cut / restore             drop the network between browser and gateway, and mend it
-//   refuse-streams {on}       the app server answers stream requests 503 + fallback: "polling"
 //   set-tasks {version}       what the application's own API (/app/api/tasks) answers
 //   click-reconnect {tab}     the connection indicator's button
 //   screenshot {tab, path}
@@ -153,12 +152,6 @@ serveCommands({
   cut: () => ({ dropped: app.cut() }),
   restore: () => {
     app.restore();
-    return {};
-  },
-  "refuse-streams": (cmd) => {
-    app.refuseStreams(
-      cmd.on ? { code: "SERVER_OVERLOAD", message: "over capacity", retry_after: 1, fallback: "polling" } : null,
-    );
     return {};
   },
   "set-tasks": (cmd) => {

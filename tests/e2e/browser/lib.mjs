@@ -257,16 +257,13 @@ export async function bundle(entry) {
  * one reverse proxy.
  *
  * `cut()` drops every open connection and refuses new ones until `restore()`,
- * as a lost network would. `refuseStreams(body)` answers stream requests with
- * 503, `Retry-After: 1` and `body` (a gateway over its limits) until
- * `refuseStreams(null)`. The gateway may be restarted on the same port.
+ * as a lost network would. The gateway may be restarted on the same port.
  */
 export async function startAppServer(targetPort, routes) {
   const { createServer, request: httpRequest } = await import("node:http");
   const sockets = new Set();
   const upstreams = new Set();
   let refusing = false;
-  let streamRefusal = null;
   const hopByHop = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"]);
 
   const server = createServer((req, res) => {
@@ -276,11 +273,6 @@ export async function startAppServer(targetPort, routes) {
       const { status = 200, type, body } = route(req);
       res.writeHead(status, { "content-type": type, "cache-control": "no-store" });
       res.end(body);
-      return;
-    }
-    if (streamRefusal !== null && url.pathname === "/api/v1/events/stream") {
-      res.writeHead(503, { "content-type": "application/json", "retry-after": "1" });
-      res.end(JSON.stringify(streamRefusal));
       return;
     }
     const headers = { ...req.headers, host: `127.0.0.1:${targetPort}` };
@@ -337,9 +329,6 @@ export async function startAppServer(targetPort, routes) {
     },
     restore() {
       refusing = false;
-    },
-    refuseStreams(body) {
-      streamRefusal = body;
     },
     close() {
       dropAll();

@@ -4,6 +4,7 @@ export type HeraldErrorKind =
   | "network" // fetch failed, or the body broke off
   | "watchdog" // nothing arrived for too long
   | "auth" // a token was refused or expired
+  | "evicted" // the gateway closed this stream for a newer one of the same user (per-user limit)
   | "poll"; // the application's polling fallback threw
 
 export interface HeraldErrorDetails {
@@ -40,6 +41,7 @@ export class HeraldError extends Error {
    * refused again, so the client stops and reports rather than loop.
    */
   get retriable(): boolean {
+    if (this.kind === "evicted") return false;
     if (this.kind !== "http" || this.status === null) return true;
     return this.status === 408 || this.status === 429 || this.status >= 500;
   }

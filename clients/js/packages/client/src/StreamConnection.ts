@@ -36,9 +36,18 @@ type Outcome =
   | { readonly kind: "aborted" }; // reconnect() or close()
 
 const ESTABLISHED = "connection.established";
+const SUBSCRIPTIONS_CHANGED = "connection.subscriptions-changed";
 const AUTH_EXPIRED = "error.auth-expired";
+const EVICTED = "error.connection-evicted";
 /** The gateway's own names; the native EventSource always listens for them. */
-export const GATEWAY_EVENTS = [ESTABLISHED, "connection.closing", AUTH_EXPIRED, "error.slow-consumer"] as const;
+export const GATEWAY_EVENTS = [
+  ESTABLISHED,
+  "connection.closing",
+  SUBSCRIPTIONS_CHANGED,
+  AUTH_EXPIRED,
+  "error.slow-consumer",
+  EVICTED,
+] as const;
 /** Gateway notices carry no id; EventSource would report the previous event's id for them. */
 const UNTRACKED = (name: string): boolean => name.startsWith("error.") || name === "connection.closing";
 const EVENTSOURCE_CLOSED = 2;
@@ -83,6 +92,7 @@ export function connectionOptions(
 export class StreamConnection {
   private closed = false;
   private started = false;
+  private running = false;
   private controller: AbortController | null = null;
   private waitTimer: TimerHandle | null = null;
   private wakeWait: (() => void) | null = null;
@@ -102,7 +112,10 @@ export class StreamConnection {
   // Per attempt:
   private established = false;
   private authExpired = false;
+  private evicted: HeraldError | null = null;
   private sentCursor = false;
+  /** What the next attempt subscribes to: the options', then what the gateway last confirmed. */
+  private subscriptions: readonly string[];
   private eventSource: EventSourceLike | null = null;
   private readonly listening = new Set<string>();
   private dispatchNative: ((name: string, message: { data: string; lastEventId: string }) => void) | null =
@@ -113,6 +126,7 @@ export class StreamConnection {
     private readonly sink: StreamSink,
     private readonly globals: HeraldGlobals,
   ) {
+    this.subscriptions = options.subscribe ?? [];
     this.watchdog = new Watchdog(options.watchdogMs ?? 30_000, () => this.abort("watchdog"), globals);
     const fallback = options.fallback;
     this.poller =
@@ -128,10 +142,14 @@ export class StreamConnection {
     void this.run();
   }
 
-  /** Drop the current attempt or wait and try at once (the indicator's button). */
+  /** Drop the current attempt or wait and try at once (the indicator's button); restarts after a refusal. */
   reconnect(): void {
-    if (this.closed) return;
+    if (this.closed || !this.started) return;
     this.failures = 0;
+    if (!this.running) {
+      void this.run();
+      return;
+    }
     this.abort("reconnect");
     this.wakeWait?.();
   }
@@ -158,12 +176,17 @@ export class StreamConnection {
   // --- the loop
 
   private async run(): Promise<void> {
-    while (!this.closed) {
-      const outcome = await this.attempt();
-      if (this.closed) return;
-      const delay = this.nextStep(outcome);
-      if (delay === null) return;
-      await this.wait(delay);
+    this.running = true;
+    try {
+      while (!this.closed) {
+        const outcome = await this.attempt();
+        if (this.closed) return;
+        const delay = this.nextStep(outcome);
+        if (delay === null) return;
+        await this.wait(delay);
+      }
+    } finally {
+      this.running = false;
     }
   }
 
@@ -173,6 +196,15 @@ export class StreamConnection {
    */
   private nextStep(outcome: Outcome): number | null {
     if (outcome.kind === "aborted") return 0;
+    if (this.evicted !== null) {
+      // The user opened more streams than the gateway allows and this one,
+      // the oldest, was closed for the newer one. Coming back would evict
+      // that one in turn: stop, and say why; reconnect() starts again.
+      this.lastError = this.evicted;
+      this.poller?.stop();
+      this.setStatus("closed");
+      return null;
+    }
     if (this.authExpired) {
       // The gateway ended a healthy stream because its token expired: a new
       // token now, no backoff.
@@ -228,6 +260,7 @@ export class StreamConnection {
     this.controller = controller;
     this.established = false;
     this.authExpired = false;
+    this.evicted = null;
     if (!this.polling) this.setStatus(this.everOpened || this.failures > 0 ? "reconnecting" : "connecting");
     const request: TokenRequest = { refresh: this.refreshToken, attempt: this.failures + 1 };
     this.lastAttemptRefreshed = request.refresh;
@@ -393,6 +426,8 @@ export class StreamConnection {
     const id = message.id === undefined || message.id === "" ? null : message.id;
     const event: HeraldEvent<unknown> = { name, id, data: parseData(message.data) };
     if (name === AUTH_EXPIRED) this.authExpired = true;
+    if (name === EVICTED) this.evicted = evictionError(event.data);
+    if (name === SUBSCRIPTIONS_CHANGED || name === ESTABLISHED) this.confirmSubscriptions(event.data);
     if (name !== ESTABLISHED) {
       this.sink.onEvent(event);
       return;
@@ -409,6 +444,12 @@ export class StreamConnection {
         connectionId: typeof data.connection_id === "string" ? data.connection_id : null,
       });
     }
+  }
+
+  /** A reconnect asks for what the stream had, including changes made through the subscriptions API. */
+  private confirmSubscriptions(data: unknown): void {
+    const list = (data as { subscriptions?: unknown } | null)?.subscriptions;
+    if (Array.isArray(list) && list.every((key) => typeof key === "string")) this.subscriptions = list;
   }
 
   private onEstablished(): void {
@@ -461,9 +502,8 @@ export class StreamConnection {
 
   private streamUrl(base: string, cursor: string | null): string {
     const extra: string[] = [];
-    const subscribe = this.options.subscribe ?? [];
-    if (subscribe.length > 0 && !/[?&]subscribe=/.test(base)) {
-      extra.push(`subscribe=${encodeURIComponent(subscribe.join(","))}`);
+    if (this.subscriptions.length > 0 && !/[?&]subscribe=/.test(base)) {
+      extra.push(`subscribe=${encodeURIComponent(this.subscriptions.join(","))}`);
     }
     // Only the native mode: EventSource cannot send the header on a first open.
     if (cursor !== null) extra.push(`last_event_id=${encodeURIComponent(cursor)}`);
@@ -478,6 +518,13 @@ function parseData(text: string): unknown {
   } catch {
     return { raw: text };
   }
+}
+
+function evictionError(data: unknown): HeraldError {
+  const body = (data ?? {}) as { code?: unknown; message?: unknown };
+  return new HeraldError("evicted", typeof body.message === "string" ? body.message : "the stream was evicted", {
+    ...(typeof body.code === "string" ? { code: body.code } : {}),
+  });
 }
 
 function asError(error: unknown): HeraldError {

@@ -459,3 +459,38 @@ describe("close()", () => {
     expect(states.at(-1)).toBe("closed");
   });
 });
+
+describe("connection management notices", () => {
+  it("an evicted stream stays closed (coming back would evict the newer one); reconnect() starts again", async () => {
+    const client = soloClient(gateway);
+    const stream = (await gateway.next()).stream();
+    stream.send(established("1-0", false, "none"));
+    stream.send("retry: 30000\n\n" + event(null, "error.connection-evicted", { code: "SSE_CONNECTION_LIMIT", message: "too many" }));
+    stream.end();
+    await flush();
+    expect(client.getState().status).toBe("closed");
+    expect(client.getState().lastError).toMatchObject({ kind: "evicted", code: "SSE_CONNECTION_LIMIT", retriable: false });
+    await advance(120_000);
+    expect(gateway.untaken).toBe(0);
+    client.reconnect();
+    await flush();
+    expect((await gateway.next()).request.headers["last-event-id"]).toBe("1-0");
+    client.close();
+  });
+
+  it("reconnects with the subscriptions the gateway last confirmed", async () => {
+    const client = soloClient(gateway, { subscribe: ["novel:1"] });
+    const stream = (await gateway.next()).stream();
+    stream.send(established("1-0", false, "none"));
+    const changed = { subscriptions: ["novel:1", "novel:7"], added: ["novel:7"], removed: [], live_from: "2-0" };
+    stream.send(event("2-0", "connection.subscriptions-changed", changed));
+    await flush();
+    expect(client.lastEventId).toBe("2-0");
+    stream.end();
+    await advance(1000);
+    const again = await gateway.next();
+    expect(again.request.url).toBe("https://gw.test/api/v1/events/stream?subscribe=novel%3A1%2Cnovel%3A7");
+    expect(again.request.headers["last-event-id"]).toBe("2-0");
+    client.close();
+  });
+});
