@@ -527,9 +527,9 @@ class Gateway:
         if self.settings.bus == "redis":
             backends["node_control"] = self.control.healthy()
         for source in self.sources:
-            healthy = getattr(source, "healthy", None)
-            if callable(healthy):
-                backends[f"source:{source.name}"] = bool(healthy())
+            up = _source_up(source)
+            if up is not None:
+                backends[f"source:{source.name}"] = up
         return backends
 
     def readings(self) -> Readings:
@@ -577,6 +577,19 @@ def build_authorizer(settings: Settings) -> ResourceAuthorizer:
             timeout_seconds=settings.authorizer_timeout_seconds,
         )
     return ClaimsAuthorizer()
+
+
+def _source_up(source: object) -> bool | None:
+    """Whether a source is connected, as it reports it: ``healthy()``, or the event it sets
+    while connected (``subscribed``, ``listening``, ``ready``); ``None`` if it does not say."""
+    healthy = getattr(source, "healthy", None)
+    if callable(healthy):
+        return bool(healthy())
+    for name in ("subscribed", "listening", "ready"):
+        flag = getattr(source, name, None)
+        if isinstance(flag, asyncio.Event):
+            return flag.is_set()
+    return None
 
 
 def _refusal(key: str, error: HeraldError) -> dict[str, str]:
