@@ -2,7 +2,7 @@
 # Debian packages the tests talk to for real. Installs only what is missing.
 set -euo pipefail
 
-packages=(chromium redis-server postgresql)
+packages=(chromium redis-server postgresql nginx-light)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
