@@ -358,7 +358,7 @@ def outbox_init(
     """Create the outbox table, its indexes and its notify trigger (safe to run again)."""
     import asyncio
 
-    from herald.sources.outbox import create_table, schema_sql
+    from herald.sources.outbox import init_outbox, schema_sql
 
     settings = _settings(config)
     table = table or settings.outbox_table
@@ -375,17 +375,8 @@ def outbox_init(
         typer.echo("herald: pass --dsn or set HERALD_OUTBOX_DSN", err=True)
         raise typer.Exit(2)
 
-    async def init() -> None:
-        import asyncpg
-
-        connection = await asyncpg.connect(dsn, timeout=10)
-        try:
-            await create_table(connection, table)
-        finally:
-            await connection.close()
-
     try:
-        asyncio.run(init())
+        asyncio.run(init_outbox(dsn, table))
     except Exception as exc:
         typer.echo(f"herald: cannot create {table}: {exc}", err=True)
         raise typer.Exit(1) from None

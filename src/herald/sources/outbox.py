@@ -101,6 +101,15 @@ async def create_table(connection: asyncpg.Connection, table: str = DEFAULT_TABL
     await connection.execute(schema_sql(table))
 
 
+async def init_outbox(dsn: str, table: str = DEFAULT_TABLE) -> None:
+    """Connect to ``dsn`` and create the outbox table there (``herald outbox init``)."""
+    connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await create_table(connection, table)
+    finally:
+        await connection.close()
+
+
 async def enqueue(
     connection: asyncpg.Connection,
     event_type: str,
