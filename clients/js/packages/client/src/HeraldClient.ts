@@ -4,7 +4,8 @@ import type { HeraldEventMap } from "./generated/events";
 import { type HeraldGlobals, resolveGlobals } from "./globals";
 import type { HeraldError } from "./HeraldError";
 import { StateStore } from "./StateStore";
-import { connectionOptions, StreamConnection, type StreamSink } from "./StreamConnection";
+import { connectionOptions } from "./connectionOptions";
+import { StreamConnection, type StreamSink } from "./StreamConnection";
 import { TabCoordinator } from "./TabCoordinator";
 import { errorFromMessage, errorToMessage, type TabMessage } from "./tabMessages";
 import type {
@@ -13,7 +14,6 @@ import type {
   HeraldClientOptions,
   HeraldEvent,
   ResyncInfo,
-  TabRole,
 } from "./types";
 
 /** Handlers of a known event name get its generated payload type; any other name gets a plain object. */
@@ -147,7 +147,7 @@ export class HeraldClient {
 
   private lead(): void {
     if (this.closed) return;
-    this.store.update({ role: "leader" as TabRole });
+    this.store.update({ role: "leader" });
     // Resumes from this tab's own cursor, kept from what the old leader forwarded.
     this.connection.start();
   }

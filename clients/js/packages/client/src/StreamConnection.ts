@@ -1,19 +1,27 @@
-import { createParser, type EventSourceMessage } from "eventsource-parser";
+import type { EventSourceMessage } from "eventsource-parser";
 
-import { type BackoffPolicy, DEFAULT_BACKOFF, fullJitterDelay } from "./backoff";
+import type { Outcome, StreamHandlers } from "./attempt";
+import { fullJitterDelay } from "./backoff";
+import type { ConnectionOptions } from "./connectionOptions";
 import { cursorFromComment } from "./cursor";
-import type { EventSourceLike, HeraldGlobals, TimerHandle } from "./globals";
+import { EventSourceStream } from "./EventSourceStream";
+import { fetchStream } from "./fetchStream";
+import {
+  AUTH_EXPIRED,
+  confirmedSubscriptions,
+  ESTABLISHED,
+  EVICTED,
+  evictionError,
+  GATEWAY_EVENTS,
+  parseData,
+  SUBSCRIPTIONS_CHANGED,
+} from "./gatewayEvents";
+import { Delay } from "./Delay";
+import type { HeraldGlobals } from "./globals";
 import { HeraldError } from "./HeraldError";
-import { httpError } from "./httpError";
 import { Poller } from "./Poller";
-import type {
-  ConnectionStatus,
-  HeraldClientOptions,
-  HeraldEvent,
-  PollingFallback,
-  ResyncInfo,
-  TokenRequest,
-} from "./types";
+import { streamUrl } from "./streamUrl";
+import type { ConnectionStatus, HeraldEvent, ResyncInfo, TokenRequest } from "./types";
 import { Watchdog } from "./Watchdog";
 
 /** What the connection reports to whoever owns it (the client, for its tab and the others). */
@@ -29,59 +37,6 @@ export interface StreamSink {
   poll(signal: AbortSignal): Promise<void>;
 }
 
-/** How one attempt ended. */
-type Outcome =
-  | { readonly kind: "ended" } // the body closed (after a 200)
-  | { readonly kind: "failed"; readonly error: HeraldError }
-  | { readonly kind: "aborted" }; // reconnect() or close()
-
-const ESTABLISHED = "connection.established";
-const SUBSCRIPTIONS_CHANGED = "connection.subscriptions-changed";
-const AUTH_EXPIRED = "error.auth-expired";
-const EVICTED = "error.connection-evicted";
-/** The gateway's own names; the native EventSource always listens for them. */
-export const GATEWAY_EVENTS = [
-  ESTABLISHED,
-  "connection.closing",
-  SUBSCRIPTIONS_CHANGED,
-  AUTH_EXPIRED,
-  "error.slow-consumer",
-  EVICTED,
-] as const;
-/** Gateway notices carry no id; EventSource would report the previous event's id for them. */
-const UNTRACKED = (name: string): boolean => name.startsWith("error.") || name === "connection.closing";
-const EVENTSOURCE_CLOSED = 2;
-
-type ConnectionOptions = Pick<
-  HeraldClientOptions,
-  | "url"
-  | "getToken"
-  | "transport"
-  | "getStreamUrl"
-  | "subscribe"
-  | "maxFailuresBeforePolling"
-  | "probeIntervalMs"
-  | "watchdogMs"
-  | "credentials"
-> & {
-  readonly backoff: BackoffPolicy;
-  readonly fallback: PollingFallback | null;
-  /** Names the native EventSource must listen for, read at each attempt. */
-  readonly eventNames: () => readonly string[];
-};
-
-export function connectionOptions(
-  options: HeraldClientOptions,
-  eventNames: () => readonly string[],
-): ConnectionOptions {
-  return {
-    ...options,
-    backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
-    fallback: options.fallback ?? null,
-    eventNames,
-  };
-}
-
 /**
  * One browser's stream to the gateway, kept alive: attempt, read, and when it
  * ends decide how long to wait (the server's `retry:`, backoff with full
@@ -94,8 +49,7 @@ export class StreamConnection {
   private started = false;
   private running = false;
   private controller: AbortController | null = null;
-  private waitTimer: TimerHandle | null = null;
-  private wakeWait: (() => void) | null = null;
+  private readonly delay: Delay;
   private readonly watchdog: Watchdog;
   private readonly poller: Poller | null;
   private unsubscribeVisibility: (() => void) | null = null;
@@ -116,10 +70,19 @@ export class StreamConnection {
   private sentCursor = false;
   /** What the next attempt subscribes to: the options', then what the gateway last confirmed. */
   private subscriptions: readonly string[];
-  private eventSource: EventSourceLike | null = null;
-  private readonly listening = new Set<string>();
-  private dispatchNative: ((name: string, message: { data: string; lastEventId: string }) => void) | null =
-    null;
+  private eventSource: EventSourceStream | null = null;
+  /** How the current attempt's transport reports what it reads. */
+  private readonly handlers: StreamHandlers = {
+    message: (message) => this.receive(message),
+    retry: (ms) => {
+      this.retryMs = ms;
+    },
+    comment: (text) => {
+      const position = cursorFromComment(text);
+      if (position !== null) this.sink.onCursor(position);
+    },
+    bytes: () => this.watchdog.kick(),
+  };
 
   constructor(
     private readonly options: ConnectionOptions,
@@ -127,6 +90,7 @@ export class StreamConnection {
     private readonly globals: HeraldGlobals,
   ) {
     this.subscriptions = options.subscribe ?? [];
+    this.delay = new Delay(globals);
     this.watchdog = new Watchdog(options.watchdogMs ?? 30_000, () => this.abort("watchdog"), globals);
     const fallback = options.fallback;
     this.poller =
@@ -151,7 +115,7 @@ export class StreamConnection {
       return;
     }
     this.abort("reconnect");
-    this.wakeWait?.();
+    this.delay.wake();
   }
 
   close(): void {
@@ -159,7 +123,7 @@ export class StreamConnection {
     this.closed = true;
     this.abort("close");
     this.eventSource?.close(); // now, not when the attempt's promise settles
-    this.wakeWait?.();
+    this.delay.wake();
     this.watchdog.stop();
     this.poller?.stop();
     this.unsubscribeVisibility?.();
@@ -169,8 +133,7 @@ export class StreamConnection {
 
   /** Native mode: start listening for a name a handler was added for. */
   listen(name: string): void {
-    if (this.eventSource === null || this.listening.has(name)) return;
-    this.listenNative(this.eventSource, name);
+    this.eventSource?.listen(name);
   }
 
   // --- the loop
@@ -183,7 +146,7 @@ export class StreamConnection {
         if (this.closed) return;
         const delay = this.nextStep(outcome);
         if (delay === null) return;
-        await this.wait(delay);
+        await this.delay.wait(delay);
       }
     } finally {
       this.running = false;
@@ -266,9 +229,11 @@ export class StreamConnection {
     this.lastAttemptRefreshed = request.refresh;
     this.refreshToken = false;
     try {
-      return this.options.transport === "eventsource"
-        ? await this.eventSourceAttempt(controller.signal, request)
-        : await this.fetchAttempt(controller.signal, request);
+      const outcome =
+        this.options.transport === "eventsource"
+          ? await this.eventSourceAttempt(controller.signal, request)
+          : await this.fetchAttempt(controller.signal, request);
+      return outcome.kind === "aborted" ? this.aborted(controller.signal) : outcome;
     } catch (error) {
       if (controller.signal.aborted) return this.aborted(controller.signal);
       return { kind: "failed", error: asError(error) };
@@ -289,66 +254,25 @@ export class StreamConnection {
     return { kind: "aborted" };
   }
 
-  // --- fetch
+  // --- the transports
 
   private async fetchAttempt(signal: AbortSignal, request: TokenRequest): Promise<Outcome> {
     // The watchdog covers the whole attempt: a token provider or a fetch
     // that never answers is as dead as a silent stream.
     this.watchdog.kick();
     const token = this.options.getToken ? await this.options.getToken(request) : null;
-    if (signal.aborted) return this.aborted(signal);
+    if (signal.aborted) return { kind: "aborted" };
     // Built afresh for every attempt: the token and the cursor of this moment.
     const headers: Record<string, string> = { accept: "text/event-stream" };
     if (token) headers["authorization"] = `Bearer ${token}`;
     const cursor = this.sink.getCursor();
     this.sentCursor = cursor !== null;
     if (cursor !== null) headers["last-event-id"] = cursor;
-    let response: Response;
-    try {
-      response = await this.globals.fetch(this.streamUrl(this.options.url, null), {
-        headers,
-        signal,
-        cache: "no-store",
-        credentials: this.options.credentials ?? "same-origin",
-      });
-    } catch (error) {
-      if (signal.aborted) return this.aborted(signal);
-      return { kind: "failed", error: new HeraldError("network", "the stream request failed", { cause: error }) };
-    }
-    if (!response.ok) return { kind: "failed", error: await httpError(response, this.globals.now()) };
-    if (response.body === null) {
-      return { kind: "failed", error: new HeraldError("network", "the stream response has no body") };
-    }
-    const parser = createParser({
-      onEvent: (message) => this.receive(message),
-      onRetry: (ms) => {
-        this.retryMs = ms;
-      },
-      onComment: (comment) => {
-        const position = cursorFromComment(comment);
-        if (position !== null) this.sink.onCursor(position);
-      },
-    });
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        this.watchdog.kick();
-        parser.feed(decoder.decode(value, { stream: true }));
-        if (this.closed) break;
-      }
-    } catch (error) {
-      if (signal.aborted) return this.aborted(signal);
-      return { kind: "failed", error: new HeraldError("network", "the stream broke off", { cause: error }) };
-    } finally {
-      reader.cancel().catch(() => undefined);
-    }
-    return { kind: "ended" };
+    const credentials = this.options.credentials ?? "same-origin";
+    const url = streamUrl(this.options.url, this.subscriptions, null);
+    const init = { headers, signal, cache: "no-store" as const, credentials };
+    return fetchStream(this.globals.fetch, url, init, this.handlers, this.globals.now);
   }
-
-  // --- native EventSource
 
   private async eventSourceAttempt(signal: AbortSignal, request: TokenRequest): Promise<Outcome> {
     const EventSourceClass = this.globals.EventSource;
@@ -359,64 +283,54 @@ export class StreamConnection {
       });
     }
     const base = await getStreamUrl(request);
-    if (signal.aborted) return this.aborted(signal);
+    if (signal.aborted) return { kind: "aborted" };
     const cursor = this.sink.getCursor();
     this.sentCursor = cursor !== null;
-    const source = new EventSourceClass(this.streamUrl(base, cursor), {
-      withCredentials: this.options.credentials === "include",
-    });
-    this.eventSource = source;
-    this.listening.clear();
+    const url = streamUrl(base, this.subscriptions, cursor);
+    const names = new Set([...GATEWAY_EVENTS, ...this.options.eventNames()]);
     try {
       return await new Promise<Outcome>((resolve) => {
-        signal.addEventListener("abort", () => resolve(this.aborted(signal)), { once: true });
-        this.dispatchNative = (name, message) => {
-          const id = UNTRACKED(name) || message.lastEventId === "" ? undefined : message.lastEventId;
-          this.receive({ event: name, id, data: message.data });
-        };
-        source.onerror = () => {
-          if (source.readyState === EVENTSOURCE_CLOSED) {
-            // The browser gave up: a non-200 answer, whose status EventSource
-            // hides. An expired stream token is the usual cause (its reconnect
-            // reuses the URL), so this counts as an auth refusal: at once, with
-            // a fresh token, once; then backoff.
+        signal.addEventListener("abort", () => resolve({ kind: "aborted" }), { once: true });
+        this.eventSource = new EventSourceStream(EventSourceClass, url, this.options.credentials === "include", names, {
+          message: (message) => this.receive(message),
+          // The browser gave up: a non-200, whose status EventSource hides. An
+          // expired stream token is the usual cause (its reconnect reuses the
+          // URL), so this counts as an auth refusal: at once with a fresh
+          // token, once; then backoff.
+          refused: () =>
             resolve({
               kind: "failed",
               error: new HeraldError("auth", "the gateway refused the stream (an expired stream token?)"),
-            });
-            return;
-          }
-          // The browser reconnects by itself (with Last-Event-ID and the
-          // server's retry:); count it, so that a gateway that stays away
-          // still leads to the polling fallback.
-          const wasOpen = this.established;
-          this.established = false;
-          if (wasOpen) return this.setStatus(this.polling ? "polling" : "reconnecting");
-          this.failures += 1;
-          this.lastError = new HeraldError("network", "the stream could not be opened");
-          const maxFailures = this.options.maxFailuresBeforePolling ?? 5;
-          if (this.poller !== null && this.failures >= maxFailures) {
-            resolve({ kind: "failed", error: this.lastError });
-            return;
-          }
-          this.setStatus(this.polling ? "polling" : "reconnecting");
-        };
-        for (const name of new Set([...GATEWAY_EVENTS, ...this.options.eventNames()])) {
-          this.listenNative(source, name);
-        }
+            }),
+          dropped: () => {
+            if (this.browserRetrying()) resolve({ kind: "failed", error: this.lastError ?? networkError() });
+          },
+        });
       });
     } finally {
-      source.close();
+      this.eventSource?.close();
       this.eventSource = null;
-      this.dispatchNative = null;
     }
   }
 
-  private listenNative(source: EventSourceLike, name: string): void {
-    this.listening.add(name);
-    source.addEventListener(name, (message) => {
-      if (this.eventSource === source) this.dispatchNative?.(name, message);
-    });
+  /**
+   * Native mode: the browser reconnects by itself (with Last-Event-ID and
+   * the server's retry:). Count its failures, so that a gateway that stays
+   * away still leads to the polling fallback; true to give up on it.
+   */
+  private browserRetrying(): boolean {
+    const wasOpen = this.established;
+    this.established = false;
+    if (wasOpen) {
+      this.setStatus(this.polling ? "polling" : "reconnecting");
+      return false;
+    }
+    this.failures += 1;
+    this.lastError = networkError();
+    const maxFailures = this.options.maxFailuresBeforePolling ?? 5;
+    if (this.poller !== null && this.failures >= maxFailures) return true;
+    this.setStatus(this.polling ? "polling" : "reconnecting");
+    return false;
   }
 
   // --- events
@@ -427,7 +341,10 @@ export class StreamConnection {
     const event: HeraldEvent<unknown> = { name, id, data: parseData(message.data) };
     if (name === AUTH_EXPIRED) this.authExpired = true;
     if (name === EVICTED) this.evicted = evictionError(event.data);
-    if (name === SUBSCRIPTIONS_CHANGED || name === ESTABLISHED) this.confirmSubscriptions(event.data);
+    if (name === SUBSCRIPTIONS_CHANGED || name === ESTABLISHED) {
+      // A reconnect asks for what the stream had, including changes made through the subscriptions API.
+      this.subscriptions = confirmedSubscriptions(event.data) ?? this.subscriptions;
+    }
     if (name !== ESTABLISHED) {
       this.sink.onEvent(event);
       return;
@@ -446,12 +363,6 @@ export class StreamConnection {
     }
   }
 
-  /** A reconnect asks for what the stream had, including changes made through the subscriptions API. */
-  private confirmSubscriptions(data: unknown): void {
-    const list = (data as { subscriptions?: unknown } | null)?.subscriptions;
-    if (Array.isArray(list) && list.every((key) => typeof key === "string")) this.subscriptions = list;
-  }
-
   private onEstablished(): void {
     this.established = true;
     this.everOpened = true;
@@ -463,24 +374,10 @@ export class StreamConnection {
 
   // --- waiting, polling, visibility
 
-  private wait(ms: number): Promise<void> {
-    if (ms <= 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        if (this.waitTimer !== null) this.globals.clearTimeout(this.waitTimer);
-        this.waitTimer = null;
-        this.wakeWait = null;
-        resolve();
-      };
-      this.wakeWait = done;
-      this.waitTimer = this.globals.setTimeout(done, ms);
-    });
-  }
-
   private onVisibility(): void {
     if (this.closed || !this.globals.visibility?.isVisible()) return;
     // Back in front of the user: do not make them sit out a long backoff.
-    this.wakeWait?.();
+    this.delay.wake();
     this.poller?.now();
   }
 
@@ -499,32 +396,10 @@ export class StreamConnection {
     this.status = status;
     this.sink.onStatus(status, this.failures, this.lastError);
   }
-
-  private streamUrl(base: string, cursor: string | null): string {
-    const extra: string[] = [];
-    if (this.subscriptions.length > 0 && !/[?&]subscribe=/.test(base)) {
-      extra.push(`subscribe=${encodeURIComponent(this.subscriptions.join(","))}`);
-    }
-    // Only the native mode: EventSource cannot send the header on a first open.
-    if (cursor !== null) extra.push(`last_event_id=${encodeURIComponent(cursor)}`);
-    if (extra.length === 0) return base;
-    return `${base}${base.includes("?") ? "&" : "?"}${extra.join("&")}`;
-  }
 }
 
-function parseData(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return { raw: text };
-  }
-}
-
-function evictionError(data: unknown): HeraldError {
-  const body = (data ?? {}) as { code?: unknown; message?: unknown };
-  return new HeraldError("evicted", typeof body.message === "string" ? body.message : "the stream was evicted", {
-    ...(typeof body.code === "string" ? { code: body.code } : {}),
-  });
+function networkError(): HeraldError {
+  return new HeraldError("network", "the stream could not be opened");
 }
 
 function asError(error: unknown): HeraldError {

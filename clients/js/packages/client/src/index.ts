@@ -2,7 +2,7 @@ export { HeraldClient, type EventData } from "./HeraldClient";
 export { HeraldError, type HeraldErrorKind } from "./HeraldError";
 export { streamTokenUrl, type StreamTokenOptions } from "./streamTokenUrl";
 export { backoffCeiling, fullJitterDelay, DEFAULT_BACKOFF, type BackoffPolicy } from "./backoff";
-export { GATEWAY_EVENTS } from "./StreamConnection";
+export { GATEWAY_EVENTS } from "./gatewayEvents";
 export type {
   ChannelLike,
   EventSourceLike,

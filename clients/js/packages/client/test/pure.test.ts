@@ -6,6 +6,7 @@ import { Deduper } from "../src/Deduper";
 import { HeraldError } from "../src/HeraldError";
 import { parseRetryAfter } from "../src/retryAfter";
 import { StateStore } from "../src/StateStore";
+import { streamUrl } from "../src/streamUrl";
 import { Watchdog } from "../src/Watchdog";
 import { useFakeClock } from "./helpers";
 
@@ -140,5 +141,17 @@ describe("Watchdog", () => {
     await vi.advanceTimersByTimeAsync(60_000);
     expect(expired).toHaveBeenCalledTimes(1);
     vi.useRealTimers();
+  });
+});
+
+describe("streamUrl", () => {
+  it.each([
+    ["/s", [], null, "/s"],
+    ["/s", ["novel:1", "novel:2"], null, "/s?subscribe=novel%3A1%2Cnovel%3A2"],
+    ["/s?token=t", ["novel:1"], "5-0", "/s?token=t&subscribe=novel%3A1&last_event_id=5-0"],
+    ["/s?token=t&subscribe=novel%3A9", ["novel:1"], null, "/s?token=t&subscribe=novel%3A9"],
+    ["https://gw/s", [], "1-2", "https://gw/s?last_event_id=1-2"],
+  ])("%s with %j and cursor %j → %s", (base, subscriptions, cursor, url) => {
+    expect(streamUrl(base, subscriptions, cursor)).toBe(url);
   });
 });
