@@ -298,3 +298,24 @@ def test_the_client_s_native_eventsource_mode_against_the_same_server() -> None:
 def health(gateway: GatewayProcess) -> dict[str, Any]:
     body: dict[str, Any] = httpx.get(f"{gateway.url}/api/v1/events/health", timeout=10).json()
     return body
+
+
+def test_the_client_bundle_streams_inside_a_web_worker() -> None:
+    """No DOM assumptions: the served bundle runs in a dedicated worker (Web Locks and
+    BroadcastChannel exist there too, so it still shares one stream per browser)."""
+    with running_gateway(QUIET) as gateway:
+        jwt = gateway.token("worker-pat")
+        with run_driver("worker_client.mjs", ["--gateway", gateway.url, "--jwt", jwt]) as driver:
+            driver.wait_for(lambda e: e.get("kind") == "state" and e.get("status") == "open", 20, "open")
+            cursor = created(gateway, "worker-pat", "in-a-worker")
+            seen = driver.wait_for(
+                lambda e: e.get("kind") == "event" and e.get("id") == cursor, 10, "the event"
+            )
+            problems = errors(driver)
+            driver.finish()
+
+    assert problems == []
+    assert seen["data"]["task_id"] == "in-a-worker"
+    states = [e for e in driver.entries if e.get("kind") == "state"]
+    assert {e["dom"] for e in states} == {"undefined"}
+    assert states[-1]["role"] == "leader"
