@@ -1,4 +1,4 @@
-"""The demo page listens for exactly the names the server sends, through the client bundle the gateway serves."""
+"""The demo page listens for exactly the names the server sends, through the served client bundle."""
 
 from __future__ import annotations
 
