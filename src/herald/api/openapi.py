@@ -67,8 +67,21 @@ STREAM_OPERATION: dict[str, Any] = {
                 "description": "a malformed subscription key (`SUBSCRIPTION_INVALID`)",
                 "content": {"application/json": {"schema": _ERROR_REF}},
             },
+            "429": {
+                "description": (
+                    "too many stream opens for this user or client address (`RATE_LIMIT_EXCEEDED`), "
+                    "or the user's open streams are at the per-user limit (`SSE_CONNECTION_LIMIT`); "
+                    "`Retry-After` says when to try again"
+                ),
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            },
             "503": {
-                "description": "the gateway is shutting down or overloaded",
+                "description": (
+                    "`SERVER_OVERLOAD`: this node is full (`fallback: polling`) or shutting down; "
+                    "`AUTH_UNAVAILABLE`: keys or the resource authorizer cannot be reached"
+                ),
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
                 "content": {"application/json": {"schema": _ERROR_REF}},
             },
         },
