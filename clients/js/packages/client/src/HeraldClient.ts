@@ -131,6 +131,9 @@ export class HeraldClient {
         this.broadcast({ type: "cursor", cursor });
       },
       onStatus: (status, attempt, lastError) => {
+        // A closing leader says nothing: the next tab takes over, and a
+        // "closed" from here would only reach the others as a stale state.
+        if (this.closed) return;
         this.setStatus(status, attempt, lastError);
         this.broadcastStatus();
       },
@@ -224,7 +227,6 @@ export class HeraldClient {
   }
 
   private setStatus(status: ConnectionStatus, attempt: number, lastError: HeraldError | null): void {
-    if (this.closed) return;
     this.store.update({ status, attempt, lastError });
   }
 

@@ -74,6 +74,8 @@ describe("one stream per browser", () => {
     const stream = (await gateway.next()).stream();
     stream.send(established("1-0", false, "none") + event("2-0", "task.created", {}));
     await flush();
+    const seenBySecond: string[] = [];
+    second.subscribe((state) => seenBySecond.push(state.status));
     first.close();
     // No time passes: the lock goes to the waiting tab as soon as it is released.
     await flush();
@@ -87,6 +89,7 @@ describe("one stream per browser", () => {
     await flush();
     expect(heard).toEqual(["3-0"]);
     expect(second.getState().status).toBe("open");
+    expect(seenBySecond).not.toContain("closed");
     second.close();
     expect(hub.openChannels).toBe(0);
   });
