@@ -77,17 +77,6 @@ class KafkaSourceStats(SourceStats):
     #: Records behind the high watermark, over this node's partitions.
     lag: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            **SourceStats.as_dict(self),
-            "ignored": self.ignored,
-            "dead_lettered": self.dead_lettered,
-            "retries": self.retries,
-            "commits": self.commits,
-            "partitions": self.partitions,
-            "lag": self.lag,
-        }
-
 
 class _Stopping(Exception):
     """The source is stopping while a record is still unhandled: do not commit past it."""

@@ -146,16 +146,6 @@ class OutboxSourceStats(SourceStats):
     #: Rows pending after the last batch (0 when it was not full).
     backlog: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            **SourceStats.as_dict(self),
-            "ignored": self.ignored,
-            "batches": self.batches,
-            "retries": self.retries,
-            "deleted": self.deleted,
-            "backlog": self.backlog,
-        }
-
 
 class OutboxSource:
     name = "outbox"
