@@ -17,6 +17,7 @@ from operator import attrgetter
 import structlog
 
 from herald.bus.base import AppendResult, BusRecord, Listener, Replay
+from herald.bus.listeners import Listeners
 from herald.events.message import SSEMessage
 from herald.wire.cursor import Cursor, next_cursor
 from herald.wire.encoder import event_frame
@@ -50,7 +51,7 @@ class MemoryBus:
         self._last = origin
         self._idempotency: dict[str, Cursor] = {}
         self._idempotency_expiry: deque[tuple[int, str]] = deque()
-        self._listeners: list[Listener] = []
+        self._listeners = Listeners()
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -76,13 +77,7 @@ class MemoryBus:
         return len(self._records) - self._start
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.subscribe(listener)
 
     async def append(
         self, message: SSEMessage, data_json: bytes, *, idempotency_key: str | None = None
@@ -108,11 +103,7 @@ class MemoryBus:
             self._idempotency[idempotency_key] = cursor
             self._idempotency_expiry.append((now_ms + self._idem_window_ms, idempotency_key))
         self._trim(now_ms)
-        for listener in tuple(self._listeners):
-            try:
-                listener(record)
-            except Exception:  # a listener's bug must not undo an append that succeeded
-                log.exception("bus_listener_failed", cursor=cursor_text)
+        self._listeners.deliver(record)
         return AppendResult(cursor)
 
     async def replay(self, after: Cursor) -> Replay:

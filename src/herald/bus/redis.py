@@ -55,6 +55,7 @@ from redis.asyncio import Redis
 
 from herald.bus import redis_scripts
 from herald.bus.base import AppendResult, BusRecord, Listener, Replay
+from herald.bus.listeners import Listeners
 from herald.bus.redis_entry import entry_fields, pairs, record_from_entry
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.keys import Keyspace
@@ -115,7 +116,7 @@ class RedisBus:
         self._append_script = commands.register_script(redis_scripts.APPEND)
         self._open_script = commands.register_script(redis_scripts.OPEN)
         self._replay_script = commands.register_script(redis_scripts.REPLAY_PAGE)
-        self._listeners: list[Listener] = []
+        self._listeners = Listeners()
         #: Called (on the loop) when this node's listeners may have missed records.
         self.on_discontinuity: list[Callable[[str], None]] = []
         self._origin = ""
@@ -174,13 +175,7 @@ class RedisBus:
         return self._origin
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.subscribe(listener)
 
     # --- writing
 
@@ -357,11 +352,7 @@ class RedisBus:
             recent[record.cursor] = record
             if len(recent) > self._recent_max:
                 recent.popitem(last=False)
-            for listener in tuple(self._listeners):
-                try:
-                    listener(record)
-                except Exception:  # one listener's bug must not starve the others
-                    log.exception("bus_listener_failed", cursor=str(record.cursor))
+            self._listeners.deliver(record)
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
