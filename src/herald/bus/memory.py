@@ -14,15 +14,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 
-import structlog
-
 from herald.bus.base import AppendResult, BusRecord, Listener, Replay
 from herald.bus.listeners import Listeners
 from herald.events.message import SSEMessage
 from herald.wire.cursor import Cursor, next_cursor
 from herald.wire.encoder import event_frame
-
-log = structlog.get_logger(__name__)
 
 _CURSOR_OF = attrgetter("cursor")
 #: Trimmed records are removed from the front of the list in chunks of at least this.
