@@ -329,3 +329,13 @@ async def test_an_empty_last_event_id_is_no_cursor() -> None:
     await flushed()
     assert sink.events()[0][2]["replay_miss"] == "none"
     assert manager.stats.replay_misses == 0
+
+
+async def test_expiry_entries_of_closed_streams_do_not_pile_up() -> None:
+    _, manager = await make_manager()
+    for _ in range(3000):
+        conn, _ = await connect(manager, expires_at=10**12)
+        conn.connection_lost()
+    assert len(manager) == 0
+    manager._expire()
+    assert len(manager._expiries) == 0

@@ -390,6 +390,12 @@ class ConnectionManager:
     def _expire(self) -> None:
         now = self._clock()
         expiries = self._expiries
+        if len(expiries) > 2 * len(self.index.all) + 1024:
+            # Streams that closed before their token expired leave entries behind;
+            # under churn (reconnect storms, hour-long tokens) they would pile up.
+            live = self.index.all
+            self._expiries = expiries = [entry for entry in expiries if entry[1] in live]
+            heapq.heapify(expiries)
         while expiries and expiries[0][0] <= now:
             _, conn_id = heapq.heappop(expiries)
             conn = self.index.all.get(conn_id)
