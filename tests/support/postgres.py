@@ -14,8 +14,10 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +40,9 @@ def postgres_bin() -> Path:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    def __init__(self, *, synchronous_commit: bool = False) -> None:
+        #: On, a commit the client saw survives a ``kill -9`` of the server.
+        self.synchronous_commit = synchronous_commit
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="herald-pg-"))
         self.data = self.dir / "data"
@@ -73,7 +77,8 @@ class PostgresServer:
                       "-E", "UTF8", "--no-sync", "--no-instructions")  # fmt: skip
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+            f"-c synchronous_commit={'on' if self.synchronous_commit else 'off'} "
+            "-c full_page_writes=off -c max_connections=100"
         )
         self._run(str(binary / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log_path),
                   "-w", "-t", "30", "start")  # fmt: skip
@@ -85,10 +90,37 @@ class PostgresServer:
             self._run(str(postgres_bin() / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
             self.running = False
 
+    def kill(self, timeout: float = 30.0) -> None:
+        """``kill -9`` of the postmaster; returns once its backends have gone too (they notice
+        the postmaster's death), so :meth:`start` can run again on the same data."""
+        if not self.running:
+            return
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        # The postmaster is not ours to reap: wait until whoever adopted it has (a zombie
+        # still holds its pid, and the next postmaster refuses a lock file naming a live pid).
+        while _cluster_processes(self.data) or Path(f"/proc/{pid}").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL processes of {self.data} outlived the postmaster")
+            time.sleep(0.05)
+        self.running = False
+
     def close(self) -> None:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _cluster_processes(data: Path) -> list[int]:
+    """Processes that still hold ``data`` as their working directory (the server's own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "cwd") == str(data):
+                    found.append(int(entry.name))
+    return found
 
 
 @contextlib.contextmanager

@@ -52,10 +52,13 @@ class RedisServer:
     otherwise a restart comes back empty.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="herald-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
+        #: An append-only file (fsync every second): what Redis acknowledged survives
+        #: a ``kill -9`` of the server (the kernel keeps what it was written).
+        self.appendonly = appendonly
 
     @property
     def url(self) -> str:
@@ -77,7 +80,8 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", "everysec",
                 "--dir", str(self.dir),
                 "--dbfilename", "dump.rdb",
                 "--logfile", str(self.log_path),
@@ -118,6 +122,12 @@ class RedisServer:
         self.process = None
         if not save:
             (self.dir / "dump.rdb").unlink(missing_ok=True)
+
+    def wipe(self) -> None:
+        """Delete the stopped server's data (dump and append-only files): the next start is empty."""
+        assert self.process is None, "stop or kill the server first"
+        (self.dir / "dump.rdb").unlink(missing_ok=True)
+        shutil.rmtree(self.dir / "appendonlydir", ignore_errors=True)
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): connections stay open and nothing answers."""
