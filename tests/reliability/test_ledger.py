@@ -31,11 +31,7 @@ def _account(deliveries: list[Delivery], connects: list[Connect]) -> dict[str, o
     ledger = _ledger()
     outcome = account("c", "a", ledger, list(ledger.meant_for), deliveries, connects,
                       first_connect=0, fault_at=2.5, restored_at=3.0)  # fmt: skip
-    return (
-        vars(outcome)
-        if hasattr(outcome, "__dict__")
-        else {f: getattr(outcome, f) for f in outcome.__dataclass_fields__}
-    )
+    return asdict(outcome)
 
 
 def test_everything_once_in_order_is_clean() -> None:
