@@ -56,3 +56,23 @@ def test_the_collector_exposes_readings_with_bounded_labels() -> None:
     assert samples[("herald_backend_up", (("backend", "bus:memory"),))] == 1
     labels = {name for f in families.values() for s in f.samples for name in s.labels}
     assert labels <= {"reason", "code", "source", "priority", "outcome", "backend", "le"}
+
+
+async def test_the_registry_counts_the_loops_tasks_and_the_processs_memory_and_files() -> None:
+    """The soak (docs/reliability.md) watches these level off: a leak of tasks, memory or
+    sockets per connection shows in them."""
+
+    def scrape() -> dict[str, float]:
+        text = exposition(registry_for(Readings)).decode()
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+    import asyncio
+
+    before = scrape()
+    assert before["process_resident_memory_bytes"] > 0
+    assert before["process_open_fds"] > 0
+    blocker = asyncio.Event()
+    extra = [asyncio.create_task(blocker.wait()) for _ in range(5)]
+    assert scrape()["herald_asyncio_tasks"] == before["herald_asyncio_tasks"] + 5
+    blocker.set()
+    await asyncio.gather(*extra)

@@ -10,11 +10,12 @@ connection id, so the number of series does not grow with traffic.
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -208,11 +209,27 @@ def _histogram(name: str, doc: str, histogram: Histogram) -> HistogramMetricFami
     return family
 
 
+class RuntimeCollector(Collector):
+    """The event loop's tasks: a number that must level off under steady traffic (a task
+    leaked per connection or per request shows here first; docs/reliability.md)."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped from outside the loop (a thread): nothing to count
+            return
+        yield _gauge("herald_asyncio_tasks", "asyncio tasks alive in the node's event loop", tasks)
+
+
 def registry_for(read: Callable[[], Readings]) -> CollectorRegistry:
     """A registry of its own (not the process-global one), so several gateways in one
-    process (tests, embedding) never collide."""
+    process (tests, embedding) never collide. It also carries the process's own numbers
+    (``process_resident_memory_bytes``, ``process_open_fds``, CPU seconds) and the event
+    loop's task count."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HeraldCollector(read))
+    registry.register(RuntimeCollector())
+    ProcessCollector(registry=registry)
     return registry
 
 
