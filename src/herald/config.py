@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     keepalive_timeout_seconds: float = Field(5.0, gt=0)
     max_header_bytes: int = Field(16 * 1024, ge=1024)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    #: Worker processes serving the same port (``herald serve --workers``); 0: one per core.
+    #: With the memory bus and more than one worker, the log lives in a private
+    #: ``redis-server`` that Herald starts (docs/operations.md, "Worker processes").
+    workers: int = Field(0, ge=0, le=256)
+    #: Each worker also listens alone on ``worker_port_base + id - 1`` (its own metrics,
+    #: health and streams); 0: on a free port each, named in the logs. Unset: no such port.
+    worker_port_base: int | None = Field(None, ge=0, le=65535)
+    #: The ``redis-server`` binary started for the shared log of several workers on the memory bus.
+    embedded_redis_server: str = "redis-server"
 
     # --- authentication
     jwt_secret: str | None = None
@@ -115,6 +124,27 @@ class Settings(BaseSettings):
     #: Processed rows are deleted this long after they were delivered.
     outbox_retention_seconds: float = Field(7 * 24 * 3600.0, gt=0)
 
+    # --- lifecycle events (docs/events.md, "Lifecycle events"; docs/operations.md)
+    #: Announce ``connection.opened`` / ``connection.closed`` per user: ``redis`` (to a
+    #: Redis Stream), ``kafka`` (to a topic), or ``off``. Needs a Redis (``lifecycle_redis_url``),
+    #: where the nodes decide each transition once, even with the memory bus.
+    lifecycle_events: Literal["off", "redis", "kafka"] = "off"
+    #: The Redis of presence state and of the lifecycle stream; ``redis_url`` when unset.
+    lifecycle_redis_url: str | None = None
+    #: The Redis Stream the events go to; ``{prefix}:lifecycle`` when unset (keep a
+    #: ``{hash tag}`` shared with the prefix on a Redis Cluster).
+    lifecycle_stream: str | None = Field(None, min_length=1)
+    #: The stream is trimmed (approximately) to this many entries.
+    lifecycle_stream_maxlen: int = Field(100_000, ge=100)
+    lifecycle_kafka_topic: str = Field("herald.lifecycle", min_length=1)
+    #: Kafka for the lifecycle topic; ``kafka_bootstrap`` when unset.
+    lifecycle_kafka_bootstrap: str | None = None
+    #: A user whose last stream closed is announced gone only if no stream of theirs
+    #: opens within this (a reconnect, a rolling restart), so a blip is not a disconnect.
+    lifecycle_grace_seconds: float = Field(15.0, ge=0, le=3600)
+    #: How often each node looks for users whose grace ran out, or whose node vanished.
+    lifecycle_sweep_seconds: float = Field(1.0, gt=0, le=60)
+
     # --- streams
     heartbeat_seconds: float = Field(15.0, gt=0)
     #: The ``retry:`` the stream opens with: how long a browser waits before reconnecting.
@@ -194,6 +224,12 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("kafka_topics must name at least one topic")
         return value
+
+    @model_validator(mode="after")
+    def _lifecycle_kafka_needs_bootstrap(self) -> Settings:
+        if self.lifecycle_events == "kafka" and not (self.lifecycle_kafka_bootstrap or self.kafka_bootstrap):
+            raise ValueError("lifecycle_events 'kafka' needs lifecycle_kafka_bootstrap or kafka_bootstrap")
+        return self
 
     @model_validator(mode="after")
     def _authorizer_needs_url(self) -> Settings:
