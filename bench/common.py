@@ -81,6 +81,8 @@ def server_command(name: str, gc_log: str | None = None) -> tuple[list[str], dic
                 "HERALD_MAX_CLIENTS": "0",
                 "HERALD_CONNECT_RATE_PER_USER": "0",
                 "HERALD_CONNECT_RATE_PER_IP": "0",
+                # One process: the per-worker comparison is bench.workers's.
+                "HERALD_WORKERS": "1",
             }
         )
         watched = [sys.executable, "-m", "bench.gcwatch", "herald", *cmd[1:]]

@@ -39,35 +39,55 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (0 picks a free one)")] = None,
     config: ConfigOption = None,
     demo: Annotated[bool, typer.Option("--demo", help="Simulate AI tasks for the demo page")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=0, help="Worker processes on the same port (default: one per core; 0: the same)"
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway."""
-    from herald.gateway import Gateway
     from herald.obs.logs import configure_logging
-    from herald.server.runner import Extra, run
+    from herald.server.runner import demo_extras, run
+    from herald.server.supervisor import available_cpus, run_workers
+    from herald.server.workers import WorkersRefused, plan_workers
 
-    overrides: dict[str, Any] = {"host": host, "port": port}
+    overrides: dict[str, Any] = {"host": host, "port": port, "workers": workers}
     if demo:
         overrides["demo"] = True
     settings = _settings(config, **overrides)
     generated = settings.jwt_secret is None
     if generated:
         # Nothing configured: a secret for this run only, printed so that
-        # ``herald token`` / ``herald publish`` in another shell can share it.
+        # ``herald token`` / ``herald publish`` in another shell can share it
+        # (and shared by every worker).
         settings = settings.model_copy(update={"jwt_secret": secrets.token_urlsafe(32)})
+    from herald.server.embedded_redis import find_redis_server
+
+    try:
+        plan = plan_workers(
+            settings.workers,
+            cpus=available_cpus(),
+            bus=settings.bus,
+            redis_server_found=find_redis_server(settings.embedded_redis_server) is not None,
+        )
+    except WorkersRefused as exc:
+        typer.echo(f"herald: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if plan.workers > 1:
+        configure_logging(settings.log_level, settings.log_format, {"role": "supervisor"})
+        code = run_workers(settings, plan, on_ready=lambda url: _banner(settings, url, generated))
+        raise typer.Exit(code)
     configure_logging(settings.log_level, settings.log_format)
-    extras: list[Extra] = []
-    if settings.demo:
-        from herald.sources.simulator import run_simulator
+    if plan.note:
+        import structlog
 
-        async def simulate(gateway: Gateway) -> None:
-            await run_simulator(gateway.publish)
-
-        extras.append(simulate)
+        structlog.get_logger("herald.server").warning("herald_workers_reduced", reason=plan.note)
     from herald.adapter import MappingInvalid
     from herald.errors import BusUnavailable
 
     try:
-        run(settings, extras=extras, on_ready=lambda url: _banner(settings, url, generated))
+        run(settings, extras=demo_extras(settings), on_ready=lambda url: _banner(settings, url, generated))
     except BusUnavailable as exc:  # a node does not come up without its log
         typer.echo(f"herald: {exc.message} (check HERALD_REDIS_URL)", err=True)
         raise typer.Exit(1) from None

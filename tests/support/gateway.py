@@ -32,6 +32,8 @@ class GatewayProcess:
     log_path: Path
     secret: str = SECRET
     env: dict[str, str] = field(default_factory=dict)
+    #: The ``herald_listening`` line (with ``--workers N``: each worker's pid and own port).
+    listening: dict[str, Any] = field(default_factory=dict)
 
     def token(
         self,
@@ -94,6 +96,8 @@ def start_gateway(
         "HERALD_LOG_LEVEL": "info",
         "HERALD_LOG_FORMAT": "json",
         "PYTHONUNBUFFERED": "1",
+        # One process, as the tests of one node expect; the worker tests ask for more.
+        "HERALD_WORKERS": "1",
         **(env or {}),
     }
     log_file = tempfile.NamedTemporaryFile(prefix="herald-", suffix=".log", delete=False)  # noqa: SIM115
@@ -129,6 +133,7 @@ def start_gateway(
         process=process,
         log_path=Path(log_file.name),
         env=dict(env or {}),
+        listening=info,
     )
 
 

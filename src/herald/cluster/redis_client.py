@@ -125,14 +125,17 @@ class RedisConnections:
         return client
 
     def subscriber(self) -> Redis:
+        # TCP keepalive notices a dead peer; a Unix socket (the workers' embedded log)
+        # has none to notice, and its connections take no such option.
+        keepalive = {} if self.url.startswith("unix:") else {"socket_keepalive": True}
         client: Redis = Redis.from_url(
             self.url,
             socket_timeout=None,
             socket_connect_timeout=self.timeout,
-            socket_keepalive=True,
             retry=_no_retry(),
             client_name=self.name,
             maint_notifications_config=_no_maintenance_notifications(),
+            **keepalive,
         )
         self._own.append(client)
         return client

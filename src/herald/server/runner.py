@@ -35,21 +35,50 @@ def install_event_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def demo_extras(settings: Settings) -> list[Extra]:
+    """The demo simulator, when the settings ask for it."""
+    if not settings.demo:
+        return []
+    from herald.sources.simulator import run_simulator
+
+    async def simulate(gateway: Gateway) -> None:
+        await run_simulator(gateway.publish)
+
+    return [simulate]
+
+
 async def serve(
     settings: Settings,
     *,
     extras: list[Extra] | None = None,
     on_ready: Callable[[str], None] | None = None,
+    reuse_port: bool = False,
+    private_port: int | None = None,
 ) -> None:
+    """Serve until SIGTERM/SIGINT. ``reuse_port``: share the port with the other workers
+    (SO_REUSEPORT); ``private_port``: also listen there alone (a worker's own port)."""
     loop = asyncio.get_running_loop()
     gateway = Gateway(settings)
     app = create_app(gateway, manage_gateway=False)
     await gateway.start()
     ctx = ServerContext(loop=loop, gateway=gateway, app=app, settings=settings)
     server = await loop.create_server(
-        lambda: HttpProtocol(ctx), settings.host, settings.port, backlog=4096, reuse_address=True
+        lambda: HttpProtocol(ctx),
+        settings.host,
+        settings.port,
+        backlog=4096,
+        reuse_address=True,
+        reuse_port=reuse_port or None,
     )
-    watch_for_dead_peers(server, settings.dead_peer_seconds)
+    servers = [server]
+    if private_port is not None:
+        servers.append(
+            await loop.create_server(
+                lambda: HttpProtocol(ctx), settings.host, private_port, backlog=1024, reuse_address=True
+            )
+        )
+    for listening in servers:
+        watch_for_dead_peers(listening, settings.dead_peer_seconds)
     host, port = server.sockets[0].getsockname()[:2]
     ctx.server_address = (str(host), int(port))
     background = [loop.create_task(extra(gateway)) for extra in extras or []]
@@ -60,14 +89,22 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # One machine-readable line on stdout, for scripts and tests that wait for it.
-    sys.stdout.write(orjson.dumps({"event": "herald_listening", "host": host, "port": port}).decode() + "\n")
+    listening_line: dict[str, object] = {"event": "herald_listening", "host": host, "port": port}
+    if private_port is not None:
+        listening_line["private_port"] = servers[1].sockets[0].getsockname()[1]
+    sys.stdout.write(orjson.dumps(listening_line).decode() + "\n")
     sys.stdout.flush()
-    log.info("herald_listening", url=f"http://{host}:{port}", bus=settings.bus)
+    log.info(
+        "herald_listening",
+        url=f"http://{host}:{port}",
+        bus=settings.bus,
+        **({"private_port": listening_line["private_port"]} if private_port is not None else {}),
+    )
     if on_ready is not None:
         on_ready(f"http://{host}:{port}")
 
     await stop.wait()
-    await shutdown(server, ctx, background)
+    await shutdown(servers, ctx, background)
 
 
 def watch_for_dead_peers(server: asyncio.Server, seconds: float) -> None:
@@ -85,15 +122,21 @@ def watch_for_dead_peers(server: asyncio.Server, seconds: float) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
 
 
-async def shutdown(server: asyncio.Server, ctx: ServerContext, background: list[asyncio.Task[None]]) -> None:
+async def shutdown(
+    servers: list[asyncio.Server], ctx: ServerContext, background: list[asyncio.Task[None]]
+) -> None:
     grace = ctx.settings.shutdown_grace_seconds
     log.info("herald_shutdown_started", connections=len(ctx.protocols), grace_s=grace)
     # 1. Stop accepting new connections; idle keep-alive ones close now, busy ones
     #    after their response, so no client sends a new request to this node.
-    server.close()
+    for server in servers:
+        server.close()
     for protocol in list(ctx.protocols):
         protocol.shutdown()
-    # 2. Tell every stream when to come back (jittered) and close it.
+    # 2. Events the coalesce throttle holds go to the bus now, so the open streams carry
+    #    them before they close; then tell every stream when to come back (jittered) and close it.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(ctx.gateway.flush_held(), timeout=max(1.0, grace))
     await ctx.gateway.manager.shutdown(grace)
     for task in background:
         task.cancel()
@@ -106,8 +149,9 @@ async def shutdown(server: asyncio.Server, ctx: ServerContext, background: list[
     for protocol in list(ctx.protocols):
         if protocol.transport is not None:
             protocol.transport.abort()
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+    for server in servers:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), timeout=1.0)
     # 5. Stop the gateway: sources, then the bus.
     await ctx.gateway.stop()
     log.info("herald_shutdown_complete")
