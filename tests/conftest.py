@@ -18,6 +18,12 @@ settings.load_profile("ci")
 
 @pytest.fixture(scope="session")
 def gateway() -> Iterator[GatewayProcess]:
-    """One shared gateway with a short heartbeat, for tests that do not restart it."""
-    with running_gateway({"HERALD_HEARTBEAT_SECONDS": "0.5"}) as process:
+    """One shared gateway with a short heartbeat, for tests that do not restart it.
+
+    Its coalesce throttle is off: tests here publish coalescible events in quick
+    succession to see a slow connection's queue coalesce them; the throttle has
+    gateways of its own (tests/integration/test_throttle_gateway.py)."""
+    with running_gateway(
+        {"HERALD_HEARTBEAT_SECONDS": "0.5", "HERALD_COALESCE_INTERVAL_SECONDS": "0"}
+    ) as process:
         yield process

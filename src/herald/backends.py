@@ -25,7 +25,7 @@ from herald.cluster.redis_client import RedisConnections
 from herald.cluster.redis_counting import RedisConnectionCounter
 from herald.cluster.redis_leases import RedisStreamTokenLeases
 from herald.config import Settings
-from herald.sources.incoming import Publish, Source
+from herald.sources.incoming import Offer, Publish, Source, offer_from
 from herald.sources.kafka import KafkaSource
 from herald.sources.outbox import OutboxSource
 from herald.sources.redis_pubsub import RedisPubSubSource
@@ -92,9 +92,12 @@ def build_redis_bus(settings: Settings, redis: RedisConnections, keys: Keyspace)
 
 
 def build_sources(
-    settings: Settings, publish: Publish, node: str
+    settings: Settings, publish: Publish, node: str, offer: Offer | None = None
 ) -> tuple[list[Source], RedisConnections | None]:
     """The sources the settings ask for, and the Redis clients they read through.
+
+    ``offer``: the publish path that does not wait out the coalesce throttle, for the
+    sources that pipeline (Kafka, outbox); ``publish`` for the others.
 
     Raises :class:`herald.adapter.MappingInvalid` when a source that maps domain
     events (Kafka, outbox) is configured and ``mapping_file`` cannot be used.
@@ -124,12 +127,13 @@ def build_sources(
         )
     if settings.kafka_bootstrap or settings.outbox_dsn:
         adapter = Adapter(load_mapping(settings.mapping_file))
+        offering = offer or offer_from(publish)
         if settings.kafka_bootstrap:
-            sources.append(build_kafka_source(settings, publish, adapter, node))
+            sources.append(build_kafka_source(settings, offering, adapter, node))
         if settings.outbox_dsn:
             sources.append(
                 OutboxSource(
-                    publish,
+                    offering,
                     adapter,
                     dsn=settings.outbox_dsn,
                     table=settings.outbox_table,
@@ -141,10 +145,10 @@ def build_sources(
     return sources, redis
 
 
-def build_kafka_source(settings: Settings, publish: Publish, adapter: Adapter, node: str) -> KafkaSource:
+def build_kafka_source(settings: Settings, offer: Offer, adapter: Adapter, node: str) -> KafkaSource:
     assert settings.kafka_bootstrap is not None
     return KafkaSource(
-        publish,
+        offer,
         adapter,
         bootstrap=settings.kafka_bootstrap,
         topics=settings.kafka_topics,

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     replay_max_events: int = Field(100_000, ge=1)
     idempotency_window_seconds: float = Field(600.0, gt=0)
     max_event_bytes: int = Field(64 * 1024, ge=256)
+    #: Events with a ``coalesce`` key go out at most once per this many seconds per key
+    #: (scope, key, coalesce): the first at once, the newest of the rest when the interval
+    #: ends (docs/architecture.md, D23). 0: off.
+    coalesce_interval_seconds: float = Field(1.0, ge=0, le=60)
 
     # --- Redis (the redis bus, and the Redis sources)
     redis_url: str = "redis://127.0.0.1:6379/0"

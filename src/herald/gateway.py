@@ -5,6 +5,7 @@ embedding Herald) needs, with no web framework in sight."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import random
@@ -22,6 +23,7 @@ from herald.auth.stream_tokens import StreamTokens, stream_key
 from herald.auth.tokens import TokenVerifier, bearer_token
 from herald.backends import build_backends, build_sources, node_name
 from herald.bus.base import AppendResult, EventBus
+from herald.bus.throttle import Offered, Throttle
 from herald.cluster.control import Answer, Command, NodeControl, SingleNodeControl
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_control import RedisNodeControl
@@ -124,7 +126,9 @@ class Gateway:
             backends.stream_token_leases,
             ttl_seconds=settings.stream_token_ttl_seconds,
         )
-        self.sources, self._source_redis = build_sources(settings, self.publish, self.node)
+        #: Events with a coalesce key pass here before the bus: at most one per key per interval.
+        self.throttle = Throttle(self._append, settings.coalesce_interval_seconds)
+        self.sources, self._source_redis = build_sources(settings, self.publish, self.node, self.offer)
         self.authorizer: ResourceAuthorizer = authorizer or build_authorizer(settings)
         self.control: NodeControl = (
             RedisNodeControl(backends.redis, Keyspace(settings.redis_prefix), self.node)
@@ -158,6 +162,8 @@ class Gateway:
             await source.start()
 
     async def stop(self) -> None:
+        # Held events go to the bus first, so sources then commit past them.
+        await self.flush_held()
         for source in self.sources:
             await source.stop()
         await self.manager.stop()
@@ -174,9 +180,49 @@ class Gateway:
     # --- publishing
 
     async def publish(self, message: SSEMessage, *, idempotency_key: str | None = None) -> AppendResult:
-        """Append ``message`` to the bus; every path in answers with a cursor or an error."""
+        """Append ``message`` to the bus; every path in answers with a cursor or an error.
+
+        An event the coalesce throttle holds is answered when it goes out (its
+        cursor) or is superseded (the cursor carrying the newer content,
+        ``coalesced=True``): within the interval, or :class:`BusUnavailable` if the
+        bus does not take it in time (it stays held, and is appended when it can be)."""
+        offered = await self.offer(message, idempotency_key=idempotency_key)
+        if offered.result is not None:
+            return offered.result
+        try:
+            async with asyncio.timeout(self._held_answer_seconds):
+                return await offered.wait()
+        except TimeoutError:
+            raise BusUnavailable(
+                "the event is held for its coalesce interval and the bus has not taken it yet",
+                retry_after=1,
+            ) from None
+
+    async def offer(self, message: SSEMessage, *, idempotency_key: str | None = None) -> Offered:
+        """Hand ``message`` to the publish path: returns once it is in the bus, or held by
+        the coalesce throttle (``Offered.pending`` settles when it is appended or
+        superseded). For sources that go on with their next record meanwhile."""
         data_json = encode_data(message, self.settings.max_event_bytes)
-        result = await self.bus.append(message, data_json, idempotency_key=idempotency_key)
+        return await self.throttle.offer(message, data_json, idempotency_key)
+
+    async def flush_held(self) -> None:
+        """Append every event the throttle holds now; later ones go straight through.
+        Bounded: what the bus does not take within 5 s stays unappended (and its sources
+        uncommitted)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self.throttle.close()
+
+    @property
+    def _held_answer_seconds(self) -> float:
+        return self.throttle.interval + max(2.0, 2 * self.settings.redis_timeout_seconds)
+
+    async def _append(
+        self, message: SSEMessage, data_json: bytes, idempotency_key: str | None, superseded: Sequence[str]
+    ) -> AppendResult:
+        result = await self.bus.append(
+            message, data_json, idempotency_key=idempotency_key, superseded_keys=superseded
+        )
         if not result.duplicate:
             kind = self._source_label(message.source)
             self.events_in[kind] = self.events_in.get(kind, 0) + 1
@@ -513,6 +559,7 @@ class Gateway:
             "bus": {"backend": self.settings.bus, "healthy": healthy},
             "accepting": self.manager.accepting,
             "sources": {source.name: source.stats.as_dict() for source in self.sources},
+            "throttle": {**self.throttle.stats.as_dict(), "holding": self.throttle.holding()},
         }
 
     def readiness(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from herald.bus.base import BusRecord, EventBus
+from herald.bus.base import AppendResult, BusRecord, EventBus
 from herald.events.message import SSEMessage, build_message, encode_data
 from herald.wire.cursor import Cursor, parse_cursor
 from tests.contracts.conftest import BusFactory, FakeClock
@@ -165,3 +165,27 @@ async def test_unsubscribe_stops_delivery(make_bus: BusFactory) -> None:
 def test_cursor_text_round_trips() -> None:
     cursor = Cursor(1767225600000, 3)
     assert parse_cursor(str(cursor)) == cursor
+
+
+async def test_superseded_keys_answer_the_cursor_that_replaced_them(make_bus: BusFactory) -> None:
+    """The throttle's keys: events superseded before they were appended are remembered with
+    the cursor of the event that carried the newer content, unless that append is itself a
+    duplicate, and a key already known keeps its first cursor."""
+    bus = await started(make_bus)
+    known = await append(bus, 0, idempotency_key="k0")
+    carried = await append(bus, 2, idempotency_key="k2", superseded_keys=["k1", "k0"])  # type: ignore[arg-type]
+    assert await bus.append(msg(1), b"{}", idempotency_key="k1") == AppendResult(carried, duplicate=True)
+    assert await bus.append(msg(0), b"{}", idempotency_key="k0") == AppendResult(known, duplicate=True)
+    # A duplicate append records none of its superseded keys.
+    message = msg(3)
+    again = await bus.append(
+        message, encode_data(message, 65536), idempotency_key="k2", superseded_keys=["k9"]
+    )
+    assert again == AppendResult(carried, duplicate=True)
+    fresh = await bus.append(message, encode_data(message, 65536), idempotency_key="k9")
+    assert not fresh.duplicate
+    # Without a key of its own, an append still records those it superseded.
+    plain = await bus.append(message, encode_data(message, 65536), superseded_keys=["k5"])
+    assert await bus.append(message, b"{}", idempotency_key="k5") == AppendResult(
+        plain.cursor, duplicate=True
+    )

@@ -36,7 +36,7 @@ async def bus() -> SwitchableBus:
 @pytest.fixture
 async def source(kafka_broker: KafkaBroker, topic: str, bus: SwitchableBus) -> AsyncIterator[KafkaSource]:
     kafka = KafkaSource(
-        bus.publish,
+        bus.offer,
         Adapter(default_mapping()),
         bootstrap=kafka_broker.bootstrap,
         topics=[topic],

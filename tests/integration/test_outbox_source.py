@@ -44,7 +44,7 @@ async def table(db: asyncpg.Connection) -> str:
 def outbox(
     server: PostgresServer, table: str, bus: SwitchableBus, *, poll_seconds: float = 30.0, **kw: Any
 ) -> OutboxSource:
-    return OutboxSource(bus.publish, ADAPTER, dsn=server.dsn, table=table, poll_seconds=poll_seconds, **kw)
+    return OutboxSource(bus.offer, ADAPTER, dsn=server.dsn, table=table, poll_seconds=poll_seconds, **kw)
 
 
 async def statuses(db: asyncpg.Connection, table: str) -> dict[str, int]:

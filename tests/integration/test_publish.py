@@ -49,8 +49,9 @@ async def test_a_published_event_is_accepted_with_its_cursor(gateway: GatewayPro
         )
         assert response.status_code == 202, response.text
         answer = response.json()
-        assert set(answer) == {"id", "duplicate"}
+        assert set(answer) == {"id", "duplicate", "coalesced"}
         assert answer["duplicate"] is False
+        assert answer["coalesced"] is False  # the first event of its coalesce key goes out at once
         assert CURSOR.fullmatch(answer["id"])
         event = await stream.next()
         assert event.id == answer["id"]
@@ -78,8 +79,8 @@ async def test_a_repeated_idempotency_key_publishes_once(gateway: GatewayProcess
         other = await api.post_event(body(key=user, idempotency_key=unique("idem")), gateway.publisher_token)
         assert [r.status_code for r in (first, again, changed, other)] == [202] * 4
         assert first.json()["duplicate"] is False
-        assert again.json() == {"id": first.json()["id"], "duplicate": True}
-        assert changed.json() == {"id": first.json()["id"], "duplicate": True}
+        assert again.json() == {"id": first.json()["id"], "duplicate": True, "coalesced": False}
+        assert changed.json() == {"id": first.json()["id"], "duplicate": True, "coalesced": False}
         assert other.json()["duplicate"] is False
         assert other.json()["id"] != first.json()["id"]
         marker = await api.marker()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from herald.bus.base import AppendResult
 from herald.bus.memory import MemoryBus
+from herald.bus.throttle import Offered
 from herald.errors import BusUnavailable
 from herald.events.message import SSEMessage, encode_data
 
@@ -32,3 +33,7 @@ class SwitchableBus:
     @property
     def messages(self) -> list[SSEMessage]:
         return [record.message for record in self.bus.records()]
+
+    async def offer(self, message: SSEMessage, *, idempotency_key: str | None = None) -> Offered:
+        """``Gateway.offer`` with no throttle: every event is in the bus when it returns."""
+        return Offered(await self.publish(message, idempotency_key=idempotency_key))

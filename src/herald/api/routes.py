@@ -61,6 +61,14 @@ async def publish(
 
     Needs a bearer JWT with the `publisher` role. Answers with the event's
     cursor; a repeated `idempotency_key` answers the first event's cursor.
+
+    An event with a `coalesce` key goes out at most once per
+    `HERALD_COALESCE_INTERVAL_SECONDS` per (scope, key, coalesce): the first at
+    once, later ones held and the newest appended when the interval ends. The
+    answer to a held event comes when it is appended (its cursor) or replaced by
+    a newer one (that one's cursor, `coalesced: true`): within the interval. If
+    the bus cannot take it by then, 503: the event stays held and is appended
+    when the bus is back; a retry with the same `idempotency_key` answers it.
     """
     gateway = _gateway(request)
     await gateway.authenticate_publisher(authorization)
@@ -74,7 +82,7 @@ async def publish(
         source="http",
     )
     result = await gateway.publish(message, idempotency_key=body.idempotency_key)
-    return PublishResponse(id=str(result.cursor), duplicate=result.duplicate)
+    return PublishResponse(id=str(result.cursor), duplicate=result.duplicate, coalesced=result.coalesced)
 
 
 @router.post(

@@ -27,8 +27,16 @@ class PublishRequest(BaseModel):
 
 
 class PublishResponse(BaseModel):
-    id: str = Field(description="the event's cursor: its SSE `id`")
+    id: str = Field(
+        description="the event's cursor: its SSE `id`; when `coalesced`, the cursor of the newer "
+        "event with the same coalesce key that went out in its place"
+    )
     duplicate: bool = Field(description="true when the idempotency key was seen before")
+    coalesced: bool = Field(
+        False,
+        description="true when the event was held by the coalesce throttle and a newer one with "
+        "the same coalesce key, scope and key replaced it before it went out",
+    )
 
 
 class StreamTokenResponse(BaseModel):
@@ -61,6 +69,11 @@ class Health(BaseModel):
     sources: dict[str, dict[str, int]] = Field(
         default_factory=dict,
         description="per source: messages received, published, duplicates, rejected (bad), failed",
+    )
+    throttle: dict[str, int] = Field(
+        default_factory=dict,
+        description="the coalesce throttle: events held, superseded, released, retries; "
+        "`holding`: keys holding an event now",
     )
 
 

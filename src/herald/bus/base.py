@@ -21,6 +21,8 @@ Replay
 Idempotency
     An ``idempotency_key`` seen within the idempotency window appends
     nothing and answers with the first append's cursor and ``duplicate=True``.
+    ``superseded_keys`` given with an append are remembered as if they had been
+    that append's own keys (a key already known keeps its cursor).
 
 Failure
     A backend that cannot reach its store raises
@@ -52,8 +54,14 @@ class BusRecord:
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
+    """Where an event is in the log. ``duplicate``: its idempotency key was seen
+    before, and ``cursor`` is the first event's. ``coalesced``: the event was held
+    by the throttle and superseded by a newer one with the same coalesce key,
+    which went out at ``cursor`` (:mod:`herald.bus.throttle`)."""
+
     cursor: Cursor
     duplicate: bool = False
+    coalesced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +79,17 @@ class EventBus(Protocol):
     async def stop(self) -> None: ...
 
     async def append(
-        self, message: SSEMessage, data_json: bytes, *, idempotency_key: str | None = None
-    ) -> AppendResult: ...
+        self,
+        message: SSEMessage,
+        data_json: bytes,
+        *,
+        idempotency_key: str | None = None,
+        superseded_keys: Sequence[str] = (),
+    ) -> AppendResult:
+        """``superseded_keys``: idempotency keys of events this one replaced before they
+        were appended (the throttle's); recorded with this event's cursor, unless the
+        append is a duplicate or a key is known already."""
+        ...
 
     async def replay(self, after: Cursor) -> Replay: ...
 

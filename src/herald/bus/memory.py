@@ -76,17 +76,30 @@ class MemoryBus:
         return self._listeners.subscribe(listener)
 
     async def append(
-        self, message: SSEMessage, data_json: bytes, *, idempotency_key: str | None = None
+        self,
+        message: SSEMessage,
+        data_json: bytes,
+        *,
+        idempotency_key: str | None = None,
+        superseded_keys: Sequence[str] = (),
     ) -> AppendResult:
-        return self.append_now(message, data_json, idempotency_key=idempotency_key)
+        return self.append_now(
+            message, data_json, idempotency_key=idempotency_key, superseded_keys=superseded_keys
+        )
 
     def append_now(
-        self, message: SSEMessage, data_json: bytes, *, idempotency_key: str | None = None
+        self,
+        message: SSEMessage,
+        data_json: bytes,
+        *,
+        idempotency_key: str | None = None,
+        superseded_keys: Sequence[str] = (),
     ) -> AppendResult:
         """``append`` without the coroutine, for callers already on the loop."""
         now_ms = self._now_ms()
-        if idempotency_key is not None:
+        if idempotency_key is not None or superseded_keys:
             self._expire_idempotency(now_ms)
+        if idempotency_key is not None:
             first = self._idempotency.get(idempotency_key)
             if first is not None:
                 return AppendResult(first, duplicate=True)
@@ -96,8 +109,10 @@ class MemoryBus:
         self._records.append(record)
         self._last = cursor
         if idempotency_key is not None:
-            self._idempotency[idempotency_key] = cursor
-            self._idempotency_expiry.append((now_ms + self._idem_window_ms, idempotency_key))
+            self._remember(idempotency_key, cursor, now_ms)
+        for key in superseded_keys:
+            if key not in self._idempotency:
+                self._remember(key, cursor, now_ms)
         self._trim(now_ms)
         self._listeners.deliver(record)
         return AppendResult(cursor)
@@ -129,6 +144,10 @@ class MemoryBus:
             del records[:start]
             start = 0
         self._start = start
+
+    def _remember(self, key: str, cursor: Cursor, now_ms: int) -> None:
+        self._idempotency[key] = cursor
+        self._idempotency_expiry.append((now_ms + self._idem_window_ms, key))
 
     def _expire_idempotency(self, now_ms: int) -> None:
         expiry = self._idempotency_expiry

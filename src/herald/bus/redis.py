@@ -180,17 +180,24 @@ class RedisBus:
     # --- writing
 
     async def append(
-        self, message: SSEMessage, data_json: bytes, *, idempotency_key: str | None = None
+        self,
+        message: SSEMessage,
+        data_json: bytes,
+        *,
+        idempotency_key: str | None = None,
+        superseded_keys: Sequence[str] = (),
     ) -> AppendResult:
         keys = [self._keys.log, self._keys.meta]
         if idempotency_key is not None:
             keys.append(self._keys.idempotency(idempotency_key))
+        keys.extend(self._keys.idempotency(key) for key in superseded_keys)
         args: list[Any] = [
             self._now_arg(),
             self._window_ms,
             self._max_events,
             self._idempotency_ms,
             self._head.ms,
+            len(superseded_keys),
             *entry_fields(message, data_json),
         ]
         try:

@@ -106,13 +106,19 @@ return {origin, redis.call('HGET', KEYS[2], 'floor'), last_generated(KEYS[1])}
 """
 )
 
-#: KEYS: log, meta[, idempotency key].
-#: ARGV: now, window_ms, max_events, idempotency_window_ms, hint_ms, field, value, ...
+#: KEYS: log, meta[, idempotency key][, superseded keys...].
+#: ARGV: now, window_ms, max_events, idempotency_window_ms, hint_ms, superseded key count,
+#: field, value, ...
+#: Superseded keys (the throttle's, :mod:`herald.bus.throttle`) are remembered with the
+#: new entry's id unless the append is a duplicate or the key is known (``SET NX``).
 #: Returns {cursor, duplicate (0/1), origin}.
 APPEND: Final = (
     _COMMON
     + r"""
-local log, meta, idem = KEYS[1], KEYS[2], KEYS[3]
+local log, meta = KEYS[1], KEYS[2]
+local superseded = tonumber(ARGV[6])
+local idem = nil
+if #KEYS - 2 > superseded then idem = KEYS[3] end
 local now = now_ms(ARGV[1])
 local origin = ensure_log(log, meta, now, tonumber(ARGV[5]))
 if idem then
@@ -124,18 +130,22 @@ if idem then
 end
 local id
 if ARGV[1] == '' then
-  id = redis.call('XADD', log, '*', unpack(ARGV, 6))
+  id = redis.call('XADD', log, '*', unpack(ARGV, 7))
 else
   -- The caller's clock, kept monotonic as Redis keeps its own: never below the newest id.
-  id = redis.pcall('XADD', log, string.format('%.0f-*', now), unpack(ARGV, 6))
+  id = redis.pcall('XADD', log, string.format('%.0f-*', now), unpack(ARGV, 7))
   if type(id) == 'table' and id.err then
     local last_ms = parse_id(last_generated(log))
-    id = redis.call('XADD', log, string.format('%.0f-*', last_ms), unpack(ARGV, 6))
+    id = redis.call('XADD', log, string.format('%.0f-*', last_ms), unpack(ARGV, 7))
   end
 end
+local window = tonumber(ARGV[4])
+local remembered = id .. ' ' .. string.format('%.0f', now + window)
 if idem then
-  local window = tonumber(ARGV[4])
-  redis.call('SET', idem, id .. ' ' .. string.format('%.0f', now + window), 'PX', window)
+  redis.call('SET', idem, remembered, 'PX', window)
+end
+for i = #KEYS - superseded + 1, #KEYS do
+  redis.call('SET', KEYS[i], remembered, 'PX', window, 'NX')
 end
 trim(log, meta, now, tonumber(ARGV[2]), tonumber(ARGV[3]))
 return {id, 0, origin}

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import orjson
 
 from herald.bus.base import AppendResult
+from herald.bus.throttle import Offered
 from herald.errors import InvalidEvent
 from herald.events.message import SSEMessage, build_message
 
@@ -34,6 +35,23 @@ class Publish(Protocol):
     def __call__(
         self, message: SSEMessage, *, idempotency_key: str | None = None
     ) -> Awaitable[AppendResult]: ...
+
+
+class Offer(Protocol):
+    """``Gateway.offer``: hand a message to the publish path; returns once it is in the bus
+    or held by the coalesce throttle (:class:`herald.bus.throttle.Offered`), so a source
+    can go on with its next record and commit past this one once it is settled."""
+
+    def __call__(self, message: SSEMessage, *, idempotency_key: str | None = None) -> Awaitable[Offered]: ...
+
+
+def offer_from(publish: Publish) -> Offer:
+    """An :class:`Offer` that waits for every event to be appended (no throttle)."""
+
+    async def offer(message: SSEMessage, *, idempotency_key: str | None = None) -> Offered:
+        return Offered(await publish(message, idempotency_key=idempotency_key))
+
+    return offer
 
 
 class Source(Protocol):

@@ -21,6 +21,13 @@ Poison records never stop a partition
     and is counted; the partition moves on. A record whose type has no rule
     is counted (``ignored``) and skipped.
 
+Held events do not hold the partition
+    An event the coalesce throttle holds (:mod:`herald.bus.throttle`) is
+    settled within its interval: appended, or superseded by a newer one that
+    is. The source goes on with the next records meanwhile, and the offset it
+    commits stops at the oldest record not settled yet: a crash during the
+    interval re-reads it, so the latest value of a key is never lost.
+
 Transient failures stop, never skip
     While the bus is unavailable (or the dead-letter topic cannot be
     written) the record is retried with capped exponential backoff; nothing
@@ -37,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -47,10 +55,12 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from herald.adapter import Adapter, PoisonRecord
+from herald.bus.base import AppendResult
+from herald.bus.throttle import Offered
 from herald.cluster.backoff import reconnect_delay
 from herald.errors import HeraldError
 from herald.events.message import SSEMessage
-from herald.sources.incoming import Publish, SourceStats
+from herald.sources.incoming import Offer, SourceStats
 
 log = structlog.get_logger("herald.sources.kafka")
 
@@ -76,6 +86,10 @@ class KafkaSourceStats(SourceStats):
     partitions: int = 0
     #: Records behind the high watermark, over this node's partitions.
     lag: int = 0
+    #: Records whose event the coalesce throttle held (then appended, or superseded).
+    held: int = 0
+    #: Held records superseded by a newer event with the same coalesce key.
+    coalesced: int = 0
 
 
 class _Stopping(Exception):
@@ -95,7 +109,7 @@ class KafkaSource:
 
     def __init__(
         self,
-        publish: Publish,
+        offer: Offer,
         adapter: Adapter,
         *,
         bootstrap: str,
@@ -111,7 +125,7 @@ class KafkaSource:
         self.topics = list(topics)
         self.group = group
         self.bootstrap = bootstrap
-        self._publish = publish
+        self._offer = offer
         self._adapter = adapter
         self._client_id = client_id
         self._dlq_template = dlq_topic
@@ -126,8 +140,11 @@ class KafkaSource:
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        #: Next offset to commit per partition: every record before it is in the bus.
+        #: Next offset per partition after the records handled: every record before it
+        #: is in the bus, or held by the throttle (``_held``).
         self._processed: dict[TopicPartition, int] = {}
+        #: Per partition, the records whose event the throttle holds, oldest first.
+        self._held: dict[TopicPartition, deque[tuple[int, Offered]]] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._revoked: set[TopicPartition] = set()
         self._unpinned: set[TopicPartition] = set()
@@ -219,6 +236,7 @@ class KafkaSource:
         consumer, producer = self._consumer, self._producer
         self._consumer = self._producer = None
         self._processed.clear()
+        self._held.clear()
         self._committed.clear()
         self.assigned.clear()
         for client in (consumer, producer):
@@ -238,7 +256,9 @@ class KafkaSource:
                     if tp in self._revoked or tp not in consumer.assignment():
                         break
                     async with self._in_hand:
-                        await self._handle(tp, record)
+                        offered = await self._handle(tp, record)
+                        if offered is not None and not offered.settled:
+                            self._held.setdefault(tp, deque()).append((record.offset, offered))
                         self._processed[tp] = record.offset + 1
             self._update_lag(consumer)
             await self._commit()
@@ -258,36 +278,63 @@ class KafkaSource:
 
     # --- one record
 
-    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> Offered | None:
+        """Map and offer one record; what became of its event (``None``: nothing to append)."""
         source = idempotency_key(tp.topic, tp.partition, record.offset)
         self.stats.received += 1
         try:
             message = self._adapter.map_raw(record.value, source=source)
         except PoisonRecord as exc:
             await self._dead_letter(record, source, exc.message, exc.event_type)
-            return
+            return None
         if message is None:
             self.stats.ignored += 1
-            return
-        await self._append(record, source, message)
+            return None
+        return await self._append(record, source, message)
 
-    async def _append(self, record: ConsumerRecord[Any, Any], source: str, message: SSEMessage) -> None:
+    async def _append(
+        self, record: ConsumerRecord[Any, Any], source: str, message: SSEMessage
+    ) -> Offered | None:
         attempt = 0
         while True:
             try:
-                result = await self._publish(message, idempotency_key=source)
+                offered = await self._offer(message, idempotency_key=source)
             except HeraldError as exc:
                 if not exc.retriable:
                     await self._dead_letter(record, source, f"{exc.code}: {exc.message}", message.event)
-                    return
+                    return None
                 await self._pause(attempt, "kafka_append_retry", source=source, code=exc.code)
                 attempt += 1
                 continue
-            if result.duplicate:
-                self.stats.duplicates += 1
+            if offered.result is not None:
+                self._count(offered.result)
             else:
-                self.stats.published += 1
-            return
+                assert offered.pending is not None
+                self.stats.held += 1
+                offered.pending.add_done_callback(self._count_settled)
+            return offered
+
+    def _count(self, result: AppendResult) -> None:
+        if result.coalesced:
+            self.stats.coalesced += 1
+        elif result.duplicate:
+            self.stats.duplicates += 1
+        else:
+            self.stats.published += 1
+
+    def _count_settled(self, pending: asyncio.Future[AppendResult]) -> None:
+        if not pending.cancelled() and pending.exception() is None:
+            self._count(pending.result())
+
+    def _committable(self, tp: TopicPartition) -> int | None:
+        """The offset to commit for ``tp``: past every record handled, but not past the
+        oldest one whose held event is not in the bus (nor superseded by one that is)."""
+        held = self._held.get(tp)
+        while held and _in_bus(held[0][1]):
+            held.popleft()
+        if held:
+            return held[0][0]
+        return self._processed.get(tp)
 
     async def _dead_letter(
         self, record: ConsumerRecord[Any, Any], source: str, error: str, event_type: str | None
@@ -338,11 +385,11 @@ class KafkaSource:
         if not force and now - self._last_commit < self._commit_interval:
             return
         wanted = set(only) if only is not None else set(self._processed)
-        offsets = {
-            tp: offset
-            for tp, offset in self._processed.items()
-            if tp in wanted and self._committed.get(tp) != offset
-        }
+        offsets = {}
+        for tp in wanted:
+            offset = self._committable(tp)
+            if offset is not None and self._committed.get(tp) != offset:
+                offsets[tp] = offset
         self._last_commit = now
         if not offsets:
             return
@@ -389,14 +436,19 @@ class KafkaSource:
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self._revoked |= revoked
         # Let the record in hand finish (bounded: a bus that is away must not stall the group).
+        # Then for the records the throttle holds: settled within its interval.
         with contextlib.suppress(asyncio.TimeoutError):
             async with asyncio.timeout(_REVOKE_WAIT_SECONDS):
                 await self._in_hand.acquire()
                 self._in_hand.release()
+                held = [o.pending for tp in revoked for _, o in self._held.get(tp, ()) if o.pending]
+                if held:
+                    await asyncio.wait(held)
         with contextlib.suppress(KafkaError):
             await self._commit(force=True, only=revoked)
         for tp in revoked:
             self._processed.pop(tp, None)
+            self._held.pop(tp, None)
             self._committed.pop(tp, None)
         self._revoked -= revoked
 
@@ -418,6 +470,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._source._on_assigned(set(assigned))
+
+
+def _in_bus(offered: Offered) -> bool:
+    pending = offered.pending
+    if pending is None:
+        return True
+    return pending.done() and not pending.cancelled() and pending.exception() is None
 
 
 async def _finish(task: asyncio.Task[None], grace_seconds: float = 5.0) -> None:

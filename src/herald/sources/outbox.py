@@ -14,6 +14,11 @@ Herald polls the table:
   dies before that commit releases its rows to the next poll, and the
   append, idempotent on ``outbox:{table}:{id}``, makes the second delivery a
   duplicate the bus absorbs.
+- **Held events keep their batch open.** An event the coalesce throttle holds
+  (:mod:`herald.bus.throttle`) settles within its interval (appended, or
+  superseded by a newer one that is); the batch's transaction waits for its
+  held events before marking the rows, so a crash meanwhile leaves them
+  pending. A batch costs at most one interval more, however many rows it holds.
 - **Rows failing the mapping are marked ``failed``** with the error, never
   retried; rows whose type has no rule are marked ``ignored``. While the
   bus is unavailable the transaction is rolled back (the rows stay
@@ -44,9 +49,11 @@ import orjson
 import structlog
 
 from herald.adapter import Adapter, PoisonRecord
+from herald.bus.base import AppendResult
+from herald.bus.throttle import Offered
 from herald.cluster.backoff import reconnect_delay
 from herald.errors import HeraldError
-from herald.sources.incoming import Publish, SourceStats
+from herald.sources.incoming import Offer, SourceStats
 
 log = structlog.get_logger("herald.sources.outbox")
 
@@ -145,6 +152,9 @@ class OutboxSourceStats(SourceStats):
     deleted: int = 0
     #: Rows pending after the last batch (0 when it was not full).
     backlog: int = 0
+    #: Rows whose held event was superseded by a newer one with the same coalesce key
+    #: (marked processed: the newer content is in the bus).
+    coalesced: int = 0
 
 
 class OutboxSource:
@@ -152,7 +162,7 @@ class OutboxSource:
 
     def __init__(
         self,
-        publish: Publish,
+        offer: Offer,
         adapter: Adapter,
         *,
         dsn: str,
@@ -164,7 +174,7 @@ class OutboxSource:
         self.table = _checked(table)
         self.channel = notify_channel(table)
         self._dsn = dsn
-        self._publish = publish
+        self._offer = offer
         self._adapter = adapter
         self._batch = batch
         self._poll_seconds = poll_seconds
@@ -263,6 +273,7 @@ class OutboxSource:
 
     async def _append_rows(self, rows: list[asyncpg.Record]) -> _Outcome:
         outcome = _Outcome()
+        held: list[tuple[int, Offered]] = []
         for row in rows:
             row_id: int = row["id"]
             source = f"outbox:{self.table}:{row_id}"
@@ -279,14 +290,19 @@ class OutboxSource:
                 outcome.ignored.append(row_id)
                 continue
             try:
-                result = await self._publish(message, idempotency_key=source)
+                offered = await self._offer(message, idempotency_key=source)
             except HeraldError as exc:
                 if exc.retriable:
                     raise
                 outcome.failed.append((row_id, f"{exc.code}: {exc.message}"))
                 log.warning("outbox_row_failed", id=row_id, reason=exc.message)
                 continue
-            (outcome.duplicates if result.duplicate else outcome.published).append(row_id)
+            if offered.result is not None:
+                outcome.add(row_id, offered.result)
+            else:
+                held.append((row_id, offered))
+        for row_id, offered in held:
+            outcome.add(row_id, await offered.wait())
         return outcome
 
     async def _mark(self, connection: asyncpg.Connection, outcome: _Outcome) -> None:
@@ -314,8 +330,9 @@ class OutboxSource:
         stats = self.stats
         received = len(outcome.published) + len(outcome.duplicates) + len(outcome.ignored)
         stats.received += received + len(outcome.failed)
-        stats.published += len(outcome.published)
+        stats.published += len(outcome.published) - outcome.coalesced
         stats.duplicates += len(outcome.duplicates)
+        stats.coalesced += outcome.coalesced
         stats.ignored += len(outcome.ignored)
         stats.rejected += len(outcome.failed)
         if received or outcome.failed:
@@ -337,13 +354,20 @@ class OutboxSource:
 class _Outcome:
     """What became of each row of a batch, by id."""
 
-    __slots__ = ("duplicates", "failed", "ignored", "published")
+    __slots__ = ("coalesced", "duplicates", "failed", "ignored", "published")
 
     def __init__(self) -> None:
+        #: Of the published, how many were superseded by a newer event of their coalesce key.
+        self.coalesced = 0
         self.published: list[int] = []
         self.duplicates: list[int] = []
         self.ignored: list[int] = []
         self.failed: list[tuple[int, str]] = []
+
+    def add(self, row_id: int, result: AppendResult) -> None:
+        if result.coalesced:
+            self.coalesced += 1
+        (self.duplicates if result.duplicate else self.published).append(row_id)
 
 
 async def _finish(task: asyncio.Task[None], grace_seconds: float = 5.0) -> None:
