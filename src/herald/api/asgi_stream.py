@@ -109,8 +109,8 @@ def asgi_stream_endpoint(gateway: Gateway) -> object:
             # Starlette routes HEAD here too; a stream that never ends is no answer to it.
             await _NOT_GET(scope, receive, send)
             return
-        request = StreamRequest.from_asgi(scope)
         try:
+            request = StreamRequest.from_asgi(scope)
             grant = await gateway.admit_stream(
                 authorization=request.authorization,
                 stream_token=request.token,

@@ -12,11 +12,13 @@ from urllib.parse import parse_qs
 import structlog
 from starlette.types import Scope
 
+from herald.errors import RequestInvalid
 from herald.manager.connection import Connection
 
 log = structlog.get_logger("herald.stream")
 
 _MAX_LOGGED_CHARS = 200
+_MAX_FIELDS = 50
 _WANTED = frozenset((b"authorization", b"last-event-id", b"user-agent", b"origin", b"x-forwarded-for"))
 
 
@@ -42,7 +44,10 @@ class StreamRequest:
             lname = name.lower()
             if lname in _WANTED and lname not in wanted:
                 wanted[lname] = value.decode("latin-1")
-        params = parse_qs(query.decode("latin-1"), keep_blank_values=True, max_num_fields=50)
+        try:
+            params = parse_qs(query.decode("latin-1"), keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+        except ValueError:  # more fields than allowed: refused, never an unanswered request
+            raise RequestInvalid(f"a stream request takes at most {_MAX_FIELDS} query parameters") from None
         token = params.get("token", [None])[0]
         subscribe = ",".join(params["subscribe"]) if "subscribe" in params else None
         # The header wins: it is what EventSource sends on its own reconnects,

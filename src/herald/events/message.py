@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from herald.errors import EventTooLarge, InvalidEvent
-from herald.events.names import check_event_name, check_key, check_scope
+from herald.events.names import check_event_name, check_key, check_scope, encodable
 from herald.types import Priority
 
 PROTOCOL_VERSION = "1.0"
@@ -61,8 +61,8 @@ def build_message(
         except KeyError:
             raise InvalidEvent("priority must be high, normal or low", field="priority") from None
     for name, tag in (("coalesce", coalesce), ("source", source)):
-        if tag is not None and not (0 < len(tag) <= MAX_TAG_CHARS):
-            raise InvalidEvent(f"{name} must be 1-{MAX_TAG_CHARS} characters", field=name)
+        if tag is not None and not (0 < len(tag) <= MAX_TAG_CHARS and encodable(tag)):
+            raise InvalidEvent(f"{name} must be 1-{MAX_TAG_CHARS} characters of valid text", field=name)
     return SSEMessage(event, scope, key, data, priority, coalesce, source)
 
 

@@ -17,9 +17,12 @@ _WORD = r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*"
 EVENT_NAME: Final = re.compile(rf"{_WORD}\.{_WORD}")
 SCOPE_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 #: Ids of users, sessions and resources: no whitespace, commas or control characters,
-#: so that ``novel:42,novel:7`` lists and SSE lines stay unambiguous.
-ROUTING_KEY: Final = re.compile(r"[^\s,\x00-\x1f\x7f]{1,256}")
+#: so that ``novel:42,novel:7`` lists and SSE lines stay unambiguous; and no lone
+#: surrogates (JSON's ``"\ud800"`` decodes to one), which no UTF-8 encoder, Redis's
+#: client included, can write.
+ROUTING_KEY: Final = re.compile(r"[^\s,\x00-\x1f\x7f\ud800-\udfff]{1,256}")
 MAX_EVENT_NAME_CHARS: Final = 100
+_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 
 #: Prefixes only the gateway itself emits.
 RESERVED_PREFIXES: Final = ("connection.",)
@@ -34,6 +37,11 @@ RESERVED_NAMES: Final = frozenset(
         "error.server-overload",
     }
 )
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode text, i.e. has a UTF-8 encoding (no lone surrogates)."""
+    return _SURROGATE.search(text) is None
 
 
 def check_event_name(name: str, *, internal: bool = False) -> str:

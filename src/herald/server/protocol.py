@@ -279,10 +279,11 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _open_stream(self, request: Request) -> None:
         gateway = self.ctx.gateway
-        stream_request = StreamRequest.parse(
-            request.query, request.headers, self.client[0] if self.client else None
-        )
+        stream_request: StreamRequest | None = None
         try:
+            stream_request = StreamRequest.parse(
+                request.query, request.headers, self.client[0] if self.client else None
+            )
             if not gateway.manager.accepting:
                 raise ServerOverload("the gateway is shutting down", retry_after=1, fallback="retry")
             grant = await gateway.admit_stream(
@@ -294,7 +295,8 @@ class HttpProtocol(asyncio.Protocol):
             )
         except HeraldError as exc:
             # A page of an allowed origin must be able to read why (and Retry-After).
-            cors = stream_cors_headers(stream_request.origin, self.ctx.settings)
+            origin = stream_request.origin if stream_request is not None else None
+            cors = stream_cors_headers(origin, self.ctx.settings)
             self._write_and_close(http11.error_response(exc, cors))
             return
         except Exception:

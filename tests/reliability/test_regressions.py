@@ -1,0 +1,77 @@
+"""Bugs the reliability suite found, each pinned by a test named for what broke."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import time
+
+import httpx
+import pytest
+
+from tests.support.cluster import cluster_env, running_cluster
+from tests.support.gateway import SECRET, GatewayProcess
+from tests.support.redis import RedisServer
+
+pytestmark = pytest.mark.reliability
+
+
+def _b64(raw: bytes) -> bytes:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
+def _hs256(payload: bytes, secret: str = SECRET) -> str:
+    """A correctly signed token around an exact JSON payload (escapes PyJWT would not write)."""
+    head = _b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + _b64(payload)
+    return (head + b"." + _b64(hmac.new(secret.encode(), head, hashlib.sha256).digest())).decode()
+
+
+async def test_a_lone_surrogate_in_a_routing_key_is_refused_not_a_500_on_the_redis_bus(
+    redis_server: RedisServer,
+) -> None:
+    """JSON's "\\ud800" decodes to a lone surrogate, which Redis's client cannot encode: a
+    publish key, a JWT's sub or sid carrying one answered 500 (the Redis bus) or minted a
+    stream token. Routing keys now refuse them (422 for events, 401 for tokens)."""
+    with running_cluster(1, cluster_env(redis_server)) as (node,):
+        async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
+            publisher = {
+                "authorization": f"Bearer {node.publisher_token}",
+                "content-type": "application/json",
+            }
+            for body in (
+                b'{"event":"a.b-c","scope":"user","key":"\\ud800","data":{}}',
+                b'{"event":"a.b-c","scope":"novel","key":"x\\udc80y","data":{}}',
+            ):
+                answer = await http.post("/api/v1/events", content=body, headers=publisher)
+                assert answer.status_code == 422, answer.text
+                assert answer.json()["field"] == "key"
+            exp = int(time.time()) + 300
+            for claims in (
+                b'{"sub":"\\ud800","exp":%d}' % exp,
+                b'{"sub":"u","sid":"\\udfff","exp":%d}' % exp,
+            ):
+                bearer = {"authorization": f"Bearer {_hs256(claims)}"}
+                stream = await http.get("/api/v1/events/stream", headers=bearer)
+                assert stream.status_code == 401, stream.text
+                minted = await http.post("/api/v1/auth/sse-token", headers=bearer)
+                assert minted.status_code == 401, minted.text
+            assert not [e for e in node.logs() if e.get("level") == "error"]
+
+
+async def test_a_stream_request_with_too_many_query_fields_is_answered_not_left_open(
+    gateway: GatewayProcess,
+) -> None:
+    """parse_qs raised past 50 fields outside the admission's error handling: the request
+    was never answered and its socket held forever (no timer runs once headers are in),
+    one descriptor per request, past every connection limit. Now: 400 REQUEST_INVALID."""
+    query = "&".join(f"f{i}=1" for i in range(51))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(f"GET /api/v1/events/stream?{query} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(), 5)  # the server answers and closes
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+    assert b'"code":"REQUEST_INVALID"' in answer
