@@ -96,13 +96,14 @@ def build_sources(
 ) -> tuple[list[Source], RedisConnections | None]:
     """The sources the settings ask for, and the Redis clients they read through.
 
-    ``offer``: the publish path that does not wait out the coalesce throttle, for the
-    sources that pipeline (Kafka, outbox); ``publish`` for the others.
+    ``offer``: the publish path that does not wait out the coalesce throttle (sources go on
+    with their next record while an event is held); ``publish`` wrapped when not given.
 
     Raises :class:`herald.adapter.MappingInvalid` when a source that maps domain
     events (Kafka, outbox) is configured and ``mapping_file`` cannot be used.
     """
     sources: list[Source] = []
+    offering = offer or offer_from(publish)
     redis: RedisConnections | None = None
     if settings.redis_pubsub_source or settings.redis_stream_source:
         redis = RedisConnections(
@@ -112,13 +113,13 @@ def build_sources(
         )
     if settings.redis_pubsub_source:
         assert redis is not None
-        sources.append(RedisPubSubSource(redis, settings.redis_pubsub_channel, publish))
+        sources.append(RedisPubSubSource(redis, settings.redis_pubsub_channel, offering))
     if settings.redis_stream_source:
         assert redis is not None
         sources.append(
             RedisStreamSource(
                 redis,
-                publish,
+                offering,
                 stream=settings.redis_source_stream,
                 group=settings.redis_source_group,
                 consumer=node,
@@ -127,7 +128,6 @@ def build_sources(
         )
     if settings.kafka_bootstrap or settings.outbox_dsn:
         adapter = Adapter(load_mapping(settings.mapping_file))
-        offering = offer or offer_from(publish)
         if settings.kafka_bootstrap:
             sources.append(build_kafka_source(settings, offering, adapter, node))
         if settings.outbox_dsn:

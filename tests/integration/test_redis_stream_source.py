@@ -10,6 +10,7 @@ from herald.bus.base import AppendResult
 from herald.cluster.redis_client import RedisConnections
 from herald.errors import BusUnavailable
 from herald.events.message import SSEMessage
+from herald.sources.incoming import offer_from
 from herald.sources.redis_streams import RedisStreamSource
 from herald.wire.cursor import Cursor
 from tests.support.redis import RedisServer
@@ -37,7 +38,9 @@ async def test_an_entry_stays_pending_until_the_bus_takes_it_and_order_is_kept(
     stream = f"app:{secrets.token_hex(4)}"
     bus = FlakyBus(refusals=3)
     connections = RedisConnections(redis_server.url)
-    source = RedisStreamSource(connections, bus.publish, stream=stream, group="herald", consumer="node-1")
+    source = RedisStreamSource(
+        connections, offer_from(bus.publish), stream=stream, group="herald", consumer="node-1"
+    )
     await source.start()
     try:
         await wait_until(source.ready.is_set)

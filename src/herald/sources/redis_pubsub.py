@@ -27,11 +27,12 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from herald.bus.base import AppendResult
+from herald.bus.throttle import Offered
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.redis_client import RedisConnections, stop_reader
 from herald.errors import BusUnavailable, HeraldError
 from herald.events.message import SSEMessage
-from herald.sources.incoming import Publish, SourceStats, parse_event_json
+from herald.sources.incoming import Offer, SourceStats, parse_event_json
 
 log = structlog.get_logger("herald.sources.redis_pubsub")
 
@@ -44,10 +45,10 @@ _PUBLISH_ATTEMPTS = 5
 class RedisPubSubSource:
     name = "redis-pubsub"
 
-    def __init__(self, redis: RedisConnections, channel: str, publish: Publish) -> None:
+    def __init__(self, redis: RedisConnections, channel: str, offer: Offer) -> None:
         self.channel = channel
         self._connections = redis
-        self._publish = publish
+        self._offer = offer
         self.stats = SourceStats()
         self.subscribed = asyncio.Event()
         self._client: Redis | None = None
@@ -101,7 +102,7 @@ class RedisPubSubSource:
         try:
             incoming = parse_event_json(raw, source=f"redis-pubsub:{self.channel}")
             key = incoming.event_id or f"redis-pubsub:sha256:{hashlib.sha256(raw).hexdigest()}"
-            result = await self._append(incoming.message, key)
+            offered = await self._append(incoming.message, key)
         except BusUnavailable as exc:
             self.stats.failed += 1
             log.error("redis_pubsub_message_lost", channel=self.channel, reason=exc.message, size=len(raw))
@@ -116,15 +117,29 @@ class RedisPubSubSource:
                 size=len(raw),
             )
             return
+        # An event the coalesce throttle holds is counted when it settles; the reader goes
+        # on meanwhile (a subscriber that stops reading is cut off by Redis).
+        if offered.result is not None:
+            self._count(offered.result)
+        elif offered.pending is not None:
+            offered.pending.add_done_callback(self._count_settled)
+
+    def _count(self, result: AppendResult) -> None:
         if result.duplicate:
             self.stats.duplicates += 1
         else:
             self.stats.published += 1
 
-    async def _append(self, message: SSEMessage, key: str) -> AppendResult:
+    def _count_settled(self, pending: asyncio.Future[AppendResult]) -> None:
+        if pending.cancelled() or pending.exception() is not None:
+            self.stats.failed += 1
+        else:
+            self._count(pending.result())
+
+    async def _append(self, message: SSEMessage, key: str) -> Offered:
         for attempt in range(_PUBLISH_ATTEMPTS):
             try:
-                return await self._publish(message, idempotency_key=key)
+                return await self._offer(message, idempotency_key=key)
             except BusUnavailable:
                 if attempt + 1 == _PUBLISH_ATTEMPTS or self._stopping:
                     raise

@@ -38,10 +38,11 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from herald.bus.base import AppendResult
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.redis_client import RedisConnections, stop_reader
 from herald.errors import BusUnavailable, HeraldError, InvalidEvent
-from herald.sources.incoming import IncomingEvent, Publish, SourceStats, parse_event_body, parse_event_json
+from herald.sources.incoming import IncomingEvent, Offer, SourceStats, parse_event_body, parse_event_json
 
 log = structlog.get_logger("herald.sources.redis_streams")
 
@@ -72,7 +73,7 @@ class RedisStreamSource:
     def __init__(
         self,
         redis: RedisConnections,
-        publish: Publish,
+        offer: Offer,
         *,
         stream: str,
         group: str,
@@ -85,7 +86,9 @@ class RedisStreamSource:
         self.group = group
         self.consumer = consumer
         self._connections = redis
-        self._publish = publish
+        self._offer = offer
+        #: Acknowledgements of entries whose held event settled after the reader moved on.
+        self._acks: set[asyncio.Task[None]] = set()
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
         self._block_seconds = block_seconds
         self._batch = batch
@@ -198,7 +201,7 @@ class RedisStreamSource:
         coordinates = f"redis-stream:{self.stream}:{entry_id.decode()}"
         try:
             incoming = parse_entry(fields, source=coordinates[:256])
-            result = await self._publish(incoming.message, idempotency_key=incoming.event_id or coordinates)
+            offered = await self._offer(incoming.message, idempotency_key=incoming.event_id or coordinates)
         except BusUnavailable:
             return False
         except HeraldError as exc:
@@ -211,13 +214,36 @@ class RedisStreamSource:
                 field=exc.detail.get("field"),
             )
         else:
-            if result.duplicate:
-                self.stats.duplicates += 1
-            else:
-                self.stats.published += 1
+            if offered.pending is not None and not offered.settled:
+                # Held by the coalesce throttle: acknowledged once it is in the bus (or
+                # superseded by an event that is); the reader goes on meanwhile.
+                self.stats.received += 1
+                offered.pending.add_done_callback(lambda pending: self._settled(entry_id, pending))
+                return True
+            self._count(await offered.wait())
         self.stats.received += 1
         await client.xack(self.stream, self.group, entry_id)
         return True
+
+    def _count(self, result: AppendResult) -> None:
+        if result.duplicate:
+            self.stats.duplicates += 1
+        else:
+            self.stats.published += 1
+
+    def _settled(self, entry_id: bytes, pending: asyncio.Future[AppendResult]) -> None:
+        if pending.cancelled() or pending.exception() is not None:
+            return  # left pending: read again at the next start, or claimed by another node
+        self._count(pending.result())
+        task = asyncio.get_running_loop().create_task(self._ack(entry_id))
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+
+    async def _ack(self, entry_id: bytes) -> None:
+        try:
+            await self._connections.commands.xack(self.stream, self.group, entry_id)
+        except Exception as exc:  # unacknowledged: read again later, a duplicate the bus absorbs
+            log.info("redis_stream_ack_failed", entry_id=entry_id.decode(), error=repr(exc))
 
     async def _leave_group(self) -> None:
         """Remove this node's consumer from the group, unless it still has entries pending."""
