@@ -25,6 +25,8 @@ from herald.cluster.redis_client import RedisConnections
 from herald.cluster.redis_counting import RedisConnectionCounter
 from herald.cluster.redis_leases import RedisStreamTokenLeases
 from herald.config import Settings
+from herald.lifecycle.kafka_relay import KafkaLifecycleRelay
+from herald.lifecycle.redis_presence import RedisPresenceCounter
 from herald.sources.incoming import Offer, Publish, Source, offer_from
 from herald.sources.kafka import KafkaSource
 from herald.sources.outbox import OutboxSource
@@ -54,7 +56,9 @@ def build_backends(settings: Settings, node: str, bus: EventBus | None = None) -
         return Backends(
             bus=bus or build_memory_bus(settings),
             stream_token_leases=MemoryStreamTokenLeases(),
-            connection_counter=MemoryConnectionCounter(),
+            connection_counter=build_presence_counter(settings, node, None)
+            if settings.lifecycle_events != "off"
+            else MemoryConnectionCounter(),
         )
     redis = RedisConnections(
         settings.redis_url, timeout=settings.redis_timeout_seconds, name=f"herald:{node}"
@@ -63,14 +67,58 @@ def build_backends(settings: Settings, node: str, bus: EventBus | None = None) -
     backends = Backends(
         bus=bus or build_redis_bus(settings, redis, keys),
         stream_token_leases=RedisStreamTokenLeases(redis, keys),
-        connection_counter=RedisConnectionCounter(
-            redis, keys, lease_seconds=settings.connection_lease_seconds
-        ),
+        connection_counter=build_presence_counter(settings, node, redis)
+        if settings.lifecycle_events != "off"
+        else RedisConnectionCounter(redis, keys, lease_seconds=settings.connection_lease_seconds),
         redis=redis,
     )
     if isinstance(backends.bus, RedisBus):
         backends.bus_discontinuity = backends.bus.on_discontinuity
     return backends
+
+
+def build_presence_counter(
+    settings: Settings, node: str, bus_redis: RedisConnections | None
+) -> RedisPresenceCounter:
+    """The per-user count with lifecycle events: in ``lifecycle_redis_url`` (default: the
+    bus's Redis, or ``redis_url`` with the memory bus), where the nodes decide together."""
+    url = settings.lifecycle_redis_url or settings.redis_url
+    owned: RedisConnections | None = None
+    if bus_redis is not None and url == bus_redis.url:
+        redis = bus_redis
+    else:
+        redis = owned = RedisConnections(
+            url, timeout=settings.redis_timeout_seconds, name=f"herald:{node}:lifecycle"
+        )
+    keys = Keyspace(settings.redis_prefix)
+    relay: KafkaLifecycleRelay | None = None
+    if settings.lifecycle_events == "kafka":
+        bootstrap = settings.lifecycle_kafka_bootstrap or settings.kafka_bootstrap
+        assert bootstrap is not None  # the settings refuse kafka without one
+        stream = keys.lifecycle_outbox
+        relay = KafkaLifecycleRelay(
+            redis,
+            keys,
+            bootstrap=bootstrap,
+            topic=settings.lifecycle_kafka_topic,
+            node=node,
+            # A relay that dies is replaced when its lock lapses, as its leases do.
+            lock_seconds=settings.connection_lease_seconds,
+        )
+    else:
+        stream = settings.lifecycle_stream or keys.lifecycle
+    return RedisPresenceCounter(
+        redis,
+        keys,
+        lease_seconds=settings.connection_lease_seconds,
+        stream=stream,
+        node=node,
+        grace_seconds=settings.lifecycle_grace_seconds,
+        sweep_seconds=settings.lifecycle_sweep_seconds,
+        maxlen=settings.lifecycle_stream_maxlen,
+        relay=relay,
+        owned=owned,
+    )
 
 
 def build_memory_bus(settings: Settings) -> MemoryBus:

@@ -25,6 +25,7 @@ from herald.backends import build_backends, build_sources, node_name
 from herald.bus.base import AppendResult, EventBus
 from herald.bus.throttle import Offered, Throttle
 from herald.cluster.control import Answer, Command, NodeControl, SingleNodeControl
+from herald.cluster.counting import Presence
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_control import RedisNodeControl
 from herald.config import Settings
@@ -40,6 +41,8 @@ from herald.errors import (
     SubscriptionInvalid,
 )
 from herald.events.message import SSEMessage, encode_data
+from herald.events.names import ROUTING_KEY
+from herald.lifecycle.events import ABANDONED
 from herald.manager import frames
 from herald.manager.connection import CloseReason, Connection
 from herald.manager.limits import (
@@ -361,7 +364,7 @@ class Gateway:
         if grant.principal.stream_token_id is not None:
             await self.stream_tokens.leases.release(grant.principal.stream_token_id)
         if grant.lease_id:
-            await self.connection_counts.release(grant.principal.user_id, grant.lease_id)
+            await self.connection_counts.release(grant.principal.user_id, grant.lease_id, ABANDONED)
 
     def register_stream(self, sink: Sink, grant: StreamGrant) -> Connection:
         principal = grant.principal
@@ -396,7 +399,7 @@ class Gateway:
             # Uncount them now, so the next admission does not see them; their node
             # closes them on the command (and releases again: idempotent).
             for lease in remote:
-                self._in_background(self.connection_counts.release(user_id, lease))
+                self._in_background(self.connection_counts.release(user_id, lease, CloseReason.EVICTED))
             self._in_background(self.control.tell({"op": "evict", "user_id": user_id, "leases": remote}))
 
     def _close_evicted(self, conn: Connection) -> None:
@@ -526,7 +529,8 @@ class Gateway:
         lease = self._lease_of.pop(conn.id, None)
         if lease is not None:
             self._conn_of_lease.pop(lease[1], None)
-            self._in_background(self.connection_counts.release(*lease))
+            reason = conn.close_reason or CloseReason.CLIENT_GONE
+            self._in_background(self.connection_counts.release(*lease, reason))
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -546,6 +550,15 @@ class Gateway:
         log.warning("bus_discontinuity_streams_closed", reason=reason, connections=len(conns))
         for conn in conns:
             self.manager.send_away(conn, CloseReason.BUS_RESET)
+
+    # --- presence
+
+    async def presence(self, user_id: str) -> Presence:
+        """Whether ``user_id`` has a stream open anywhere in the cluster (and, with
+        lifecycle events on, since when they are announced present)."""
+        if not _possible_user_id(user_id):
+            return Presence(user_id, 0)  # no stream can have it: nothing to ask Redis
+        return await self.connection_counts.presence(user_id)
 
     # --- health
 
@@ -637,6 +650,15 @@ def _source_up(source: object) -> bool | None:
         if isinstance(flag, asyncio.Event):
             return flag.is_set()
     return None
+
+
+def _possible_user_id(user_id: str) -> bool:
+    """A routing key, in valid Unicode (a lone surrogate has no UTF-8 to send Redis)."""
+    try:
+        user_id.encode()
+    except UnicodeEncodeError:
+        return False
+    return ROUTING_KEY.fullmatch(user_id) is not None
 
 
 def _refusal(key: str, error: HeraldError) -> dict[str, str]:

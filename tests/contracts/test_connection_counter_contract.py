@@ -11,9 +11,10 @@ from herald.cluster.counting import ConnectionCounter, MemoryConnectionCounter
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections
 from herald.cluster.redis_counting import RedisConnectionCounter
+from herald.lifecycle.redis_presence import RedisPresenceCounter
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-presence"])
 async def counter(request: pytest.FixtureRequest) -> AsyncIterator[ConnectionCounter]:
     if request.param == "memory":
         counter: ConnectionCounter = MemoryConnectionCounter()
@@ -22,7 +23,12 @@ async def counter(request: pytest.FixtureRequest) -> AsyncIterator[ConnectionCou
         await counter.stop()
         return
     connections = RedisConnections(request.getfixturevalue("redis_server").url)
-    redis_counter = RedisConnectionCounter(connections, Keyspace(f"count-{secrets.token_hex(6)}"))
+    keys = Keyspace(f"count-{secrets.token_hex(6)}")
+    redis_counter: ConnectionCounter = (
+        RedisConnectionCounter(connections, keys)
+        if request.param == "redis"
+        else RedisPresenceCounter(connections, keys, stream=keys.lifecycle, node="n1")
+    )
     await redis_counter.start()
     yield redis_counter
     await redis_counter.stop()
@@ -61,3 +67,15 @@ async def test_leases_lists_the_users_live_leases_in_order(counter: ConnectionCo
     assert await counter.leases("u1") == ["0001-a", "0003-c"]
     assert await counter.leases("u2") == ["0000-z"]
     assert await counter.leases("nobody") == []
+
+
+async def test_presence_says_whether_the_user_has_a_stream_anywhere(counter: ConnectionCounter) -> None:
+    await counter.acquire("u1", "a")
+    await counter.acquire("u1", "b")
+    present = await counter.presence("u1")
+    assert (present.user_id, present.connected, present.connections) == ("u1", True, 2)
+    await counter.release("u1", "a", "client_gone")
+    await counter.release("u1", "b", "shutdown")
+    gone = await counter.presence("u1")
+    assert (gone.connected, gone.connections) == (False, 0)
+    assert not (await counter.presence("nobody")).connected

@@ -11,6 +11,7 @@ DEMO_PAGE: Final = "/"
 DEMO_TOKEN: Final = "/demo/token"  # noqa: S105 - a path
 DEMO_CLIENT: Final = "/demo/herald-client.js"
 SUBSCRIPTIONS: Final = f"{API}/events/subscriptions"
+PRESENCE: Final = f"{API}/events/presence"
 LIVE: Final = f"{HEALTH}/live"
 READY: Final = f"{HEALTH}/ready"
 METRICS: Final = "/metrics"

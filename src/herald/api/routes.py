@@ -14,6 +14,7 @@ from herald.api.schemas import (
     ErrorBody,
     Health,
     Liveness,
+    PresenceResponse,
     PublishRequest,
     PublishResponse,
     Readiness,
@@ -148,6 +149,38 @@ async def change_subscriptions(
         authorization=authorization, connection_id=body.connection_id, add=body.add, remove=body.remove
     )
     return SubscriptionsResponse.model_validate(change, from_attributes=True)
+
+
+@router.get(
+    paths.PRESENCE + "/{user_id:path}",
+    response_model=PresenceResponse,
+    responses={
+        401: _ERRORS[401],
+        403: _ERRORS[403],
+        503: {"model": ErrorBody, "description": "Redis cannot answer now"},
+    },
+    summary="Is this user connected anywhere?",
+    tags=["events"],
+)
+async def presence(
+    user_id: str, request: Request, authorization: Annotated[str | None, Header()] = None
+) -> PresenceResponse:
+    """Whether the user has a stream open on any node of the cluster, counted from the
+    nodes' renewed leases (a node that vanished stops counting within
+    `CONNECTION_LEASE_SECONDS`). With lifecycle events on, also since when the user is
+    announced present, and, during the grace after their last stream closed, when
+    `connection.closed` is due. Needs a bearer JWT with the `publisher` role: it is for
+    the application's services and operators, not for browsers."""
+    gateway = _gateway(request)
+    await gateway.authenticate_publisher(authorization)
+    found = await gateway.presence(user_id)
+    return PresenceResponse(
+        user_id=found.user_id,
+        connected=found.connected,
+        connections=found.connections,
+        online_since=found.online_since,
+        grace_until=found.grace_until,
+    )
 
 
 @router.get(paths.LIVE, response_model=Liveness, summary="Liveness: the process answers", tags=["operations"])

@@ -77,6 +77,22 @@ class Health(BaseModel):
     )
 
 
+class PresenceResponse(BaseModel):
+    user_id: str
+    connected: bool = Field(description="the user has at least one stream open, on any node")
+    connections: int = Field(description="the user's open streams, cluster-wide")
+    online_since: float | None = Field(
+        None,
+        description="Unix seconds: when the presence announced by `connection.opened` began "
+        "(lifecycle events on; null otherwise, or when the user is not present)",
+    )
+    grace_until: float | None = Field(
+        None,
+        description="Unix seconds, while the user has no stream but is not announced gone yet: "
+        "when `connection.closed` is due unless a stream of theirs opens first",
+    )
+
+
 class SubscriptionsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -14,10 +14,14 @@ The contract, for every implementation:
     Raises :class:`herald.errors.BusUnavailable` when the count cannot be
     known right now; the lease is then still held by this node and will be
     counted once the store is back (release it as usual).
-``release(user_id, lease_id)``
-    Stop counting it. Idempotent. Call it after ``acquire`` returned or raised.
+``release(user_id, lease_id, reason)``
+    Stop counting it; ``reason`` is why its stream closed (lifecycle events
+    report it). Idempotent. Call it after ``acquire`` returned or raised.
 ``count(user_id)``
     The user's open connections cluster-wide.
+``presence(user_id)``
+    The same count, and, where lifecycle events are kept, when the user's
+    announced presence began and when its grace ends (:class:`Presence`).
 ``leases(user_id)``
     The user's live leases cluster-wide (the per-user limit orders them: the
     gateway names leases so that they sort by opening time).
@@ -27,7 +31,27 @@ The contract, for every implementation:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Whether a user is connected anywhere in the cluster."""
+
+    user_id: str
+    #: The user's open streams, on every node.
+    connections: int
+    #: Unix seconds: when the presence announced by ``connection.opened`` began (with
+    #: lifecycle events on; ``None`` otherwise, or when the user is not present).
+    online_since: float | None = None
+    #: Unix seconds, while the user has no stream but is not announced gone yet: when
+    #: ``connection.closed`` is due unless a stream opens first.
+    grace_until: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.connections > 0
 
 
 class ConnectionCounter(Protocol):
@@ -37,11 +61,13 @@ class ConnectionCounter(Protocol):
 
     async def acquire(self, user_id: str, lease_id: str) -> int: ...
 
-    async def release(self, user_id: str, lease_id: str) -> None: ...
+    async def release(self, user_id: str, lease_id: str, reason: str = "client_gone") -> None: ...
 
     async def count(self, user_id: str) -> int: ...
 
     async def leases(self, user_id: str) -> list[str]: ...
+
+    async def presence(self, user_id: str) -> Presence: ...
 
 
 class MemoryConnectionCounter:
@@ -61,7 +87,7 @@ class MemoryConnectionCounter:
         leases.add(lease_id)
         return len(leases)
 
-    async def release(self, user_id: str, lease_id: str) -> None:
+    async def release(self, user_id: str, lease_id: str, reason: str = "client_gone") -> None:
         leases = self._leases.get(user_id)
         if leases is None:
             return
@@ -74,3 +100,6 @@ class MemoryConnectionCounter:
 
     async def leases(self, user_id: str) -> list[str]:
         return sorted(self._leases.get(user_id, ()))
+
+    async def presence(self, user_id: str) -> Presence:
+        return Presence(user_id, len(self._leases.get(user_id, ())))

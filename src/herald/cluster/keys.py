@@ -38,6 +38,36 @@ class Keyspace:
         """A sorted set of the user's connection leases, scored by expiry."""
         return self._key("conns", user_id)
 
+    def presence(self, user_id: str) -> str:
+        """A hash of the user's announced presence: ``since``, and ``empty``/``reason`` once
+        their last stream closed (lifecycle events, :mod:`herald.lifecycle`)."""
+        return self._key("presence", user_id)
+
+    @property
+    def presence_due(self) -> str:
+        """A sorted set of users, scored by when the sweeper must look at them next."""
+        return self._key("presence", "due")
+
+    @property
+    def lifecycle(self) -> str:
+        """The default Redis Stream of lifecycle events."""
+        return self._key("lifecycle")
+
+    @property
+    def lifecycle_outbox(self) -> str:
+        """Lifecycle events waiting for the relay to Kafka."""
+        return self._key("lifecycle", "outbox")
+
+    @property
+    def lifecycle_relay(self) -> str:
+        """The lock held by the one node relaying lifecycle events to Kafka."""
+        return self._key("lifecycle", "relay")
+
+    @property
+    def lifecycle_relayed(self) -> str:
+        """The id of the last lifecycle event the relay handed to Kafka."""
+        return self._key("lifecycle", "relayed")
+
     @property
     def control(self) -> str:
         """The pub/sub channel of commands between nodes (:mod:`herald.cluster.control`)."""

@@ -20,6 +20,7 @@ from typing import Final
 
 import structlog
 
+from herald.cluster.counting import Presence
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
 
@@ -110,7 +111,7 @@ class RedisConnectionCounter:
             raise
         return int(count)
 
-    async def release(self, user_id: str, lease_id: str) -> None:
+    async def release(self, user_id: str, lease_id: str, reason: str = "client_gone") -> None:
         leases = self._leases.get(user_id)
         if leases is not None:
             leases.discard(lease_id)
@@ -118,12 +119,15 @@ class RedisConnectionCounter:
                 del self._leases[user_id]
         async with self._lock:
             try:
-                await self._redis.zrem(self._keys.connections(user_id), lease_id)
+                await self._release(user_id, lease_id, reason)
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise
                 # Not renewed any more, the lease lapses within lease_seconds.
                 log.warning("connection_lease_release_failed", user_id=user_id, error=repr(exc))
+
+    async def _release(self, user_id: str, lease_id: str, reason: str) -> None:
+        await self._redis.zrem(self._keys.connections(user_id), lease_id)
 
     async def count(self, user_id: str) -> int:
         try:
@@ -133,6 +137,9 @@ class RedisConnectionCounter:
                 raise unavailable("counting the user's connections", exc) from exc
             raise
         return int(count)
+
+    async def presence(self, user_id: str) -> Presence:
+        return Presence(user_id, await self.count(user_id))
 
     async def leases(self, user_id: str) -> list[str]:
         try:
@@ -148,11 +155,13 @@ class RedisConnectionCounter:
         async with self._lock:
             users = [(user, sorted(leases)) for user, leases in self._leases.items()]
             for start in range(0, len(users), _RENEW_BATCH):
-                batch = users[start : start + _RENEW_BATCH]
-                args: list[str | int] = [self._lease_ms]
-                for _, leases in batch:
-                    args += [len(leases), *leases]
-                await self._renew(keys=[self._keys.connections(user) for user, _ in batch], args=args)
+                await self._renew_batch(users[start : start + _RENEW_BATCH])
+
+    async def _renew_batch(self, batch: list[tuple[str, list[str]]]) -> None:
+        args: list[str | int] = [self._lease_ms]
+        for _, leases in batch:
+            args += [len(leases), *leases]
+        await self._renew(keys=[self._keys.connections(user) for user, _ in batch], args=args)
 
     async def _run_renewer(self) -> None:
         interval = self._lease_ms / 3000
