@@ -11,6 +11,10 @@ import time
 import httpx
 import pytest
 
+from herald.auth.stream_tokens import MemoryStreamTokenLeases, StreamTokens, stream_key
+from herald.auth.tokens import TokenVerifier
+from herald.config import Settings
+from herald.errors import AuthError
 from tests.support.cluster import cluster_env, running_cluster
 from tests.support.gateway import SECRET, GatewayProcess
 from tests.support.redis import RedisServer
@@ -75,3 +79,32 @@ async def test_a_stream_request_with_too_many_query_fields_is_answered_not_left_
         writer.close()
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
     assert b'"code":"REQUEST_INVALID"' in answer
+
+
+@pytest.mark.parametrize("token", ["\ude0a", "eyJhbGciOiJIUzI1NiJ9.\ud800.x", "a.b.c\udfff"])
+async def test_a_token_with_a_lone_surrogate_is_an_auth_error_not_a_unicode_crash(token: str) -> None:
+    """Found by atheris: PyJWT encodes the token to UTF-8 first and raised UnicodeEncodeError,
+    which neither verifier caught (headers and query strings arrive as latin-1, so the
+    network cannot send one; an embedding application passing text can)."""
+    settings = Settings(jwt_secret=SECRET)
+    with pytest.raises(AuthError):
+        await TokenVerifier(settings).verify(token)
+    with pytest.raises(AuthError):
+        StreamTokens(stream_key(None, SECRET), MemoryStreamTokenLeases()).verify(token)
+
+
+async def test_presence_of_a_path_that_is_no_user_id_is_a_documented_refusal(gateway: GatewayProcess) -> None:
+    """Found by schemathesis: ``GET /presence/{user_id}`` answered any text as a user id (a
+    lone line break as the user "", a space, a comma) and 404 for a line break inside one,
+    a status its OpenAPI operation did not list. Ids are checked as routing keys (422)
+    and the 404 is documented."""
+    publisher = {"authorization": f"Bearer {gateway.publisher_token}"}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        assert (await http.get("/api/v1/events/presence/alice", headers=publisher)).status_code == 200
+        for bad in ("%0A", "a%20b", "a,b", "%00"):
+            answer = await http.get(f"/api/v1/events/presence/{bad}", headers=publisher)
+            assert answer.status_code == 422, (bad, answer.text)
+        assert (await http.get("/api/v1/events/presence/a%0Ab", headers=publisher)).status_code == 404
+        document = (await http.get("/openapi.json")).json()
+    operation = document["paths"]["/api/v1/events/presence/{user_id}"]["get"]
+    assert {"404", "422"} <= set(operation["responses"])

@@ -6,7 +6,7 @@ import time
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from herald.api import paths
@@ -38,6 +38,11 @@ _ERRORS: dict[int | str, dict[str, object]] = {
         (503, "the bus cannot take events right now; retry after `Retry-After`"),
     )
 }
+
+
+#: herald.events.names.ROUTING_KEY as JSON Schema writes it (its surrogate range is implied:
+#: a path is UTF-8, so it decodes to none).
+_USER_ID = r"^[^\s,\x00-\x1f\x7f]{1,256}$"
 
 
 def _gateway(request: Request) -> Gateway:
@@ -157,13 +162,17 @@ async def change_subscriptions(
     responses={
         401: _ERRORS[401],
         403: _ERRORS[403],
+        404: {"model": ErrorBody, "description": "the path holds no user id (a line break in it)"},
+        422: {"model": ErrorBody, "description": "not a user id (whitespace, commas, control characters)"},
         503: {"model": ErrorBody, "description": "Redis cannot answer now"},
     },
     summary="Is this user connected anywhere?",
     tags=["events"],
 )
 async def presence(
-    user_id: str, request: Request, authorization: Annotated[str | None, Header()] = None
+    user_id: Annotated[str, Path(pattern=_USER_ID)],
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> PresenceResponse:
     """Whether the user has a stream open on any node of the cluster, counted from the
     nodes' renewed leases (a node that vanished stops counting within

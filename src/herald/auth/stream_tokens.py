@@ -137,7 +137,8 @@ class StreamTokens:
             )
         except jwt.ExpiredSignatureError:
             raise AuthExpired("the stream token has expired; request a new one") from None
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, UnicodeError):
+            # UnicodeError: text with no UTF-8 form (a lone surrogate), which PyJWT encodes first.
             raise AuthError(
                 "?token= takes a stream token from POST /api/v1/auth/sse-token; this is not one"
             ) from None

@@ -149,7 +149,8 @@ def _checked_algorithm(token: str | None, allowed: list[str]) -> str:
         raise AuthError(f"the token is longer than {MAX_TOKEN_CHARS} characters")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError:
+    except (jwt.InvalidTokenError, UnicodeError):
+        # UnicodeError: text with no UTF-8 form (a lone surrogate), which PyJWT encodes first.
         raise AuthError("the token is not a well-formed JWT") from None
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in allowed:
