@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     kafka_max_batch: int = Field(500, ge=1, le=100_000)
     #: A node that stops heartbeating for this long loses its partitions to the others.
     kafka_session_timeout_seconds: float = Field(10.0, ge=1, le=300)
+    #: Deep replay (docs/architecture.md, D24): a stream whose cursor is older than the log's
+    #: window gets the events Kafka still holds since then, read for at most this long; 0: off.
+    kafka_deep_replay_seconds: float = Field(2.0, ge=0, le=30)
+    #: At most this many events recovered per stream.
+    kafka_deep_replay_max_events: int = Field(1000, ge=1, le=100_000)
+    #: Cursors older than this get no deep replay (the read would be long, the gap stale).
+    kafka_deep_replay_max_age_seconds: float = Field(24 * 3600.0, gt=0)
 
     # --- PostgreSQL outbox source (docs/operations.md, "Outbox")
     #: ``postgresql://user:pass@host:5432/db``; the outbox source runs when set.

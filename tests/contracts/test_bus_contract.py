@@ -83,7 +83,9 @@ async def test_unknown_and_future_cursors_are_not_exact(make_bus: BusFactory) ->
 async def test_count_retention_moves_the_floor(make_bus: BusFactory) -> None:
     bus = await started(make_bus, max_events=5)
     cursors = [await append(bus, i) for i in range(12)]
-    assert not (await bus.replay(cursors[5])).exact, "trimmed record"
+    trimmed = await bus.replay(cursors[5])
+    assert not trimmed.exact, "trimmed record"
+    assert trimmed.floor == cursors[6], "a replay that is not exact names the floor to continue from"
     at_floor = await bus.replay(cursors[6])
     assert at_floor.exact, "the last trimmed cursor is the floor: nothing after it is missing"
     assert [r.cursor for r in at_floor.records] == cursors[7:]

@@ -68,6 +68,9 @@ class AppendResult:
 class Replay:
     exact: bool
     records: Sequence[BusRecord] = ()
+    #: When not exact: the log's floor, from which a replay is exact (a deep replay
+    #: recovers what came before it elsewhere, then replays the log from there).
+    floor: Cursor | None = None
 
 
 Listener = Callable[[BusRecord], None]

@@ -126,7 +126,7 @@ class MemoryBus:
             return Replay(True, self._records[self._start :])
         index = bisect.bisect_left(self._records, after, lo=self._start, key=_CURSOR_OF)
         if index == len(self._records) or self._records[index].cursor != after:
-            return Replay(False)
+            return Replay(False, floor=self._floor)
         return Replay(True, self._records[index + 1 :])
 
     def records(self) -> Sequence[BusRecord]:

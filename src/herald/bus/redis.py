@@ -218,8 +218,8 @@ class RedisBus:
         page_after, origin = after, ""
         while True:
             page = await self._replay_page_at(page_after, origin)
-            if page is None:
-                return Replay(False)
+            if page is None or isinstance(page, Cursor):
+                return Replay(False, floor=page)
             origin, entries = page
             for entry_id, flat in entries:
                 page_after = _cursor(entry_id)
@@ -241,7 +241,8 @@ class RedisBus:
             records = [record for record in records if record.cursor <= passed]
         return Replay(True, records)
 
-    async def _replay_page_at(self, after: Cursor, origin: str) -> tuple[str, Sequence[Any]] | None:
+    async def _replay_page_at(self, after: Cursor, origin: str) -> tuple[str, Sequence[Any]] | Cursor | None:
+        """``(origin, entries)``; when not exact, the floor (first page) or ``None``."""
         args: list[str | int] = [
             self._now_arg(),
             self._window_ms,
@@ -258,7 +259,7 @@ class RedisBus:
                 raise unavailable("replaying the event log", exc) from exc
             raise
         if not reply[0]:
-            return None
+            return _cursor(reply[1]) if len(reply) > 1 and reply[1] else None
         return reply[1].decode(), reply[2]
 
     async def _reached(self, cursor: Cursor) -> bool:

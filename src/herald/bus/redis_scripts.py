@@ -157,7 +157,7 @@ return {id, 0, origin}
 #: The first page applies the retention first, then asks whether ``after`` can be
 #: replayed exactly (it is the floor, or an entry still held); later pages ask
 #: whether trimming has since passed their start, or the log was replaced.
-#: Returns {0} when not exact, else {1, origin, entries}.
+#: Returns {0, floor} when not exact ({0} on a later page or a lost log), else {1, origin, entries}.
 REPLAY_PAGE: Final = (
     _COMMON
     + r"""
@@ -173,7 +173,10 @@ if origin == '' then
 else
   exact = live_origin == origin and id_le(redis.call('HGET', meta, 'floor'), after)
 end
-if not exact then return {0} end
+if not exact then
+  if origin == '' then return {0, redis.call('HGET', meta, 'floor')} end
+  return {0}
+end
 return {1, live_origin, redis.call('XRANGE', log, '(' .. after, ARGV[5], 'COUNT', tonumber(ARGV[6]))}
 """
 )

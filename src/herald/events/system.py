@@ -13,6 +13,29 @@ AUTH_EXPIRED = "error.auth-expired"
 SERVER_SHUTDOWN = "connection.closing"
 
 
+class DeepReplay(BaseModel):
+    """Events recovered from a source beyond the log's window, sent before the log's own replay.
+
+    They come right after ``connection.established``, in the source's order
+    (Kafka: per partition in offset order, partitions merged by record time),
+    each with an empty ``id`` (they have no cursor; a client's Last-Event-ID
+    does not move), only the newest per coalesce key; then an ``id`` block with
+    the log's floor, then the log's exact replay from there, then live. They are
+    only what the source still holds and this stream may see: events of other
+    sources, and records near the cursor's time, may be missing or repeated, so
+    the stream is still ``recovered: false``.
+    """
+
+    source: Literal["kafka"]
+    #: Events sent (after filtering for this stream).
+    events: int
+    #: False when the recovery stopped at its bounds (time, count) or could not read
+    #: everything: events between those sent and the floor are missing.
+    complete: bool
+    #: ISO 8601 time the recovery searched from: the cursor's.
+    since: str
+
+
 class ConnectionEstablished(BaseModel):
     """First event of every stream.
 
@@ -29,6 +52,9 @@ class ConnectionEstablished(BaseModel):
     #: window or from another log), or ``null`` when recovered.
     replay_miss: Literal["none", "malformed", "stale"] | None = None
     subscriptions: list[str] = Field(default_factory=list)
+    #: With ``replay_miss: "stale"``: what was recovered from beyond the window, if anything
+    #: (:class:`DeepReplay`); ``null`` when nothing was tried.
+    deep_replay: DeepReplay | None = None
 
 
 class ErrorEvent(BaseModel):

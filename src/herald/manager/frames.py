@@ -38,6 +38,7 @@ def established(
     recovered: bool,
     replay_miss: str | None,
     subscriptions: list[str],
+    deep_replay: dict[str, Any] | None = None,
 ) -> bytes:
     """``retry:`` then ``connection.established``.
 
@@ -50,6 +51,7 @@ def established(
         "recovered": recovered,
         "replay_miss": replay_miss,
         "subscriptions": subscriptions,
+        "deep_replay": deep_replay,
     }
     return retry_frame(retry_ms) + event_frame(str(position), CONNECTION_ESTABLISHED, _data(payload))
 

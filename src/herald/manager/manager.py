@@ -30,6 +30,7 @@ from herald.bus.base import BusRecord, EventBus
 from herald.errors import HeraldError
 from herald.manager import frames
 from herald.manager.connection import CloseReason, Connection, State
+from herald.manager.deep_replay import DeepOutcome, DeepReplaySource, recover_deep
 from herald.manager.routing import RoutingIndex, visible_to
 from herald.manager.sink import Sink
 from herald.manager.stats import ManagerStats
@@ -84,6 +85,8 @@ class ConnectionManager:
         self._connections_made = 0
         #: Called with each connection as it closes, once.
         self.on_close: list[Callable[[Connection], None]] = []
+        #: Asked for what a stale cursor missed beyond the log's window (Kafka), if set.
+        self.deep_replay: DeepReplaySource | None = None
 
     # --- life cycle
 
@@ -173,6 +176,9 @@ class ConnectionManager:
         if conn.closed:
             return False
         recovered = replay is not None and replay.exact
+        #: Where the log's exact replay starts: the client's cursor, or after a deep replay the floor.
+        exact_from = after if recovered else None
+        deep: DeepOutcome | None = None
         if recovered:
             miss = None
             self.stats.replay_hits += 1
@@ -180,21 +186,32 @@ class ConnectionManager:
             miss = "none" if last_event_id is None else ("malformed" if after is None else "stale")
             if last_event_id is not None:
                 self.stats.count_miss(miss)
+            if after is not None and replay is not None and self.deep_replay is not None:
+                deep = await recover_deep(self._bus, self.deep_replay, conn, after, replay.floor)
+                if conn.closed:
+                    return False
+                if deep is not None:
+                    replay, exact_from = deep.log, deep.floor
         conn.write_now(
             frames.established(
                 retry_ms=self.retry_ms,
-                position=after if recovered and after is not None else position,
+                position=exact_from if exact_from is not None else position,
                 connection_id=conn.id,
                 recovered=recovered,
                 replay_miss=miss,
                 subscriptions=sorted(conn.subscriptions),
+                deep_replay=deep.report if deep is not None else None,
             )
         )
+        if deep is not None:
+            for frame in deep.frames:
+                conn.write_now(frame)
+            conn.write_now(frames.heartbeat(deep.floor))  # the cursor the log's replay continues from
+            conn.events_sent += len(deep.frames)
         seam: Cursor | None = None
-        if recovered:
+        if exact_from is not None:
             assert replay is not None
-            assert after is not None
-            seam = after
+            seam = exact_from
             records = replay.records
             replayed = 0
             for start in range(0, len(records), _REPLAY_CHUNK):
@@ -215,7 +232,7 @@ class ConnectionManager:
             self.stats.replayed_events += replayed
             self.stats.replay_sizes.observe(replayed)
             if conn.closed:
-                return True
+                return recovered
         if not conn.closed:
             conn.go_live(seam)
         return recovered

@@ -77,6 +77,26 @@ export interface ConnectionEstablished {
   readonly recovered: boolean;
   readonly replay_miss?: ("none" | "malformed" | "stale") | null;
   readonly subscriptions?: readonly string[];
+  readonly deep_replay?: DeepReplay | null;
+}
+
+/**
+ * Events recovered from a source beyond the log's window, sent before the log's own replay.
+ *
+ * They come right after ``connection.established``, in the source's order
+ * (Kafka: per partition in offset order, partitions merged by record time),
+ * each with an empty ``id`` (they have no cursor; a client's Last-Event-ID
+ * does not move), only the newest per coalesce key; then an ``id`` block with
+ * the log's floor, then the log's exact replay from there, then live. They are
+ * only what the source still holds and this stream may see: events of other
+ * sources, and records near the cursor's time, may be missing or repeated, so
+ * the stream is still ``recovered: false``.
+ */
+export interface DeepReplay {
+  readonly source: "kafka";
+  readonly events: number;
+  readonly complete: boolean;
+  readonly since: string;
 }
 
 /**
