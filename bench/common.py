@@ -37,7 +37,10 @@ LABELS = {
     "herald": "Herald (herald serve)",
     "sse_starlette": "FastAPI + sse-starlette (uvicorn)",
     "ceiling": "raw asyncio Protocol (uvloop)",
+    "herald_workers": "Herald, N workers (herald serve --workers N)",
 }
+#: ``bench.workers``'s variant: Herald with this many workers (the machine's cores by default).
+HERALD_WORKERS = "herald_workers"
 
 
 def raise_nofile(limit: int = NOFILE) -> None:
@@ -60,7 +63,9 @@ def user_of(index: int) -> str:
     return f"u{index % USER_GROUPS}"
 
 
-def server_command(name: str, gc_log: str | None = None) -> tuple[list[str], dict[str, str]]:
+def server_command(
+    name: str, gc_log: str | None = None, workers: int = 1
+) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     env.update(
         {
@@ -71,7 +76,7 @@ def server_command(name: str, gc_log: str | None = None) -> tuple[list[str], dic
         }
     )
     env["PYTHONPATH"] = str(ROOT)
-    if name == "herald":
+    if name in ("herald", HERALD_WORKERS):
         cmd = [str(VENV_BIN / "herald"), "serve", "--host", "127.0.0.1", "--port", "0"]
         # One load generator on one IP opens N streams for 100 users: the limits that
         # protect a production node (docs/operations.md, "Limits") would refuse it.
@@ -82,10 +87,12 @@ def server_command(name: str, gc_log: str | None = None) -> tuple[list[str], dic
                 "HERALD_CONNECT_RATE_PER_USER": "0",
                 "HERALD_CONNECT_RATE_PER_IP": "0",
                 # One process: the per-worker comparison is bench.workers's.
-                "HERALD_WORKERS": "1",
+                "HERALD_WORKERS": str(workers if name == HERALD_WORKERS else 1),
             }
         )
         watched = [sys.executable, "-m", "bench.gcwatch", "herald", *cmd[1:]]
+        if name == HERALD_WORKERS:
+            watched = cmd  # gcwatch would watch the supervisor, which serves nothing
     elif name == "sse_starlette":
         cmd = [sys.executable, "-m", "bench.baselines.sse_starlette_app", "--port", "0"]
         watched = [sys.executable, "-m", "bench.gcwatch", *cmd[1:]]
@@ -115,16 +122,30 @@ class ServerProcess:
     stderr_tail: list[str] = field(default_factory=list)
     #: Where ``bench.gcwatch`` writes the server's collections when it exits.
     gc_log: str | None = None
+    #: Count the server's child processes too (workers, their embedded Redis).
+    tree: bool = False
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
+    def processes(self) -> list[psutil.Process]:
+        if not self.tree:
+            return [self.ps]
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return [self.ps]
+
     def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
+        total = 0
+        for ps in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += int(ps.memory_info().rss)
+        return total
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.ps)
+        return sum(cpu_seconds(ps) for ps in self.processes())
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -181,13 +202,14 @@ def cpu_seconds(ps: psutil.Process) -> float:
         return float(times.user + times.system)
 
 
-def start_server(name: str, timeout: float = 30.0, gcwatch: bool = True) -> ServerProcess:
+def start_server(name: str, timeout: float = 30.0, gcwatch: bool = True, workers: int = 1) -> ServerProcess:
+    gcwatch = gcwatch and name != HERALD_WORKERS
     gc_log = (
         f"{tempfile.gettempdir()}/bench-gc-{name}-{os.getpid()}-{time.monotonic_ns()}.json"
         if gcwatch
         else None
     )
-    cmd, env = server_command(name, gc_log)
+    cmd, env = server_command(name, gc_log, workers)
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -235,12 +257,14 @@ def start_server(name: str, timeout: float = 30.0, gcwatch: bool = True) -> Serv
             pass
 
     threading.Thread(target=drain_stdout, daemon=True).start()
-    return ServerProcess(name, proc, port, psutil.Process(proc.pid), tail, gc_log)
+    return ServerProcess(
+        name, proc, port, psutil.Process(proc.pid), tail, gc_log, tree=name == HERALD_WORKERS
+    )
 
 
 @contextlib.contextmanager
-def running_server(name: str, gcwatch: bool = True) -> Iterator[ServerProcess]:
-    server = start_server(name, gcwatch=gcwatch)
+def running_server(name: str, gcwatch: bool = True, workers: int = 1) -> Iterator[ServerProcess]:
+    server = start_server(name, gcwatch=gcwatch, workers=workers)
     try:
         yield server
     finally:

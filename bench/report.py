@@ -392,30 +392,7 @@ def _markdown(doc: Result, json_path: Path, pngs: list[Path]) -> str:
             vs_sse = _ratio(h, ms.get("sse_starlette", {}).get(key))
             out.append(f"| {label} | " + " | ".join(cells) + f" | {vs_ceiling} | {vs_sse} |")
         out.append("")
-        out.append("<details><summary>every broadcast stage</summary>")
-        out.append("")
-        out.append(
-            "| server | round | events/s | deliveries/s | p50 ms | p99 ms | max ms | server CPU % "
-            "| loadgen CPU % | other CPU % | full GCs (ms) | result |"
-        )
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-        for s in servers:
-            for r in _rounds(doc, s, n):
-                rnd = r.get("round", 0) + 1
-                for st in r.get("broadcast", []) + [x for x in (r.get("nobody"), r.get("targeted")) if x]:
-                    label = f"{st['rate']:g}" + ("" if st["kind"] == "broadcast" else f" ({st['kind']})")
-                    gcs = "—" if st.get("gc_full") is None else f"{st['gc_full']} ({_fmt(st['gc_total_ms'])})"
-                    out.append(
-                        f"| {s} | {rnd} | {label} | {_fmt(st['deliveries_per_s'])} | {_fmt(st['p50_ms'])} | "
-                        f"{_fmt(st['p99_ms'])} | {_fmt(st['max_ms'])} | {_fmt(st['server_cpu_pct'])} | "
-                        f"{_fmt(st['loadgen_cpu_pct'])} | {_fmt(st.get('others_cpu_pct'))} | {gcs} | "
-                        f"{'ok' if st['ok'] else st['reason']} |"
-                    )
-                if r.get("error"):
-                    out.append(f"| {s} | {rnd} | error | {r['error']} | | | | | | | | |")
-        out.append("")
-        out.append("</details>")
-        out.append("")
+        out += _stage_table(doc, servers, n)
     out.append("Against issue 3's targets:")
     out.append("")
     for name, value, ok in targets(doc):
@@ -426,6 +403,176 @@ def _markdown(doc: Result, json_path: Path, pngs: list[Path]) -> str:
         out.append(f"![{p.stem}](benchmarks/{p.name})")
         out.append("")
     return "\n".join(out)
+
+
+def _stage_table(doc: Result, servers: list[str], n: int) -> list[str]:
+    """Every stage of every round at ``n``, folded away."""
+    out = [
+        "<details><summary>every broadcast stage</summary>",
+        "",
+        "| server | round | events/s | deliveries/s | p50 ms | p99 ms | max ms | server CPU % "
+        "| loadgen CPU % | other CPU % | full GCs (ms) | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in servers:
+        for r in _rounds(doc, s, n):
+            rnd = r.get("round", 0) + 1
+            for st in r.get("broadcast", []) + [x for x in (r.get("nobody"), r.get("targeted")) if x]:
+                label = f"{st['rate']:g}" + ("" if st["kind"] == "broadcast" else f" ({st['kind']})")
+                gcs = "—" if st.get("gc_full") is None else f"{st['gc_full']} ({_fmt(st['gc_total_ms'])})"
+                out.append(
+                    f"| {s} | {rnd} | {label} | {_fmt(st['deliveries_per_s'])} | {_fmt(st['p50_ms'])} | "
+                    f"{_fmt(st['p99_ms'])} | {_fmt(st['max_ms'])} | {_fmt(st['server_cpu_pct'])} | "
+                    f"{_fmt(st['loadgen_cpu_pct'])} | {_fmt(st.get('others_cpu_pct'))} | {gcs} | "
+                    f"{'ok' if st['ok'] else st['reason']} |"
+                )
+            if r.get("error"):
+                out.append(f"| {s} | {rnd} | error | {r['error']} | | | | | | | | |")
+    out += ["", "</details>", ""]
+    return out
+
+
+# --- bench.workers: one worker against N
+
+
+WORKER_ROWS = [
+    # key, label
+    ("connected", "connections held"),
+    ("kib_per_conn", "idle RSS per connection (KiB, every process)"),
+    ("max_deliveries", "max sustained deliveries/s (p99 ≤ 1 s)"),
+    ("p99_at_10", "p99 at 10 events/s broadcast (ms)"),
+    ("p99_at_top", "p99 at the highest rate both held (ms)"),
+    ("cpu_at_10", "server CPU at 10 events/s broadcast (% of a core, every process)"),
+    ("us_per_delivery_at_10", "server CPU µs per delivery, broadcast 10 ev/s"),
+    ("us_per_publish", "server CPU µs per event that reaches nobody (publish path)"),
+    ("targeted_p99", "targeted p99 (ms)"),
+    ("connect_rate", "new streams/s (JWT verified)"),
+    ("storm_replayed_s", "reconnect storm: all live and replayed (s)"),
+]
+
+
+def _top_common_rate(doc: Result, n: int) -> float | None:
+    """The highest broadcast rate every round of both variants held."""
+    held: set[float] | None = None
+    for server in ("herald", "herald_workers"):
+        for r in _rounds(doc, server, n):
+            ok = {s["rate"] for s in r["broadcast"] if s["ok"]}
+            held = ok if held is None else held & ok
+    return max(held) if held else None
+
+
+def worker_metrics(doc: Result, server: str, n: int) -> dict[str, float | None]:
+    out = metrics(doc, server, n)
+    top = _top_common_rate(doc, n)
+    p99s = sorted(
+        s["p99_ms"]
+        for r in _rounds(doc, server, n)
+        if (s := _stage_at(r, top or -1)) and s["p99_ms"] is not None
+    )
+    out["p99_at_top"] = statistics.median(p99s) if p99s else None
+    publish = sorted(
+        r["nobody"]["server_cpu_us_per_event"] for r in _rounds(doc, server, n) if r.get("nobody")
+    )
+    out["us_per_publish"] = statistics.median(publish) if publish else None
+    return out
+
+
+def workers_table(doc: Result) -> str:
+    workers = doc.get("server_workers", "N")
+    lines: list[str] = []
+    for n in _ns(doc):
+        one, many = worker_metrics(doc, "herald", n), worker_metrics(doc, "herald_workers", n)
+        lines.append(f"N = {n:,}  (p99 'top': {_fmt(_top_common_rate(doc, n))} events/s)")
+        lines.append(f"  {'metric':66}{'1 worker':>14}{f'{workers} workers':>14}{'N ÷ 1':>9}")
+        for key, label in WORKER_ROWS:
+            lines.append(
+                f"  {label:66}{_fmt(one[key]):>14}{_fmt(many[key]):>14}{_ratio(many[key], one[key]):>9}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _workers_markdown(doc: Result, json_path: Path, pngs: list[Path]) -> str:
+    m = doc["machine"]
+    workers = doc.get("server_workers")
+    plan = doc["plan"]
+    out = [
+        f"### {doc['mode']} run, {doc['started']} ({doc['duration_s']:.0f} s"
+        + (f", {plan['repeat']} rounds: medians" if plan.get("repeat", 1) > 1 else "")
+        + ")",
+        "",
+        f"Command: `{doc['command']}`; raw results: `{json_path.relative_to(ROOT)}`; Herald at commit "
+        f"`{m.get('herald_commit', '?')}`"
+        + (" with uncommitted changes in `src/herald`." if m.get("herald_dirty") else "."),
+        f"Herald with 1 worker against {workers} workers (memory bus: the workers share the embedded "
+        "log); CPU and RSS summed over the supervisor, the workers and the embedded Redis.",
+        f"Plan: N = {', '.join(f'{n:,}' for n in plan['ns'])}; broadcast rates "
+        f"{', '.join(f'{r:g}' for r in plan['rates'])} events/s, {plan['stage_seconds']:g} s each "
+        f"(drain {plan['drain_seconds']:g} s); targeted {plan['targeted_rate']:g} events/s; "
+        f"{plan['workers']} load-generator processes.",
+        f"Machine: {m.get('cpu')}, {m.get('logical_cpus')} logical CPUs, "
+        f"{m.get('memory_mib', 0) / 1024:.1f} GiB, Linux {m.get('kernel')}, Python {m.get('python')}.",
+        "",
+    ]
+    for n in _ns(doc):
+        one, many = worker_metrics(doc, "herald", n), worker_metrics(doc, "herald_workers", n)
+        top = _top_common_rate(doc, n)
+        out.append(f"**N = {n:,}** (the highest rate both held: {_fmt(top)} events/s)")
+        out.append("")
+        out.append(f"| metric | 1 worker | {workers} workers | {workers} ÷ 1 |")
+        out.append("|---|---:|---:|---:|")
+        for key, label in WORKER_ROWS:
+            out.append(f"| {label} | {_fmt(one[key])} | {_fmt(many[key])} | {_ratio(many[key], one[key])} |")
+        out.append("")
+        out += _stage_table(doc, ["herald", "herald_workers"], n)
+    for p in pngs:
+        out.append(f"![{p.stem}](benchmarks/{p.name})")
+        out.append("")
+    return "\n".join(out)
+
+
+def workers_plots(doc: Result) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    ns = _ns(doc)
+    colors = {"herald": "tab:blue", "herald_workers": "tab:purple"}
+    names = {"herald": "1 worker", "herald_workers": f"{doc.get('server_workers', 'N')} workers"}
+    fig, axes = plt.subplots(2, len(ns), figsize=(5 * len(ns), 7.5), squeeze=False)
+    for col, n in enumerate(ns):
+        ax, cpu = axes[0][col], axes[1][col]
+        for s in ("herald", "herald_workers"):
+            for k, r in enumerate(_rounds(doc, s, n)):
+                st = [x for x in r["broadcast"] if x["p99_ms"] is not None]
+                x = [v["rate"] * r["connected"] for v in st]
+                label = names[s] if k == 0 else None
+                ax.plot(
+                    x,
+                    [v["p99_ms"] for v in st],
+                    "o-",
+                    color=colors[s],
+                    label=f"{label} p99" if label else None,
+                )
+                cpu.plot(x, [v["server_cpu_pct"] for v in st], "o-", color=colors[s], label=label)
+        ax.axhline(1000, color="grey", lw=0.8, ls=":")
+        for axis in (ax, cpu):
+            axis.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"broadcast, N = {n:,}")
+        ax.set_ylabel("latency publish → receipt (ms)")
+        cpu.set_xlabel("offered deliveries/s (events/s × N)")
+        cpu.set_ylabel("server CPU (% of one core, every process)")
+        if col == 0:
+            ax.legend(fontsize=7)
+            cpu.legend(fontsize=7)
+    fig.tight_layout()
+    path = PLOTS / f"{doc['mode']}-latency-vs-rate.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return [path]
 
 
 _TEMPLATE = """# Benchmarks
@@ -441,11 +588,12 @@ Generated sections are between the `bench:` markers; `python -m bench` rewrites 
 
 
 def write_docs(doc: Result, json_path: Path) -> list[Path]:
-    pngs = plots(doc)
+    workers = doc.get("kind") == "workers"
+    pngs = workers_plots(doc) if workers else plots(doc)
     text = DOC.read_text() if DOC.exists() else _TEMPLATE
     mode = doc["mode"]
     start, end = f"<!-- bench:{mode}:start -->", f"<!-- bench:{mode}:end -->"
-    body = _markdown(doc, json_path, pngs)
+    body = _workers_markdown(doc, json_path, pngs) if workers else _markdown(doc, json_path, pngs)
     if start in text and end in text:
         before, rest = text.split(start, 1)
         _, after = rest.split(end, 1)

@@ -1,0 +1,146 @@
+"""``python -m bench.workers [--quick]``: Herald on one worker against Herald on N workers.
+
+The same load generator drives ``herald serve --workers 1`` and ``herald serve
+--workers N`` (N: this machine's cores unless ``--server-workers``) through the
+same scenarios (:mod:`bench.scenarios`), one fresh server per N and round,
+side by side in one run. With the memory bus, N workers share the embedded
+log (a private redis-server), which the figures include: CPU and RSS are
+summed over the supervisor, the workers and that Redis.
+
+Results go to ``bench/results/<timestamp>-workers-<mode>.json``, a plot to
+``docs/benchmarks/`` and a table of N ÷ 1 ratios into ``docs/benchmarks.md``
+(between the ``bench:workers-<mode>`` markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from bench import report
+from bench.common import HERALD_WORKERS, ROOT, raise_nofile, running_server, stop_all
+from bench.loadgen.pool import WorkerPool
+from bench.run import MAX_RUN_SECONDS, RESULTS
+from bench.scenarios import Plan, log, run_one
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="N = 2,000 and short stages (a few minutes)")
+    p.add_argument("--n", type=int, action="append", help="override the connection counts (repeatable)")
+    p.add_argument(
+        "--server-workers", type=int, help="Herald's workers in the N-worker variant (default: cores)"
+    )
+    p.add_argument("--rates", help="comma-separated broadcast rates, events/s")
+    p.add_argument("--stage-seconds", type=float, help="seconds each rate is held")
+    p.add_argument("--loadgen", type=int, help="load-generator processes (default 2)")
+    p.add_argument("--repeat", type=int, help="rounds per N, variants interleaved; medians reported")
+    p.add_argument("--no-docs", action="store_true", help="write only the JSON results")
+    p.add_argument(
+        "--report", metavar="JSON", help="run nothing: print and document an earlier run's results"
+    )
+    return p.parse_args(argv)
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    plan = Plan.quick() if args.quick else Plan.full()
+    plan.ns = list(args.n) if args.n else ([2000] if args.quick else [5000, 10000])
+    if args.rates:
+        plan.rates = [float(r) for r in args.rates.split(",")]
+    if args.stage_seconds:
+        plan.stage_seconds = args.stage_seconds
+    if args.loadgen:
+        plan.workers = args.loadgen
+    if args.repeat:
+        plan.repeat = args.repeat
+    return plan
+
+
+async def run_all(plan: Plan, workers: int) -> list[dict[str, Any]]:
+    pool = WorkerPool(plan.workers)
+    pool.start()
+    results: list[dict[str, Any]] = []
+    try:
+        for n in plan.ns:
+            for round_ in range(plan.repeat):
+                for name, count in (("herald", 1), (HERALD_WORKERS, workers)):
+                    log(f"{name} ({count} worker{'s' if count > 1 else ''}): N={n}, round {round_ + 1}")
+                    with running_server(name, gcwatch=name == "herald", workers=count) as server:
+                        result = await run_one(server, n, plan, pool, round_)
+                    result.attribute_collections(server.collections())
+                    entry = result.to_json()
+                    entry["server_workers"] = count
+                    results.append(entry)
+                    await asyncio.sleep(1.0)
+    finally:
+        pool.stop()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.report is not None:
+        from pathlib import Path
+
+        path = Path(args.report)
+        doc = json.loads(path.read_text())
+        print(report.workers_table(doc))
+        if not args.no_docs:
+            for written in report.write_docs(doc, path.resolve()):
+                log(f"wrote {written.relative_to(ROOT)}")
+        return 0
+    from herald.server.supervisor import available_cpus
+
+    plan = make_plan(args)
+    workers = args.server_workers or available_cpus()
+    mode = "workers-quick" if args.quick else "workers-full"
+    raise_nofile()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(MAX_RUN_SECONDS["quick" if args.quick else "full"])
+    started = time.strftime("%Y%m%dT%H%M%S")
+    t0 = time.monotonic()
+    log(f"bench {mode}: Herald on 1 vs {workers} workers, N {plan.ns}, rates {plan.rates} ev/s")
+    try:
+        results = asyncio.run(run_all(plan, workers))
+    except KeyboardInterrupt as exc:
+        log(f"interrupted ({exc}); everything started was stopped")
+        return 130
+    finally:
+        signal.alarm(0)
+        stop_all()
+    doc = {
+        "kind": "workers",
+        "mode": mode,
+        "started": started,
+        "duration_s": round(time.monotonic() - t0, 1),
+        "plan": plan.__dict__,
+        "server_workers": workers,
+        "machine": report.machine(),
+        "command": "python -m bench.workers" + (" --quick" if args.quick else ""),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "results": results,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{started}-{mode}.json"
+    out.write_text(json.dumps(doc, indent=1))
+    print()
+    print(report.workers_table(doc))
+    log(f"results: {out.relative_to(ROOT)}")
+    if not args.no_docs:
+        for path in report.write_docs(doc, out):
+            log(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
