@@ -29,6 +29,7 @@ from herald.lifecycle.kafka_relay import KafkaLifecycleRelay
 from herald.lifecycle.redis_presence import RedisPresenceCounter
 from herald.sources.incoming import Offer, Publish, Source, offer_from
 from herald.sources.kafka import KafkaSource
+from herald.sources.kafka_replay import KafkaDeepReplay
 from herald.sources.outbox import OutboxSource
 from herald.sources.redis_pubsub import RedisPubSubSource
 from herald.sources.redis_streams import RedisStreamSource
@@ -191,6 +192,22 @@ def build_sources(
                 )
             )
     return sources, redis
+
+
+def build_deep_replay(settings: Settings, node: str) -> KafkaDeepReplay | None:
+    """The manager's deep replay from the Kafka source's topics, when Kafka is configured."""
+    if not settings.kafka_bootstrap or settings.kafka_deep_replay_seconds <= 0:
+        return None
+    return KafkaDeepReplay(
+        Adapter(load_mapping(settings.mapping_file)),
+        bootstrap=settings.kafka_bootstrap,
+        topics=settings.kafka_topics,
+        group=settings.kafka_group,
+        client_id=f"herald-{node}-deep-replay",
+        seconds=settings.kafka_deep_replay_seconds,
+        max_events=settings.kafka_deep_replay_max_events,
+        max_age_seconds=settings.kafka_deep_replay_max_age_seconds,
+    )
 
 
 def build_kafka_source(settings: Settings, offer: Offer, adapter: Adapter, node: str) -> KafkaSource:

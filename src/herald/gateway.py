@@ -21,7 +21,7 @@ from herald.auth.grants import MAX_SUBSCRIPTIONS, check_resource_key, parse_subs
 from herald.auth.principal import Principal
 from herald.auth.stream_tokens import StreamTokens, stream_key
 from herald.auth.tokens import TokenVerifier, bearer_token
-from herald.backends import build_backends, build_sources, node_name
+from herald.backends import build_backends, build_deep_replay, build_sources, node_name
 from herald.bus.base import AppendResult, EventBus
 from herald.bus.throttle import Offered, Throttle
 from herald.cluster.control import Answer, Command, NodeControl, SingleNodeControl
@@ -132,6 +132,7 @@ class Gateway:
         #: Events with a coalesce key pass here before the bus: at most one per key per interval.
         self.throttle = Throttle(self._append, settings.coalesce_interval_seconds)
         self.sources, self._source_redis = build_sources(settings, self.publish, self.node, self.offer)
+        self.manager.deep_replay = build_deep_replay(settings, self.node)
         self.authorizer: ResourceAuthorizer = authorizer or build_authorizer(settings)
         self.control: NodeControl = (
             RedisNodeControl(backends.redis, Keyspace(settings.redis_prefix), self.node)
