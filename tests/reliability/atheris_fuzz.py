@@ -39,6 +39,63 @@ def claims(fdp: atheris.FuzzedDataProvider) -> None:
     targets.signed_claims(value, header)
 
 
+_RECORD_FIELDS = [
+    *("user_id", "novel_id", "session_id", "task_id", "progress", "title", "status", "created_at"),
+    *("changed_at", "start_time", "end_time", "payload", "message", "level", "code", "error"),
+    *("correlation_id", "chapter_id", "word_count", "final_settings", "updated_fields"),
+]
+_BODY_FIELDS = ["event", "scope", "key", "data", "priority", "coalesce", "id", "idempotency_key"]
+
+
+def _value(fdp: atheris.FuzzedDataProvider, depth: int = 0) -> object:
+    kind = fdp.ConsumeIntInRange(0, 8 if depth < 3 else 5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return fdp.ConsumeBool()
+    if kind == 2:
+        return fdp.ConsumeInt(9)
+    if kind == 3:
+        return fdp.ConsumeRegularFloat() if fdp.ConsumeBool() else fdp.ConsumeFloat()
+    if kind in (4, 5):
+        return _text(fdp, 30)
+    if kind == 6:
+        return [_value(fdp, depth + 1) for _ in range(fdp.ConsumeIntInRange(0, 3))]
+    return {_text(fdp, 8): _value(fdp, depth + 1) for _ in range(fdp.ConsumeIntInRange(0, 3))}
+
+
+def _object(fdp: atheris.FuzzedDataProvider, names: list[str]) -> dict[str, object]:
+    return {
+        (fdp.PickValueInList(names) if fdp.ConsumeBool() else _text(fdp, 8)): _value(fdp)
+        for _ in range(fdp.ConsumeIntInRange(0, 8))
+    }
+
+
+def record(fdp: atheris.FuzzedDataProvider) -> None:
+    if fdp.ConsumeIntInRange(0, 9) == 0:
+        targets.domain_record(fdp.ConsumeBytes(fdp.remaining_bytes()))
+        return
+    fields = _object(fdp, _RECORD_FIELDS)
+    fields["event_type"] = fdp.PickValueInList(sorted(targets.ADAPTER.table.rules))
+    targets.domain_record_object(fields)
+
+
+def publish_body(fdp: atheris.FuzzedDataProvider) -> None:
+    if fdp.ConsumeIntInRange(0, 9) == 0:
+        targets.publish_body(fdp.ConsumeBytes(fdp.remaining_bytes()))
+        return
+    body = _object(fdp, _BODY_FIELDS)
+    for name, pool in (("event", ["task.created", "a.b-c", "error.x", "connection.opened"]),
+                       ("scope", ["user", "global", "novel", "session"])):  # fmt: skip
+        if fdp.ConsumeBool():
+            body[name] = fdp.PickValueInList(pool)
+    try:
+        raw = json.dumps(body)
+    except (ValueError, RecursionError):
+        return
+    targets.publish_body(raw)
+
+
 TARGETS: dict[str, Callable[[atheris.FuzzedDataProvider], None]] = {
     "sse": sse,
     "cursor": lambda fdp: targets.cursor_text(_text(fdp, 60)),
@@ -46,8 +103,8 @@ TARGETS: dict[str, Callable[[atheris.FuzzedDataProvider], None]] = {
     "jwt": lambda fdp: targets.app_token(_text(fdp, 400)),
     "claims": claims,
     "stream-token": lambda fdp: targets.stream_token(_text(fdp, 400)),
-    "record": lambda fdp: targets.domain_record(fdp.ConsumeBytes(fdp.remaining_bytes())),
-    "publish-body": lambda fdp: targets.publish_body(fdp.ConsumeBytes(fdp.remaining_bytes())),
+    "record": record,
+    "publish-body": publish_body,
     "mapping": lambda fdp: targets.mapping_text(_text(fdp, 2000)),
 }
 
