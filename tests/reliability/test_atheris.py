@@ -29,9 +29,9 @@ def test_the_atheris_targets_find_nothing(tmp_path: object) -> None:
         )  # fmt: skip
         assert done.returncode == 0, f"atheris target {name} found:\n{done.stderr[-6000:]}"
         stats = [
-            l.removeprefix("stat::").partition(":")
-            for l in done.stderr.splitlines()
-            if l.startswith("stat::")
+            line.removeprefix("stat::").partition(":")
+            for line in done.stderr.splitlines()
+            if line.startswith("stat::")
         ]
         runs[name] = {key: value.strip() for key, sep, value in stats if sep and value.strip().isdigit()}
         assert int(runs[name]["number_of_executed_units"]) > 0
