@@ -19,7 +19,16 @@ async def test_health_reports_status_counts_and_position(gateway: GatewayProcess
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     health = response.json()
-    assert set(health) == {"status", "connections", "users", "position", "bus", "accepting", "sources"}
+    assert set(health) == {
+        "status",
+        "connections",
+        "users",
+        "position",
+        "bus",
+        "accepting",
+        "sources",
+        "throttle",
+    }
     assert health["status"] == "ok"
     assert health["bus"] == {"backend": "memory", "healthy": True}
     assert health["accepting"] is True
@@ -97,10 +106,12 @@ async def test_a_stream_opens_with_retry_then_connection_established(gateway: Ga
             "recovered",
             "replay_miss",
             "subscriptions",
+            "deep_replay",
             "_scope",
             "_version",
         }
         assert body["connection_id"]
+        assert body["deep_replay"] is None
         server_time = datetime.fromisoformat(body["server_time"])
         assert server_time.utcoffset() == timedelta(0)
         assert abs((datetime.now(UTC) - server_time).total_seconds()) < 60

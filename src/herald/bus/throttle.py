@@ -96,7 +96,7 @@ class Throttle:
         self._policy: ThrottlePolicy[ThrottleKey] | None = ThrottlePolicy(interval) if interval > 0 else None
         self._slots: dict[ThrottleKey, HeldSlot[_Item, asyncio.Future[AppendResult]]] = {}
         #: Held keys by the address they go to, for events that must not overtake them.
-        self._by_address: dict[Address, set[ThrottleKey]] = {}
+        self._by_address: dict[Address, dict[ThrottleKey, None]] = {}
         #: Idempotency keys of held events, so a retry joins the waiting event.
         self._waiting: dict[str, asyncio.Future[AppendResult]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -131,7 +131,7 @@ class Throttle:
                 return Offered(await self._append(message, data_json, idempotency_key, ()))
             waiter: asyncio.Future[AppendResult] = loop.create_future()
             self._slots[key] = HeldSlot.of(Candidate((message, data_json), idempotency_key, waiter))
-            self._by_address.setdefault((message.scope, message.key), set()).add(key)
+            self._by_address.setdefault((message.scope, message.key), {})[key] = None
             self._schedule(due)
         else:
             waiter = asyncio.get_running_loop().create_future()
@@ -169,7 +169,7 @@ class Throttle:
         address = (key[0], key[1])
         keys = self._by_address.get(address)
         if keys is not None:
-            keys.discard(key)
+            keys.pop(key, None)
             if not keys:
                 del self._by_address[address]
         return slot
@@ -187,7 +187,7 @@ class Throttle:
         policy = self._policy
         assert policy is not None
         now = asyncio.get_running_loop().time()
-        for key in sorted(keys):
+        for key in list(keys):  # in the order they were held
             policy.take(key, now)
             slot = self._pop(key)
             try:
@@ -265,7 +265,7 @@ class Throttle:
             slot = newer
         else:
             self._slots[key] = slot
-            self._by_address.setdefault((key[0], key[1]), set()).add(key)
+            self._by_address.setdefault((key[0], key[1]), {})[key] = None
         if self._closed:
             self._pop(key)
             self._spawn(key, slot)
