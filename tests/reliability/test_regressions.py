@@ -16,7 +16,7 @@ from herald.auth.tokens import TokenVerifier
 from herald.config import Settings
 from herald.errors import AuthError
 from tests.support.cluster import cluster_env, running_cluster
-from tests.support.gateway import SECRET, GatewayProcess
+from tests.support.gateway import SECRET, GatewayProcess, running_gateway
 from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.reliability
@@ -108,3 +108,57 @@ async def test_presence_of_a_path_that_is_no_user_id_is_a_documented_refusal(gat
         document = (await http.get("/openapi.json")).json()
     operation = document["paths"]["/api/v1/events/presence/{user_id}"]["get"]
     assert {"404", "422"} <= set(operation["responses"])
+
+
+async def _exchange(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``raw`` on a fresh connection; everything the server writes until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+def _statuses(answer: bytes) -> list[int]:
+    return [int(answer[i + 9 : i + 12]) for i in range(len(answer)) if answer.startswith(b"HTTP/1.1 ", i)]
+
+
+async def test_a_request_pipelined_behind_a_stream_request_is_ignored_not_a_500(
+    gateway: GatewayProcess,
+) -> None:
+    """The stream request dropped the parser from inside llhttp's callback while llhttp went
+    on parsing the bytes pipelined behind it: an assertion failed, the client got a 500
+    (and the log an exception) instead of the stream's own answer."""
+    stream = b"GET /api/v1/events/stream HTTP/1.1\r\nhost: x\r\n\r\n"
+    health = b"GET /api/v1/events/health HTTP/1.1\r\nhost: x\r\n\r\n"
+    answer = await _exchange(gateway.port, stream + health)
+    assert _statuses(answer) == [401], answer[:300]
+    assert b"AUTH_MISSING" in answer
+
+
+async def test_a_request_body_that_never_finishes_is_closed_after_the_header_timeout() -> None:
+    """Slowloris through the body: the header timer was cancelled once the headers were in,
+    and nothing timed the body, so a client trickling one held its connection forever."""
+    with running_gateway({"HERALD_HEADER_TIMEOUT_SECONDS": "1"}) as node:
+        for head in (
+            b"POST /api/v1/events HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{",
+            b"POST /api/v1/events HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{\r\n",
+        ):
+            started = time.monotonic()
+            assert await _exchange(node.port, head, timeout=10) == b""  # closed, unanswered
+            assert time.monotonic() - started < 5
+
+
+async def test_a_malformed_request_behind_a_good_one_lets_the_first_be_answered(
+    gateway: GatewayProcess,
+) -> None:
+    """A parse error while a response was in flight closed the connection at once: the
+    valid request before it never got its answer, the bad one no 400."""
+    health = b"GET /api/v1/events/health HTTP/1.1\r\nhost: x\r\n\r\n"
+    upgrade = (
+        b"GET /api/v1/events/health HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+    )
+    answer = await _exchange(gateway.port, health + b"GET /x HTTP/1.1\r\nbad header\r\n\r\n")
+    assert _statuses(answer) == [200, 400], answer[:300]
+    assert _statuses(await _exchange(gateway.port, upgrade))[-1] == 400

@@ -42,6 +42,11 @@ _CLOSE_TIMEOUT = 5.0
 _STREAM_PATH = paths.STREAM.encode()
 
 
+class _StreamTakesOver(Exception):
+    """Raised from a parser callback once a stream request is dispatched: llhttp stops, and
+    whatever the client pipelined behind it is never parsed (a stream reads no requests)."""
+
+
 class _Reject(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -84,6 +89,7 @@ class HttpProtocol(asyncio.Protocol):
         "_header_bytes",
         "_headers",
         "_queue",
+        "_refusal",
         "_timer",
         "_url",
         "client",
@@ -114,6 +120,7 @@ class HttpProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
         self._closing = False
+        self._refusal: bytes | None = None
 
     # --- asyncio.Protocol
 
@@ -151,6 +158,8 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(400, "UPGRADE_UNSUPPORTED", "protocol upgrades are not supported")
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
+            if isinstance(cause, _StreamTakesOver):
+                return
             if isinstance(cause, _Reject):
                 self._reject(cause.status, cause.code, str(cause))
             else:
@@ -192,7 +201,10 @@ class HttpProtocol(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        self._cancel_timer()
+        # The body gets as long again as the headers had: a client trickling a body
+        # (slowloris) would otherwise hold the connection forever. Cancelled when the
+        # message is complete.
+        self._arm_timer(self.ctx.settings.header_timeout_seconds)
         assert self.parser is not None
         if self.parser.get_method() == b"GET":
             return
@@ -209,6 +221,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._cancel_timer()
         parser = self.parser
         assert parser is not None
         try:
@@ -231,6 +244,8 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
         if self.cycle is None and self.stream is None:
             self._next_request()
+            if self.parser is None:
+                raise _StreamTakesOver
 
     # --- dispatch
 
@@ -258,6 +273,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.lost:
             return
         if not keep_alive or self._closing:
+            refusal, self._refusal = self._refusal, None
+            if refusal is not None:
+                self._write_and_close(refusal)
             self.close_transport()
             return
         if self.transport is not None:
@@ -376,8 +394,12 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = None
         self._queue.clear()
         self._closing = True
+        refusal = http11.json_response(status, {"code": code, "message": message})
         if self.cycle is None and self.stream is None:
-            self._write_and_close(http11.json_response(status, {"code": code, "message": message}))
+            self._write_and_close(refusal)
+        elif self.stream is None:
+            # The request before it is being answered: that answer goes out, then this.
+            self._refusal = refusal
         else:
             self.close_transport()
 
