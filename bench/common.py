@@ -64,7 +64,7 @@ def user_of(index: int) -> str:
 
 
 def server_command(
-    name: str, gc_log: str | None = None, workers: int = 1
+    name: str, gc_log: str | None = None, workers: int = 1, extra_env: dict[str, str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     env.update(
@@ -101,6 +101,7 @@ def server_command(
         watched = [sys.executable, "-m", "bench.gcwatch", *cmd[1:]]
     else:
         raise ValueError(f"unknown server {name!r}")
+    env.update(extra_env or {})
     if gc_log is None:
         return cmd, env
     env["BENCH_GC_LOG"] = gc_log
@@ -202,14 +203,20 @@ def cpu_seconds(ps: psutil.Process) -> float:
         return float(times.user + times.system)
 
 
-def start_server(name: str, timeout: float = 30.0, gcwatch: bool = True, workers: int = 1) -> ServerProcess:
+def start_server(
+    name: str,
+    timeout: float = 30.0,
+    gcwatch: bool = True,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> ServerProcess:
     gcwatch = gcwatch and name != HERALD_WORKERS
     gc_log = (
         f"{tempfile.gettempdir()}/bench-gc-{name}-{os.getpid()}-{time.monotonic_ns()}.json"
         if gcwatch
         else None
     )
-    cmd, env = server_command(name, gc_log, workers)
+    cmd, env = server_command(name, gc_log, workers, extra_env)
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
