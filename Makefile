@@ -6,13 +6,14 @@ SHELL := /bin/bash
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test install install-test check types bench bench-quick clean
+.PHONY: help run test install install-test check types bench bench-quick reliability clean
 
 help:
 	@echo "make run     - start Herald with the demo on http://$(HOST):$(PORT)/"
 	@echo "make test    - install test dependencies and run every test"
 	@echo "make check   - formatting, lint, types, layer contracts"
 	@echo "make bench   - benchmarks against the baselines (bench-quick: a few minutes)"
+	@echo "make reliability - faults, fuzzing, isolation, abuse and the one-hour soak (docs/reliability.md)"
 
 install:
 	@scripts/bootstrap.sh
@@ -28,6 +29,11 @@ install-test:
 
 test: install-test
 	@scripts/test.sh
+
+# The reliability suite in full (about 1 h 40 min); make test runs it in quick mode.
+reliability: install-test
+	@HERALD_EXTRAS=test,bench scripts/bootstrap.sh
+	@scripts/reliability.sh
 
 bench:
 	@HERALD_EXTRAS=test,bench scripts/bootstrap.sh
