@@ -26,13 +26,15 @@ from herald.cluster.redis_client import RedisConnections, is_unavailable, unavai
 
 log = structlog.get_logger("herald.cluster.counting")
 
-_NOW: Final = """
+#: The prelude of every script that compares against lease deadlines: Redis's own clock in
+#: milliseconds, so that nodes with skewed clocks agree on which leases have run out.
+LUA_NOW: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 #: KEYS: the user's set. ARGV: lease_ms, lease id. Returns the live count.
 _ACQUIRE: Final = (
-    _NOW
+    LUA_NOW
     + """
 local lease = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -42,12 +44,12 @@ return redis.call('ZCARD', KEYS[1])
 """
 )
 #: KEYS: a user's set. Returns the live count.
-_COUNT: Final = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')\n"
+_COUNT: Final = LUA_NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')\n"
 #: KEYS: a user's set. Returns the live leases.
-_LEASES: Final = _NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')\n"
+_LEASES: Final = LUA_NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')\n"
 #: KEYS: users' sets. ARGV: lease_ms, then per key: n, n lease ids.
 _RENEW: Final = (
-    _NOW
+    LUA_NOW
     + """
 local lease = tonumber(ARGV[1])
 local i = 2

@@ -40,20 +40,15 @@ import structlog
 from herald.cluster.counting import Presence
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
-from herald.cluster.redis_counting import RedisConnectionCounter
+from herald.cluster.redis_counting import LUA_NOW, RedisConnectionCounter
 from herald.lifecycle.events import NODE_LOST
 
 log = structlog.get_logger("herald.lifecycle")
 
-_NOW: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
 #: KEYS: conns, presence, due, stream. ARGV: lease_ms, lease id, user, maxlen, node, presence ttl_ms.
 #: Returns {live count, 1 if connection.opened was announced}.
 _ACQUIRE: Final = (
-    _NOW
+    LUA_NOW
     + """
 local lease = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -78,7 +73,7 @@ return {count, opened}
 #: KEYS: conns, presence, due. ARGV: lease id, user, grace_ms, reason, presence ttl_ms.
 #: Returns 1 when this release started the user's grace.
 _RELEASE: Final = (
-    _NOW
+    LUA_NOW
     + """
 redis.call('ZREM', KEYS[1], ARGV[1])
 if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('HEXISTS', KEYS[2], 'empty') == 1 then
@@ -97,7 +92,7 @@ return 1
 #: KEYS: due, stream, then per user: conns, presence.
 #: ARGV: lease_ms, maxlen, node, presence ttl_ms, then per user: user, n, n lease ids.
 _RENEW: Final = (
-    _NOW
+    LUA_NOW
     + """
 local lease = tonumber(ARGV[1])
 local i = 5
@@ -131,12 +126,12 @@ return #KEYS
 )
 
 #: KEYS: due. ARGV: limit. The users whose time has come (Redis's clock).
-_DUE: Final = _NOW + "return redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[1])\n"
+_DUE: Final = LUA_NOW + "return redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[1])\n"
 
 #: KEYS: due, stream, then per user: conns, presence. ARGV: grace_ms, maxlen, node, then the users.
 #: Returns the number of connection.closed announced.
 _SETTLE: Final = (
-    _NOW
+    LUA_NOW
     + """
 local grace = tonumber(ARGV[1])
 local closed = 0
@@ -186,7 +181,7 @@ return closed
 
 #: KEYS: conns, presence. Returns {live count, since or false, empty or false}.
 _PRESENCE: Final = (
-    _NOW
+    LUA_NOW
     + """
 local count = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 local state = redis.call('HMGET', KEYS[2], 'since', 'empty')
