@@ -30,7 +30,7 @@ install-test:
 test: install-test
 	@scripts/test.sh
 
-# The reliability suite in full (about 1 h 40 min); make test runs it in quick mode.
+# The reliability suite in full (about an hour); make test runs it in quick mode.
 reliability: install-test
 	@HERALD_EXTRAS=test,bench scripts/bootstrap.sh
 	@scripts/reliability.sh
