@@ -26,7 +26,10 @@ Two kinds, deliberately configured apart:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
+import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -35,7 +38,10 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
+from herald.cluster.backoff import reconnect_delay
 from herald.errors import BusUnavailable
+
+_log = structlog.get_logger("herald.cluster.redis")
 
 #: Errors that mean "Redis cannot be reached right now", as opposed to a bug.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -75,6 +81,51 @@ async def stop_reader(task: asyncio.Task[None], client: Redis, grace: float = 0.
         await client.connection_pool.disconnect()
         task.cancel()
         await asyncio.wait({task}, timeout=grace)
+
+
+async def subscribe_forever(
+    client: Redis,
+    channels: Sequence[str],
+    on_message: Callable[[bytes, str], Awaitable[None]],
+    *,
+    subscribed: asyncio.Event,
+    stopping: Callable[[], bool],
+    ping_seconds: float,
+    lost: str,
+    **fields: Any,
+) -> None:
+    """Hand every pub/sub message on ``channels`` to ``on_message(data, channel)`` until
+    ``stopping()``. A lost connection is logged (as ``lost``) once per outage and the
+    subscription renewed with backoff: messages published meanwhile are gone, which is
+    pub/sub's contract. ``subscribed`` is set while the subscription stands."""
+    attempt = 0
+    while not stopping():
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*channels)
+            subscribed.set()
+            attempt = 0
+            while not stopping():
+                message: dict[str, Any] | None = await pubsub.get_message(timeout=ping_seconds)
+                if message is None:
+                    await pubsub.ping()  # a dead connection fails here rather than stay silent
+                elif message["type"] == "message":
+                    channel = message["channel"]
+                    await on_message(
+                        message["data"], channel.decode() if isinstance(channel, bytes) else channel
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            subscribed.clear()
+            if stopping():
+                return
+            if attempt == 0:
+                _log.warning(lost, error=repr(exc), **fields)
+            await asyncio.sleep(reconnect_delay(attempt))
+            attempt += 1
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
 
 
 def _no_retry() -> Retry:

@@ -23,12 +23,10 @@ from typing import Any
 import orjson
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
-from herald.cluster.backoff import reconnect_delay
 from herald.cluster.control import Answer, Command, Handler
 from herald.cluster.keys import Keyspace
-from herald.cluster.redis_client import RedisConnections, is_unavailable, stop_reader
+from herald.cluster.redis_client import RedisConnections, is_unavailable, stop_reader, subscribe_forever
 
 log = structlog.get_logger("herald.cluster.control")
 
@@ -117,49 +115,29 @@ class RedisNodeControl:
     # --- the subscriber
 
     async def _run(self, client: Redis) -> None:
-        attempt = 0
-        while not self._stopping:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._channel, self._inbox)
-                self.subscribed.set()
-                attempt = 0
-                await self._listen(pubsub)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.subscribed.clear()
-                if self._stopping:
-                    return
-                if attempt == 0:
-                    log.warning("node_control_disconnected", error=repr(exc))
-                await asyncio.sleep(reconnect_delay(attempt))
-                attempt += 1
-            finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        await subscribe_forever(
+            client,
+            [self._channel, self._inbox],
+            self._on_message,
+            subscribed=self.subscribed,
+            stopping=lambda: self._stopping,
+            ping_seconds=_PING_SECONDS,
+            lost="node_control_disconnected",
+        )
 
-    async def _listen(self, pubsub: PubSub) -> None:
-        while not self._stopping:
-            message: dict[str, Any] | None = await pubsub.get_message(timeout=_PING_SECONDS)
-            if message is None:
-                await pubsub.ping()
-                continue
-            if message["type"] != "message":
-                continue
-            try:
-                body = orjson.loads(message["data"])
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(body, dict):
-                continue
-            channel = message["channel"]
-            channel = channel.decode() if isinstance(channel, bytes) else channel
-            if channel == self._inbox:
-                self._on_answer(body)
-            elif body.get("from") != self.node and isinstance(body.get("cmd"), dict):
-                task = asyncio.create_task(self._handle(body))
-                self._work.add(task)
-                task.add_done_callback(self._work.discard)
+    async def _on_message(self, data: bytes, channel: str) -> None:
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(body, dict):
+            return
+        if channel == self._inbox:
+            self._on_answer(body)
+        elif body.get("from") != self.node and isinstance(body.get("cmd"), dict):
+            task = asyncio.create_task(self._handle(body))
+            self._work.add(task)
+            task.add_done_callback(self._work.discard)
 
     def _on_answer(self, body: dict[str, Any]) -> None:
         question = self._questions.get(str(body.get("ask")))

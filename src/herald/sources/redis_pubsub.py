@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
 from herald.bus.base import AppendResult
 from herald.bus.throttle import Offered
 from herald.cluster.backoff import reconnect_delay
-from herald.cluster.redis_client import RedisConnections, stop_reader
+from herald.cluster.redis_client import RedisConnections, stop_reader, subscribe_forever
 from herald.errors import BusUnavailable, HeraldError
 from herald.events.message import SSEMessage
 from herald.sources.incoming import Offer, SourceStats, parse_event_json
@@ -66,35 +64,16 @@ class RedisPubSubSource:
         self._task = None
 
     async def _run(self, client: Redis) -> None:
-        attempt = 0
-        while not self._stopping:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.channel)
-                log.info("redis_pubsub_subscribed", channel=self.channel)
-                self.subscribed.set()
-                attempt = 0
-                await self._listen(pubsub)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.subscribed.clear()
-                if self._stopping:
-                    return
-                if attempt == 0:
-                    log.warning("redis_pubsub_disconnected", channel=self.channel, error=repr(exc))
-                await asyncio.sleep(reconnect_delay(attempt))
-                attempt += 1
-            finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
-
-    async def _listen(self, pubsub: PubSub) -> None:
-        while not self._stopping:
-            message: dict[str, Any] | None = await pubsub.get_message(timeout=_PING_SECONDS)
-            if message is None:
-                await pubsub.ping()  # a dead connection fails here rather than stay silent
-            elif message["type"] == "message":
-                await self.handle(message["data"])
+        await subscribe_forever(
+            client,
+            [self.channel],
+            lambda data, _channel: self.handle(data),
+            subscribed=self.subscribed,
+            stopping=lambda: self._stopping,
+            ping_seconds=_PING_SECONDS,
+            lost="redis_pubsub_disconnected",
+            channel=self.channel,
+        )
 
     async def handle(self, raw: bytes) -> None:
         """Validate one message and append its event; never raises for a bad message."""
