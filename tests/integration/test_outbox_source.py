@@ -166,3 +166,33 @@ async def test_concurrent_pollers_never_deliver_a_row_twice(
     assert sum(source.stats.published for source in sources) == 300
     assert sum(1 for source in sources if source.stats.published) >= 2, "the pollers shared the work"
     assert await statuses(db, table) == {"processed": 300}
+
+
+async def test_a_driver_error_of_an_unexpected_kind_reconnects_rather_than_ending_the_source(
+    postgres_server: PostgresServer, db: asyncpg.Connection, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the faults test: a connection caught mid-operation by a dying server raises
+    asyncpg's InternalClientError (no InterfaceError), which ended the poller's task for
+    good; rows then stayed pending with nothing said."""
+    bus = SwitchableBus()
+    source = outbox(postgres_server, table, bus, poll_seconds=0.2)
+    real = OutboxSource._deliver_batch
+    failures = iter(
+        [asyncpg.InternalClientError("cannot switch to state 12; another operation is in progress")]
+    )
+
+    async def deliver_batch(self: OutboxSource, connection: asyncpg.Connection) -> int:
+        if (error := next(failures, None)) is not None:
+            raise error
+        return await real(self, connection)
+
+    monkeypatch.setattr(OutboxSource, "_deliver_batch", deliver_batch)
+    await enqueue(db, "TaskProgressUpdateEvent", progress(1), table=table)
+    await source.start()
+    try:
+        await wait_until(lambda: len(bus.messages) == 1, timeout=10, what="the row after a reconnect")
+        assert source._task is not None
+        assert not source._task.done()
+    finally:
+        await source.stop()
+    assert await statuses(db, table) == {"processed": 1}

@@ -215,7 +215,13 @@ class OutboxTraffic:
                 started = time.monotonic()
                 try:
                     await enqueue(connection, "TaskCreatedEvent", payload, table=self.table)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                except (
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                    TimeoutError,
+                ):
                     self.failed += 1
                     with contextlib.suppress(Exception):
                         connection.terminate()

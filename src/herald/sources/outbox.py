@@ -56,6 +56,14 @@ from herald.errors import HeraldError
 from herald.sources.incoming import Offer, SourceStats
 
 log = structlog.get_logger("herald.sources.outbox")
+#: What a server going away raises; anything else is logged as an error (and still retried).
+_TRANSIENT = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 
 DEFAULT_TABLE = "herald_outbox"
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?")
@@ -216,12 +224,16 @@ class OutboxSource:
                 await self._poll(connection)
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:
+                # Whatever a dying server leaves behind (asyncpg raises InternalClientError,
+                # not an InterfaceError, for a connection caught mid-operation), the source
+                # reconnects: a source that ended here would stop delivering without a sound.
                 self.listening.clear()
                 if self._stopping:
                     return
                 if attempt == 0:
-                    log.warning("outbox_disconnected", error=repr(exc))
+                    transient = isinstance(exc, _TRANSIENT)
+                    (log.warning if transient else log.error)("outbox_disconnected", error=repr(exc))
                 await asyncio.sleep(reconnect_delay(attempt, base=0.1, cap=5.0))
                 attempt += 1
             finally:
