@@ -134,7 +134,15 @@ async def test_a_broker_restart_under_traffic_delivers_every_record_once_in_orde
                 broker.kill()
                 broker.start()
                 await broker.produce(topic, [progress(n, user) for n in range(100, 200)])
-                events = await stream.take(200, timeout=60)
+                try:
+                    events = await stream.take(200, timeout=60)
+                except TimeoutError:
+                    # Say where the source stood: a bare timeout in CI told nothing.
+                    kafka_logs = [e for e in gateway.logs() if "kafka" in str(e.get("event", ""))]
+                    raise AssertionError(
+                        f"{len(stream.events)} events; source {await kafka_stats(gateway)}; "
+                        f"its log {kafka_logs[-15:]}"
+                    ) from None
 
                 async def all_committed() -> bool:
                     return (await broker.committed(f"g-{topic}", topic)).get(0) == 200

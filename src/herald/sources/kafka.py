@@ -45,9 +45,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -67,6 +67,7 @@ log = structlog.get_logger("herald.sources.kafka")
 #: Seconds a revocation waits for the record in hand before committing without it.
 _REVOKE_WAIT_SECONDS = 5.0
 _FETCH_TIMEOUT_MS = 500
+T = TypeVar("T")
 #: While a record is held, the partitions' end offsets are asked for at most this often (lag).
 _ENDS_REFRESH_SECONDS = 2.0
 
@@ -94,6 +95,10 @@ class KafkaSourceStats(SourceStats):
 
 class _Stopping(Exception):
     """The source is stopping while a record is still unhandled: do not commit past it."""
+
+
+class _BrokerStalled(Exception):
+    """A request to the group coordinator got no answer in time: the client is rebuilt."""
 
 
 def idempotency_key(topic: str, partition: int, offset: int) -> str:
@@ -241,8 +246,24 @@ class KafkaSource:
         self.assigned.clear()
         for client in (consumer, producer):
             if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+                await self._stop_client(client)
+
+    async def _stop_client(self, client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+        """``client.stop()``, which leaves the group: a request like the others (_bounded), and
+        one that aiokafka (0.14) does not give up even when cancelled once its coordinator
+        stalled. Then its connections are closed under it (a private attribute: no public
+        call ends that wait), so that nothing of the old client outlives it in the group."""
+        stopping = asyncio.ensure_future(client.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=self._session_timeout_ms / 1000)
+        if not done:
+            log.warning("kafka_client_stop_stalled", client=type(client).__name__)
+            with contextlib.suppress(Exception):
+                await client._client.close()
+            done, _ = await asyncio.wait({stopping}, timeout=self._session_timeout_ms / 1000)
+        if not done:
+            stopping.cancel()
+        elif not stopping.cancelled() and stopping.exception() is not None:
+            log.info("kafka_client_stop_failed", error=repr(stopping.exception()))
 
     async def _consume(self) -> None:
         consumer = self._consumer
@@ -271,8 +292,8 @@ class KafkaSource:
         for tp in pending:
             if tp not in consumer.assignment():
                 continue
-            if await consumer.committed(tp) is None:
-                position = await consumer.position(tp)
+            if await self._bounded(consumer.committed(tp), "committed") is None:
+                position = await self._bounded(consumer.position(tp), "position")
                 self._processed.setdefault(tp, position)
                 await self._commit(force=True)
 
@@ -394,7 +415,7 @@ class KafkaSource:
         if not offsets:
             return
         try:
-            await consumer.commit(offsets)
+            await self._bounded(consumer.commit(offsets), "commit")
         except CommitFailedError as exc:
             # The group moved on (rebalanced): the new owner re-reads from the last commit
             # and the idempotent append makes that harmless.
@@ -403,6 +424,17 @@ class KafkaSource:
         self._committed.update(offsets)
         self.stats.commits += 1
 
+    async def _bounded(self, request: Awaitable[T], what: str) -> T:
+        """``request`` within the session timeout. aiokafka (0.14) can wait for ever on a
+        commit whose coordinator died mid-request, even after the broker is back: the source
+        then stopped reading without a word. Rebuilding the client gets a fresh coordinator;
+        the committed offsets are kept and the idempotent append absorbs what is read again."""
+        try:
+            async with asyncio.timeout(self._session_timeout_ms / 1000):
+                return await request
+        except TimeoutError:
+            raise _BrokerStalled(f"no answer to {what} within the session timeout") from None
+
     async def _refresh_ends(self, consumer: AIOKafkaConsumer) -> None:
         """While a record is held no fetch reports the high watermarks: ask for them."""
         now = time.monotonic()
@@ -410,8 +442,8 @@ class KafkaSource:
             return
         self._ends_at = now
         try:
-            self._ends = await consumer.end_offsets(list(consumer.assignment()))
-        except KafkaError:
+            self._ends = await self._bounded(consumer.end_offsets(list(consumer.assignment())), "end_offsets")
+        except (KafkaError, _BrokerStalled):
             return
         self._update_lag(consumer)
 
