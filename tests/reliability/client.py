@@ -110,7 +110,8 @@ class ResilientClient:
         connect = -1
         while True:
             try:
-                raw = await asyncio.wait_for(chunks.__anext__(), self.watchdog)
+                async with asyncio.timeout(self.watchdog):  # not wait_for: see tests.support.sse
+                    raw = await chunks.__anext__()
             except StopAsyncIteration:
                 return
             for block in parser.feed(decoder.decode(raw)):

@@ -124,7 +124,11 @@ class Stream:
         return self.parser.last_event_id
 
     async def next(self, timeout: float = 5.0) -> Event:
-        event = await asyncio.wait_for(self._pending.get(), timeout)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+        # lands as the queue hands over an item, so a reader task cancelled at teardown read
+        # on (a protocol-abuse run hung for the rest of its 3,600 s wait).
+        async with asyncio.timeout(timeout):
+            event = await self._pending.get()
         if event is None:
             raise EOFError("the stream ended")
         return event
