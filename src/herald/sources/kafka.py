@@ -101,6 +101,24 @@ class _BrokerStalled(Exception):
     """A request to the group coordinator got no answer in time: the client is rebuilt."""
 
 
+async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer, seconds: float) -> None:
+    """``client.stop()`` within ``seconds``. Stopping is a request (a consumer leaves its
+    group), and one that aiokafka (0.14) does not give up even when cancelled once its
+    coordinator stalled. Then its connections are closed under it (a private attribute: no
+    public call ends that wait), so that nothing of the old client outlives it."""
+    stopping = asyncio.ensure_future(client.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=seconds)
+    if not done:
+        log.warning("kafka_client_stop_stalled", client=type(client).__name__)
+        with contextlib.suppress(Exception):
+            await client._client.close()
+        done, _ = await asyncio.wait({stopping}, timeout=seconds)
+    if not done:
+        stopping.cancel()
+    elif not stopping.cancelled() and stopping.exception() is not None:
+        log.info("kafka_client_stop_failed", error=repr(stopping.exception()))
+
+
 def idempotency_key(topic: str, partition: int, offset: int) -> str:
     return f"kafka:{topic}:{partition}:{offset}"
 
@@ -246,24 +264,7 @@ class KafkaSource:
         self.assigned.clear()
         for client in (consumer, producer):
             if client is not None:
-                await self._stop_client(client)
-
-    async def _stop_client(self, client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
-        """``client.stop()``, which leaves the group: a request like the others (_bounded), and
-        one that aiokafka (0.14) does not give up even when cancelled once its coordinator
-        stalled. Then its connections are closed under it (a private attribute: no public
-        call ends that wait), so that nothing of the old client outlives it in the group."""
-        stopping = asyncio.ensure_future(client.stop())
-        done, _ = await asyncio.wait({stopping}, timeout=self._session_timeout_ms / 1000)
-        if not done:
-            log.warning("kafka_client_stop_stalled", client=type(client).__name__)
-            with contextlib.suppress(Exception):
-                await client._client.close()
-            done, _ = await asyncio.wait({stopping}, timeout=self._session_timeout_ms / 1000)
-        if not done:
-            stopping.cancel()
-        elif not stopping.cancelled() and stopping.exception() is not None:
-            log.info("kafka_client_stop_failed", error=repr(stopping.exception()))
+                await stop_client(client, self._session_timeout_ms / 1000)
 
     async def _consume(self) -> None:
         consumer = self._consumer

@@ -32,10 +32,12 @@ from aiokafka.errors import KafkaError
 
 from herald.adapter import Adapter, PoisonRecord
 from herald.events.message import SSEMessage
-from herald.sources.kafka import idempotency_key
+from herald.sources.kafka import idempotency_key, stop_client
 
 log = structlog.get_logger("herald.sources.kafka_replay")
 
+#: How long closing the replay's consumer may take (it joins no group: quick unless stalled).
+_STOP_SECONDS = 2.0
 _FETCH_TIMEOUT_MS = 200
 _FETCH_RECORDS = 2000
 
@@ -138,7 +140,7 @@ class KafkaDeepReplay:
                         consumer.pause(tp)
             return True
         finally:
-            await consumer.stop()
+            await stop_client(consumer, _STOP_SECONDS)
 
     async def _plan(self, consumer: AIOKafkaConsumer, since_ms: int) -> dict[TopicPartition, int]:
         """Assign every partition of the topics, seek each to ``since_ms``; the offset each
