@@ -51,18 +51,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
-    plan = Plan.quick() if args.quick else Plan.full()
-    if args.n:
-        plan.ns = list(args.n)
-    if args.rates:
-        plan.rates = [float(r) for r in args.rates.split(",")]
-    if args.stage_seconds:
-        plan.stage_seconds = args.stage_seconds
-    if args.workers:
-        plan.workers = args.workers
-    if args.repeat:
-        plan.repeat = args.repeat
-    return plan
+    return Plan.from_args(
+        args.quick, ns=args.n, rates=args.rates, stage_seconds=args.stage_seconds,
+        workers=args.workers, repeat=args.repeat,
+    )  # fmt: skip
 
 
 async def run_all(plan: Plan, servers: list[str], gcwatch: bool) -> list[dict[str, Any]]:

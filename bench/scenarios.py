@@ -63,6 +63,31 @@ class Plan:
             workers=2,
         )
 
+    @classmethod
+    def from_args(
+        cls,
+        quick: bool,
+        *,
+        ns: list[int] | None = None,
+        rates: str | None = None,
+        stage_seconds: float | None = None,
+        workers: int | None = None,
+        repeat: int | None = None,
+    ) -> Plan:
+        """The quick or full plan with what the command line overrides."""
+        plan = cls.quick() if quick else cls.full()
+        if ns:
+            plan.ns = list(ns)
+        if rates:
+            plan.rates = [float(r) for r in rates.split(",")]
+        if stage_seconds:
+            plan.stage_seconds = stage_seconds
+        if workers:
+            plan.workers = workers
+        if repeat:
+            plan.repeat = repeat
+        return plan
+
 
 @dataclass
 class Stage:

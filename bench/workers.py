@@ -48,17 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
-    plan = Plan.quick() if args.quick else Plan.full()
-    plan.ns = list(args.n) if args.n else ([2000] if args.quick else [5000, 10000])
-    if args.rates:
-        plan.rates = [float(r) for r in args.rates.split(",")]
-    if args.stage_seconds:
-        plan.stage_seconds = args.stage_seconds
-    if args.loadgen:
-        plan.workers = args.loadgen
-    if args.repeat:
-        plan.repeat = args.repeat
-    return plan
+    return Plan.from_args(
+        args.quick, ns=args.n or ([2000] if args.quick else [5000, 10000]), rates=args.rates,
+        stage_seconds=args.stage_seconds, workers=args.loadgen, repeat=args.repeat,
+    )  # fmt: skip
 
 
 async def run_all(plan: Plan, workers: int) -> list[dict[str, Any]]:
