@@ -125,7 +125,7 @@ async def subscribe_forever(
             await asyncio.sleep(reconnect_delay(attempt))
             attempt += 1
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis-py 8
 
 
 def _no_retry() -> Retry:
