@@ -6,13 +6,14 @@ SHELL := /bin/bash
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test install install-test check types bench bench-quick reliability clean
+.PHONY: help run test install install-test check types bench bench-quick bench-peers bench-peers-quick reliability clean
 
 help:
 	@echo "make run     - start Herald with the demo on http://$(HOST):$(PORT)/"
 	@echo "make test    - install test dependencies and run every test"
 	@echo "make check   - formatting, lint, types, layer contracts"
 	@echo "make bench   - benchmarks against the baselines (bench-quick: a few minutes)"
+	@echo "make bench-peers - Herald beside Centrifugo, both engines, 1 and 2 cores (bench-peers-quick: minutes)"
 	@echo "make reliability - faults, fuzzing, isolation, abuse and the one-hour soak (docs/reliability.md)"
 
 install:
@@ -42,6 +43,20 @@ bench:
 bench-quick:
 	@HERALD_EXTRAS=test,bench scripts/bootstrap.sh
 	.venv/bin/python -m bench --quick
+
+# Herald beside Centrifugo (built from its Go module, scripts/install-centrifugo.sh) and the
+# ceiling, on the memory and Redis engines: docs/benchmarks.md, "Against Centrifugo".
+PEERS := herald,centrifugo,ceiling
+
+bench-peers:
+	@scripts/install-system-deps.sh redis-server
+	@HERALD_EXTRAS=test,bench scripts/bootstrap.sh
+	.venv/bin/python -m bench --servers $(PEERS)
+
+bench-peers-quick:
+	@scripts/install-system-deps.sh redis-server
+	@HERALD_EXTRAS=test,bench scripts/bootstrap.sh
+	.venv/bin/python -m bench --servers $(PEERS) --quick
 
 # The browser client's event types and bundles, from the payload models and clients/js.
 types:

@@ -7,12 +7,13 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,15 +33,51 @@ USER_GROUPS = 100
 #: The open-files limit the benchmark's processes raise their soft limit to.
 NOFILE = 20_000
 
-SERVERS = ("herald", "sse_starlette", "ceiling")
+SERVERS = ("herald", "sse_starlette", "ceiling", "centrifugo")
+#: What ``python -m bench`` runs when ``--servers`` is not given: Herald and its Python baselines.
+DEFAULT_SERVERS = ("herald", "sse_starlette", "ceiling")
 LABELS = {
     "herald": "Herald (herald serve)",
     "sse_starlette": "FastAPI + sse-starlette (uvicorn)",
     "ceiling": "raw asyncio Protocol (uvloop)",
     "herald_workers": "Herald, N workers (herald serve --workers N)",
+    "centrifugo": "Centrifugo (uni_sse, HTTP API)",
 }
 #: ``bench.workers``'s variant: Herald with this many workers (the machine's cores by default).
 HERALD_WORKERS = "herald_workers"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def stop_on_signals(seconds: float) -> None:
+    """SIGTERM, and an alarm after ``seconds``, raise KeyboardInterrupt in the run, whose
+    ``finally`` then stops everything it started (``signal.alarm(0)`` and :func:`stop_all`)."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(int(seconds))
+
+
+def save_run(
+    doc: dict[str, object],
+    out: Path,
+    table: str,
+    write_docs: Callable[[dict[str, object], Path], list[Path]] | None,
+) -> None:
+    """Write a run's JSON to ``out``, print its table, and render the docs unless ``write_docs``
+    is None."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    print()
+    print(table)
+    log(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    for path in write_docs(doc, out) if write_docs is not None else []:
+        log(f"wrote {path.relative_to(ROOT)}")
 
 
 def raise_nofile(limit: int = NOFILE) -> None:
@@ -50,10 +87,25 @@ def raise_nofile(limit: int = NOFILE) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def mint(sub: str, *, publisher: bool = False, ttl_seconds: int = 6 * 3600) -> str:
-    """The same claims as ``herald.auth.minting.mint_token``: every server verifies them."""
+def free_port() -> int:
+    """A loopback port nothing listens on now (for servers that cannot report the one they bound)."""
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def mint(
+    sub: str, *, publisher: bool = False, ttl_seconds: int = 6 * 3600, resources: list[str] | None = None
+) -> str:
+    """The same claims as ``herald.auth.minting.mint_token``: every Python server verifies them."""
     now = int(time.time())
-    claims: dict[str, object] = {"sub": sub, "iat": now, "exp": now + ttl_seconds, "resources": []}
+    claims: dict[str, object] = {
+        "sub": sub,
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "resources": resources or [],
+    }
     if publisher:
         claims["roles"] = ["publisher"]
     return jwt.encode(claims, SECRET, algorithm="HS256")
@@ -64,7 +116,11 @@ def user_of(index: int) -> str:
 
 
 def server_command(
-    name: str, gc_log: str | None = None, workers: int = 1, extra_env: dict[str, str] | None = None
+    name: str,
+    gc_log: str | None = None,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    port: int = 0,
 ) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     env.update(
@@ -77,7 +133,7 @@ def server_command(
     )
     env["PYTHONPATH"] = str(ROOT)
     if name in ("herald", HERALD_WORKERS):
-        cmd = [str(VENV_BIN / "herald"), "serve", "--host", "127.0.0.1", "--port", "0"]
+        cmd = [str(VENV_BIN / "herald"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         # One load generator on one IP opens N streams for 100 users: the limits that
         # protect a production node (docs/operations.md, "Limits") would refuse it.
         env.update(
@@ -94,10 +150,10 @@ def server_command(
         if name == HERALD_WORKERS:
             watched = cmd  # gcwatch would watch the supervisor, which serves nothing
     elif name == "sse_starlette":
-        cmd = [sys.executable, "-m", "bench.baselines.sse_starlette_app", "--port", "0"]
+        cmd = [sys.executable, "-m", "bench.baselines.sse_starlette_app", "--port", str(port)]
         watched = [sys.executable, "-m", "bench.gcwatch", *cmd[1:]]
     elif name == "ceiling":
-        cmd = [sys.executable, "-m", "bench.baselines.raw_asyncio", "--port", "0"]
+        cmd = [sys.executable, "-m", "bench.baselines.raw_asyncio", "--port", str(port)]
         watched = [sys.executable, "-m", "bench.gcwatch", *cmd[1:]]
     else:
         raise ValueError(f"unknown server {name!r}")
@@ -203,20 +259,9 @@ def cpu_seconds(ps: psutil.Process) -> float:
         return float(times.user + times.system)
 
 
-def start_server(
-    name: str,
-    timeout: float = 30.0,
-    gcwatch: bool = True,
-    workers: int = 1,
-    extra_env: dict[str, str] | None = None,
-) -> ServerProcess:
-    gcwatch = gcwatch and name != HERALD_WORKERS
-    gc_log = (
-        f"{tempfile.gettempdir()}/bench-gc-{name}-{os.getpid()}-{time.monotonic_ns()}.json"
-        if gcwatch
-        else None
-    )
-    cmd, env = server_command(name, gc_log, workers, extra_env)
+def spawn(name: str, cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """Start ``cmd`` in its own process group, registered to be killed on the way out; its
+    stderr's last lines are kept (for the report when it fails)."""
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -232,15 +277,54 @@ def start_server(
 
     def drain_stderr() -> None:
         assert proc.stderr is not None
-        for raw in proc.stderr:
-            tail.append(raw.decode(errors="replace").rstrip())
-            if len(tail) > 50:
-                del tail[:10]
+        with proc.stderr:  # closed at the process's end, not left to the collector
+            for raw in proc.stderr:
+                tail.append(raw.decode(errors="replace").rstrip())
+                if len(tail) > 50:
+                    del tail[:10]
 
     threading.Thread(target=drain_stderr, daemon=True).start()
+    return proc, tail
+
+
+def drain_stdout(proc: subprocess.Popen[bytes]) -> None:
+    def drain() -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for _ in proc.stdout:
+                pass
+
+    threading.Thread(target=drain, daemon=True).start()
+
+
+def forget(proc: subprocess.Popen[bytes]) -> None:
+    """Stop ``proc`` and drop it from the processes killed on exit."""
+    stop_group(proc)
+    with contextlib.suppress(ValueError):
+        _RUNNING.remove(proc)
+
+
+def start_server(
+    name: str,
+    timeout: float = 30.0,
+    gcwatch: bool = True,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    port: int = 0,
+) -> ServerProcess:
+    """A Python server of the bench (Herald or a baseline), ready once it printed its
+    ``herald_listening`` line; ``port`` 0 lets it choose (a restart passes the old one)."""
+    gcwatch = gcwatch and name != HERALD_WORKERS
+    gc_log = (
+        f"{tempfile.gettempdir()}/bench-gc-{name}-{os.getpid()}-{time.monotonic_ns()}.json"
+        if gcwatch
+        else None
+    )
+    cmd, env = server_command(name, gc_log, workers, extra_env, port)
+    proc, tail = spawn(name, cmd, env)
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
-    port: int | None = None
+    bound: int | None = None
     try:
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
@@ -249,23 +333,16 @@ def start_server(
             with contextlib.suppress(ValueError):
                 msg = json.loads(line)
                 if isinstance(msg, dict) and msg.get("event") == "herald_listening":
-                    port = int(msg["port"])
+                    bound = int(msg["port"])
                     break
-        if port is None:
+        if bound is None:
             raise RuntimeError(f"{name} did not start: {' | '.join(tail[-10:])}")
     except BaseException:
-        stop_group(proc)
-        _RUNNING.remove(proc)
+        forget(proc)
         raise
-
-    def drain_stdout() -> None:
-        assert proc.stdout is not None
-        for _ in proc.stdout:
-            pass
-
-    threading.Thread(target=drain_stdout, daemon=True).start()
+    drain_stdout(proc)
     return ServerProcess(
-        name, proc, port, psutil.Process(proc.pid), tail, gc_log, tree=name == HERALD_WORKERS
+        name, proc, bound, psutil.Process(proc.pid), tail, gc_log, tree=name == HERALD_WORKERS
     )
 
 
@@ -275,9 +352,7 @@ def running_server(name: str, gcwatch: bool = True, workers: int = 1) -> Iterato
     try:
         yield server
     finally:
-        server.stop()
-        with contextlib.suppress(ValueError):
-            _RUNNING.remove(server.proc)
+        forget(server.proc)
 
 
 def listening_line(host: str, port: int) -> str:

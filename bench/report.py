@@ -151,7 +151,7 @@ def metrics(doc: Result, server: str, n: int) -> dict[str, float | None]:
     return out
 
 
-def _fmt(v: float | None, digits: int = 1) -> str:
+def fmt(v: float | None, digits: int = 1) -> str:
     if v is None:
         return "—"
     if abs(v) >= 1000:
@@ -192,7 +192,7 @@ def table(doc: Result) -> str:
         head += f"{'H/ceiling':>11}{'H/sse':>9}"
         lines.append(head)
         for key, label, _ in ROWS:
-            row = f"  {label:48}" + "".join(f"{_fmt(m[s][key]):>15}" for s in servers)
+            row = f"  {label:48}" + "".join(f"{fmt(m[s][key]):>15}" for s in servers)
             h = m.get("herald", {}).get(key)
             row += f"{_ratio(h, m.get('ceiling', {}).get(key)):>11}"
             row += f"{_ratio(h, m.get('sse_starlette', {}).get(key)):>9}"
@@ -216,17 +216,17 @@ def targets(doc: Result) -> list[tuple[str, str, bool | None]]:
         out.append((name, value, ok))
 
     kib = h["kib_per_conn"]
-    check(f"idle memory ≤ 4 KiB/conn at N={top:,}", f"{_fmt(kib, 2)} KiB", None if kib is None else kib <= 4)
+    check(f"idle memory ≤ 4 KiB/conn at N={top:,}", f"{fmt(kib, 2)} KiB", None if kib is None else kib <= 4)
     hp, cp = h["p99_at_10"], c["p99_at_10"]
     check(
         f"p99 at N={top:,} × 10 ev/s ≤ 1.5× ceiling",
-        f"{_fmt(hp)} ms vs {_fmt(cp)} ms ({_ratio(hp, cp)})",
+        f"{fmt(hp)} ms vs {fmt(cp)} ms ({_ratio(hp, cp)})",
         None if hp is None or cp is None else hp <= 1.5 * cp,
     )
     hc, cc = h["cpu_at_10"], c["cpu_at_10"]
     check(
         f"server CPU at N={top:,} × 10 ev/s ≤ 1.5× ceiling",
-        f"{_fmt(hc)} % vs {_fmt(cc)} % ({_ratio(hc, cc)})",
+        f"{fmt(hc)} % vs {fmt(cc)} % ({_ratio(hc, cc)})",
         None if hc is None or cc is None else hc <= 1.5 * cc,
     )
     for n in ns:
@@ -235,14 +235,14 @@ def targets(doc: Result) -> list[tuple[str, str, bool | None]]:
         sn = metrics(doc, "sse_starlette", n)["max_deliveries"]
         check(
             f"deliveries/s ≥ 0.5× ceiling at N={n:,}",
-            f"{_fmt(hn)} vs {_fmt(cn)} ({_ratio(hn, cn)})",
+            f"{fmt(hn)} vs {fmt(cn)} ({_ratio(hn, cn)})",
             None if hn is None or not cn else hn >= 0.5 * cn,
         )
         check(
             f"deliveries/s ≥ 10× sse-starlette at N={n:,}",
-            f"{_fmt(hn)} vs {_fmt(sn)} ({_ratio(hn, sn)})"
+            f"{fmt(hn)} vs {fmt(sn)} ({_ratio(hn, sn)})"
             if sn
-            else f"{_fmt(hn)} vs none: sse-starlette held no rate (p99 > 1 s from the first stage)",
+            else f"{fmt(hn)} vs none: sse-starlette held no rate (p99 > 1 s from the first stage)",
             None if hn is None or sn is None else (sn == 0 and hn > 0) or (sn > 0 and hn >= 10 * sn),
         )
     # Judged at the largest N, where an event has the most receivers (N / 100) and the
@@ -253,9 +253,7 @@ def targets(doc: Result) -> list[tuple[str, str, bool | None]]:
         check(
             f"targeted cost ∝ receivers at N={top:,} (marginal µs per targeted delivery ≤ 3× µs per "
             "broadcast delivery)",
-            ", ".join(
-                f"N={n:,}: {_fmt(t, 2)} vs {_fmt(b, 2)} µs" for n, t, b in zip(ns, tm, bm, strict=True)
-            ),
+            ", ".join(f"N={n:,}: {fmt(t, 2)} vs {fmt(b, 2)} µs" for n, t, b in zip(ns, tm, bm, strict=True)),
             tm[-1] <= 3 * bm[-1],
         )
     return out
@@ -386,7 +384,7 @@ def _markdown(doc: Result, json_path: Path, pngs: list[Path]) -> str:
         )
         out.append("|---|" + "---:|" * (len(servers) + 2))
         for key, label, _ in ROWS:
-            cells = [_fmt(ms[s][key]) for s in servers]
+            cells = [fmt(ms[s][key]) for s in servers]
             h = ms.get("herald", {}).get(key)
             vs_ceiling = _ratio(h, ms.get("ceiling", {}).get(key))
             vs_sse = _ratio(h, ms.get("sse_starlette", {}).get(key))
@@ -419,11 +417,11 @@ def _stage_table(doc: Result, servers: list[str], n: int) -> list[str]:
             rnd = r.get("round", 0) + 1
             for st in r.get("broadcast", []) + [x for x in (r.get("nobody"), r.get("targeted")) if x]:
                 label = f"{st['rate']:g}" + ("" if st["kind"] == "broadcast" else f" ({st['kind']})")
-                gcs = "—" if st.get("gc_full") is None else f"{st['gc_full']} ({_fmt(st['gc_total_ms'])})"
+                gcs = "—" if st.get("gc_full") is None else f"{st['gc_full']} ({fmt(st['gc_total_ms'])})"
                 out.append(
-                    f"| {s} | {rnd} | {label} | {_fmt(st['deliveries_per_s'])} | {_fmt(st['p50_ms'])} | "
-                    f"{_fmt(st['p99_ms'])} | {_fmt(st['max_ms'])} | {_fmt(st['server_cpu_pct'])} | "
-                    f"{_fmt(st['loadgen_cpu_pct'])} | {_fmt(st.get('others_cpu_pct'))} | {gcs} | "
+                    f"| {s} | {rnd} | {label} | {fmt(st['deliveries_per_s'])} | {fmt(st['p50_ms'])} | "
+                    f"{fmt(st['p99_ms'])} | {fmt(st['max_ms'])} | {fmt(st['server_cpu_pct'])} | "
+                    f"{fmt(st['loadgen_cpu_pct'])} | {fmt(st.get('others_cpu_pct'))} | {gcs} | "
                     f"{'ok' if st['ok'] else st['reason']} |"
                 )
             if r.get("error"):
@@ -482,11 +480,11 @@ def workers_table(doc: Result) -> str:
     lines: list[str] = []
     for n in _ns(doc):
         one, many = worker_metrics(doc, "herald", n), worker_metrics(doc, "herald_workers", n)
-        lines.append(f"N = {n:,}  (p99 'top': {_fmt(_top_common_rate(doc, n))} events/s)")
+        lines.append(f"N = {n:,}  (p99 'top': {fmt(_top_common_rate(doc, n))} events/s)")
         lines.append(f"  {'metric':66}{'1 worker':>14}{f'{workers} workers':>14}{'N ÷ 1':>9}")
         for key, label in WORKER_ROWS:
             lines.append(
-                f"  {label:66}{_fmt(one[key]):>14}{_fmt(many[key]):>14}{_ratio(many[key], one[key]):>9}"
+                f"  {label:66}{fmt(one[key]):>14}{fmt(many[key]):>14}{_ratio(many[key], one[key]):>9}"
             )
         lines.append("")
     return "\n".join(lines)
@@ -517,12 +515,12 @@ def _workers_markdown(doc: Result, json_path: Path, pngs: list[Path]) -> str:
     for n in _ns(doc):
         one, many = worker_metrics(doc, "herald", n), worker_metrics(doc, "herald_workers", n)
         top = _top_common_rate(doc, n)
-        out.append(f"**N = {n:,}** (the highest rate both held: {_fmt(top)} events/s)")
+        out.append(f"**N = {n:,}** (the highest rate both held: {fmt(top)} events/s)")
         out.append("")
         out.append(f"| metric | 1 worker | {workers} workers | {workers} ÷ 1 |")
         out.append("|---|---:|---:|---:|")
         for key, label in WORKER_ROWS:
-            out.append(f"| {label} | {_fmt(one[key])} | {_fmt(many[key])} | {_ratio(many[key], one[key])} |")
+            out.append(f"| {label} | {fmt(one[key])} | {fmt(many[key])} | {_ratio(many[key], one[key])} |")
         out.append("")
         out += _stage_table(doc, ["herald", "herald_workers"], n)
     for p in pngs:
@@ -592,13 +590,17 @@ def write_docs(doc: Result, json_path: Path) -> list[Path]:
     pngs = workers_plots(doc) if workers else plots(doc)
     text = DOC.read_text() if DOC.exists() else _TEMPLATE
     mode = doc["mode"]
-    start, end = f"<!-- bench:{mode}:start -->", f"<!-- bench:{mode}:end -->"
     body = _workers_markdown(doc, json_path, pngs) if workers else _markdown(doc, json_path, pngs)
+    DOC.write_text(replace_section(text, mode, body))
+    return [*pngs, DOC]
+
+
+def replace_section(text: str, mode: str, body: str) -> str:
+    """``text`` with what stands between the ``bench:<mode>`` markers replaced by ``body``
+    (the markers appended at the end when missing)."""
+    start, end = f"<!-- bench:{mode}:start -->", f"<!-- bench:{mode}:end -->"
     if start in text and end in text:
         before, rest = text.split(start, 1)
         _, after = rest.split(end, 1)
-        text = f"{before}{start}\n{body}\n{end}{after}"
-    else:
-        text = f"{text.rstrip()}\n\n{start}\n{body}\n{end}\n"
-    DOC.write_text(text)
-    return [*pngs, DOC]
+        return f"{before}{start}\n{body}\n{end}{after}"
+    return f"{text.rstrip()}\n\n{start}\n{body}\n{end}\n"

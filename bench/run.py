@@ -1,5 +1,9 @@
 """``python -m bench [--quick]``: Herald against its two baselines, side by side, in one run.
 
+Naming ``centrifugo`` among ``--servers`` (or ``--suite peers``) runs the peer
+suite instead (:mod:`bench.peers`): Herald beside Centrifugo and the ceiling on
+both engines, the scenarios of issue 18.
+
 For each N, each server is started fresh as a subprocess on a free loopback
 port (in its own process group), driven by the same load generator through
 the same scenarios (:mod:`bench.scenarios`), and killed. Then a table of
@@ -23,9 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.common import ROOT, SERVERS, raise_nofile, running_server, stop_all
+from bench.common import (
+    DEFAULT_SERVERS,
+    ROOT,
+    SERVERS,
+    log,
+    raise_nofile,
+    running_server,
+    save_run,
+    stop_all,
+    stop_on_signals,
+)
 from bench.loadgen.pool import WorkerPool
-from bench.scenarios import Plan, log, run_one
+from bench.scenarios import Plan, run_one
 
 RESULTS = ROOT / "bench" / "results"
 #: No run may take longer than this, whatever the plan (seconds).
@@ -36,7 +50,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="N = 1,000 / 2,000 and short stages (a few minutes)")
     p.add_argument("--n", type=int, action="append", help="override the connection counts (repeatable)")
-    p.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {SERVERS}")
+    p.add_argument(
+        "--servers", default=",".join(DEFAULT_SERVERS), help=f"comma-separated subset of {SERVERS}"
+    )
+    p.add_argument(
+        "--suite",
+        choices=("baselines", "peers"),
+        help="baselines: the scenarios against sse-starlette and the ceiling; peers: against "
+        "Centrifugo (the default when centrifugo is among the servers)",
+    )
+    p.add_argument("--cores", help="peers: comma-separated cores per server (Herald's workers, GOMAXPROCS)")
+    p.add_argument("--engines", help="peers: comma-separated engines, of memory,redis")
+    p.add_argument("--scenarios", help="peers: comma-separated, of broadcast,targeted,mix,publish,restart")
+    p.add_argument("--targeted-rates", help="peers: comma-separated targeted rates, events/s")
+    p.add_argument("--mix-rates", help="peers: comma-separated rates of the mix, events/s")
     p.add_argument("--rates", help="comma-separated broadcast rates, events/s")
     p.add_argument("--stage-seconds", type=float, help="seconds each rate is held")
     p.add_argument("--workers", type=int, help="load-generator processes (default 2)")
@@ -82,26 +109,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report is not None:
         doc = json.loads(args.report.read_text())
+        if doc.get("kind") == "peers":
+            from bench.peers import report as peers_report
+
+            print(peers_report.table(doc))
+            if not args.no_docs:
+                for path in peers_report.write_docs(doc, args.report.resolve()):
+                    log(f"wrote {path.relative_to(ROOT)}")
+            return 0
         print(report.table(doc))
         if not args.no_docs:
             for path in report.write_docs(doc, args.report.resolve()):
                 log(f"wrote {path.relative_to(ROOT)}")
         return 0
-    plan = make_plan(args)
-    mode = "quick" if args.quick else "full"
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in servers:
         if s not in SERVERS:
             print(f"unknown server {s!r}; choose from {SERVERS}", file=sys.stderr)
             return 2
+    if (args.suite or ("peers" if "centrifugo" in servers else "baselines")) == "peers":
+        from bench.peers import run as peers
+
+        return peers.main(args, servers)
+    if "centrifugo" in servers:
+        print("centrifugo runs in the peer suite only (--suite peers)", file=sys.stderr)
+        return 2
+    plan = make_plan(args)
+    mode = "quick" if args.quick else "full"
     raise_nofile()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGALRM, on_signal)
-    signal.alarm(MAX_RUN_SECONDS[mode])
+    stop_on_signals(MAX_RUN_SECONDS[mode])
     started = time.strftime("%Y%m%dT%H%M%S")
     t0 = time.monotonic()
     log(f"bench {mode}: servers {servers}, N {plan.ns}, rates {plan.rates} ev/s, {plan.workers} workers")
@@ -124,16 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:] if argv is None else argv,
         "results": results,
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"{started}-{mode}.json"
-    out.write_text(json.dumps(doc, indent=1))
-    print()
-    print(report.table(doc))
-    log(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    if not args.no_docs:
-        written = report.write_docs(doc, out)
-        for path in written:
-            log(f"wrote {path.relative_to(ROOT)}")
+    save_run(doc, out, report.table(doc), None if args.no_docs else report.write_docs)
     return 0
 
 

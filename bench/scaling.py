@@ -31,11 +31,8 @@ import asyncio
 import contextlib
 import json
 import random
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +47,7 @@ from bench.common import (
     STREAM_PATH,
     ServerProcess,
     cpu_seconds,
+    log,
     mint,
     raise_nofile,
     start_server,
@@ -57,8 +55,8 @@ from bench.common import (
 )
 from bench.loadgen.pool import Merged, WorkerPool
 from bench.loadgen.publisher import Publisher
+from bench.redis_server import RedisServer
 from bench.run import RESULTS
-from bench.scenarios import log
 
 HOST = "127.0.0.1"
 PREFIX = "scaling"
@@ -84,45 +82,6 @@ class Plan:
     @classmethod
     def full(cls) -> Plan:
         return cls(4, 15000, 16.0, 10.0, 300.0, 1.0, 300.0, 5.0, [300.0, 1500.0, 5000.0])
-
-
-class RedisServer:
-    """A redis-server of the benchmark's own: a free port, no persistence, noeviction."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
-        with contextlib.closing(__import__("socket").socket()) as sock:
-            sock.bind((HOST, 0))
-            self.port = sock.getsockname()[1]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-             "--maxmemory-policy", "noeviction", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        client = self.client()
-        for _ in range(200):
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @dataclass

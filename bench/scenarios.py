@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.common import STREAM_PATH, USER_GROUPS, ServerProcess, cpu_seconds, mint, user_of
+from bench.common import STREAM_PATH, USER_GROUPS, ServerProcess, cpu_seconds, log, mint, user_of
 from bench.loadgen.pool import Merged, WorkerPool
 from bench.loadgen.publisher import Publisher
 
@@ -204,10 +204,6 @@ class _CpuClock:
         )
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 async def run_one(server: ServerProcess, n: int, plan: Plan, pool: WorkerPool, round_: int = 0) -> RunResult:
     result = RunResult(server=server.name, n=n, round=round_)
     port = server.port
@@ -265,7 +261,7 @@ async def run_one(server: ServerProcess, n: int, plan: Plan, pool: WorkerPool, r
             if not stage.ok:
                 break
             await asyncio.sleep(1.0)
-        await _settle(pool, held)
+        await settle(pool, held)
 
         # --- targeted: a user with no connection (the fixed cost of an event), then 1 %
         per_user = held / USER_GROUPS
@@ -304,7 +300,7 @@ async def run_one(server: ServerProcess, n: int, plan: Plan, pool: WorkerPool, r
     return result
 
 
-async def _settle(pool: WorkerPool, held: int) -> None:
+async def settle(pool: WorkerPool, held: int) -> None:
     """Wait (bounded) until deliveries stop arriving: a failed stage leaves a backlog."""
     before = (await pool.stats(hist=False)).delivered
     for _ in range(60):

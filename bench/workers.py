@@ -23,10 +23,19 @@ import time
 from typing import Any
 
 from bench import report
-from bench.common import HERALD_WORKERS, ROOT, raise_nofile, running_server, stop_all
+from bench.common import (
+    HERALD_WORKERS,
+    ROOT,
+    log,
+    raise_nofile,
+    running_server,
+    save_run,
+    stop_all,
+    stop_on_signals,
+)
 from bench.loadgen.pool import WorkerPool
 from bench.run import MAX_RUN_SECONDS, RESULTS
-from bench.scenarios import Plan, log, run_one
+from bench.scenarios import Plan, run_one
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -94,12 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "workers-quick" if args.quick else "workers-full"
     raise_nofile()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGALRM, on_signal)
-    signal.alarm(MAX_RUN_SECONDS["quick" if args.quick else "full"])
+    stop_on_signals(MAX_RUN_SECONDS["quick" if args.quick else "full"])
     started = time.strftime("%Y%m%dT%H%M%S")
     t0 = time.monotonic()
     log(f"bench {mode}: Herald on 1 vs {workers} workers, N {plan.ns}, rates {plan.rates} ev/s")
@@ -123,15 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:] if argv is None else argv,
         "results": results,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{started}-{mode}.json"
-    out.write_text(json.dumps(doc, indent=1))
-    print()
-    print(report.workers_table(doc))
-    log(f"results: {out.relative_to(ROOT)}")
-    if not args.no_docs:
-        for path in report.write_docs(doc, out):
-            log(f"wrote {path.relative_to(ROOT)}")
+    save_run(doc, out, report.workers_table(doc), None if args.no_docs else report.write_docs)
     return 0
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the tests talk to for real. Installs only what is missing.
+# Debian packages the tests talk to for real (or only those named as arguments, e.g.
+# `scripts/install-system-deps.sh redis-server` for the peer benchmarks). Installs only what is missing.
 set -euo pipefail
 
 packages=(chromium redis-server postgresql nginx-light)
+[ $# -gt 0 ] && packages=("$@")
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

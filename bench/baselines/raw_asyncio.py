@@ -4,7 +4,8 @@ An ``asyncio.Protocol`` on uvloop, requests parsed by httptools. A stream
 ``GET`` checks its JWT and turns the connection into a receiver: a list of
 pending frames that one ``call_soon`` flush per loop turn joins and writes
 to the transport. A publish encodes its frame once and appends the same
-bytes to every receiver's list (all of them, or the user's). Heartbeat
+bytes to every receiver's list (all of them, the user's, or the followers of
+the resource a stream names in ``?subscribe=``, unchecked). Heartbeat
 comments every 15 s. No replay, no backpressure policy, no limits: it is the
 bound, not a product. Same endpoints, tokens and frames as Herald.
 """
@@ -18,6 +19,7 @@ import signal
 import socket
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 import httptools
 import jwt
@@ -44,7 +46,8 @@ def _response(status: int, body: dict[str, Any], keep_alive: bool) -> bytes:
 class Hub:
     def __init__(self) -> None:
         self.everyone: set[Stream] = set()
-        self.by_user: dict[str, set[Stream]] = {}
+        #: ``user:<id>`` and resource keys (``doc:r7``) → their streams.
+        self.by_key: dict[str, set[Stream]] = {}
         self.dirty: list[Stream] = []
         self.scheduled = False
         self.loop = asyncio.get_running_loop()
@@ -58,15 +61,17 @@ class Hub:
 
     def add(self, s: Stream) -> None:
         self.everyone.add(s)
-        self.by_user.setdefault(s.user, set()).add(s)
+        for key in s.keys:
+            self.by_key.setdefault(key, set()).add(s)
 
     def remove(self, s: Stream) -> None:
         self.everyone.discard(s)
-        mine = self.by_user.get(s.user)
-        if mine is not None:
-            mine.discard(s)
-            if not mine:
-                del self.by_user[s.user]
+        for key in s.keys:
+            mine = self.by_key.get(key)
+            if mine is not None:
+                mine.discard(s)
+                if not mine:
+                    del self.by_key[key]
 
     def deliver(self, frame: bytes, receivers: set[Stream]) -> None:
         dirty = self.dirty
@@ -97,11 +102,12 @@ class Hub:
 
 
 class Stream:
-    __slots__ = ("out", "transport", "user")
+    __slots__ = ("keys", "out", "transport", "user")
 
-    def __init__(self, transport: asyncio.Transport, user: str) -> None:
+    def __init__(self, transport: asyncio.Transport, user: str, resources: list[str]) -> None:
         self.transport = transport
         self.user = user
+        self.keys = (f"user:{user}", *resources)
         self.out: list[bytes] = []
 
 
@@ -153,7 +159,7 @@ class Http(asyncio.Protocol):
         assert self.transport is not None
         method = self.parser.get_method()
         keep_alive = self.parser.should_keep_alive()
-        path = self.url.split(b"?", 1)[0]
+        path, _, query = self.url.partition(b"?")
         claims = self._claims()
         if claims is None:
             self.transport.write(_response(401, {"code": "AUTH_INVALID"}, False))
@@ -161,7 +167,9 @@ class Http(asyncio.Protocol):
             return
         if method == b"GET" and path == STREAM:
             self.parser = None
-            self.stream = Stream(self.transport, str(claims["sub"]))
+            subscribe = parse_qs(query.decode("latin-1")).get("subscribe", [""])[0]
+            resources = [k for k in subscribe.split(",") if k]
+            self.stream = Stream(self.transport, str(claims["sub"]), resources)
             established = orjson.dumps({"user": self.stream.user, "_scope": "connection", "_version": "1.0"})
             ms, seq = self.hub.last
             self.transport.write(
@@ -203,7 +211,7 @@ class Http(asyncio.Protocol):
         if scope == "global":
             self.hub.deliver(frame, self.hub.everyone)
         else:
-            receivers = self.hub.by_user.get(str(req.get("key")))
+            receivers = self.hub.by_key.get(f"{scope}:{req.get('key')}")
             if receivers:
                 self.hub.deliver(frame, receivers)
         return _response(202, {"id": event_id.decode(), "duplicate": False}, keep_alive)

@@ -1,8 +1,10 @@
 """One SSE client connection as an ``asyncio.Protocol``: HTTP/1.1 head, optional
 chunked transfer coding, SSE frames, and the latency of every delivery.
 
-The hot path is :meth:`SSEClient._frames`: it finds each ``data: {"t":`` in
-the bytes received, reads the publish timestamp the publisher embedded
+The hot path is :meth:`SSEClient._frames`: it finds each ``{"t":`` in
+the bytes received (the event's data: at the start of a ``data:`` line for
+Herald and the baselines, inside the publication for Centrifugo), reads the
+publish timestamp the publisher embedded
 (``time.monotonic_ns()``; CLOCK_MONOTONIC is system-wide on Linux, so it is
 comparable across processes) and adds ``now - t`` to a histogram. No event
 object, no JSON decoding: the load generator must stay cheaper per delivery
@@ -12,17 +14,60 @@ than any server it drives.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 #: Histogram resolution and range: 100 µs buckets up to 10 s; later ones land in the last.
 BUCKET_NS = 100_000
 BUCKETS = 100_001
 _CAP = BUCKETS - 1
-_DATA_T = b'data: {"t":'
+_DATA_T = b'{"t":'
 _DATA_T_LEN = len(_DATA_T)
-_ESTABLISHED = b"connection.established"
+_SEQ = b'"s":'
 _now_ns = time.monotonic_ns
+
+
+def _int_at(data: bytes, k: int) -> int:
+    """The JSON integer at ``data[k:]``, followed by a comma or the object's end."""
+    j = data.find(b",", k)
+    e = data.find(b"}", k)
+    if j < 0 or 0 <= e < j:
+        j = e
+    return int(data[k:j])
+
+
+class Audit:
+    """What one client received of the events ``lo..hi`` (sequence numbers) after a
+    reconnect: a count and a sum of their numbers (each event exactly once gives
+    ``hi - lo + 1`` and the arithmetic series), and how many older ones came again."""
+
+    __slots__ = ("before", "count", "hi", "lo", "total")
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo = lo
+        self.hi = hi
+        self.count = 0
+        self.total = 0
+        self.before = 0
+
+    def add(self, seq: int) -> None:
+        if seq < self.lo:
+            self.before += 1
+        elif seq <= self.hi:
+            self.count += 1
+            self.total += seq
+
+    @property
+    def shortfall(self) -> int:
+        """The expected sum less the received one: the missing event's number when one is."""
+        n = self.hi - self.lo + 1
+        return n * (self.lo + self.hi) // 2 - self.total
+
+    @property
+    def exact(self) -> bool:
+        n = self.hi - self.lo + 1
+        return self.before == 0 and self.count == n and self.total == n * (self.lo + self.hi) // 2
 
 
 class Stats:
@@ -65,6 +110,11 @@ class Stats:
 
 
 class SSEClient(asyncio.Protocol):
+    """A client of Herald's wire format (the Python baselines speak it too)."""
+
+    #: What the server's first event contains once the stream is open.
+    ESTABLISHED: ClassVar[bytes] = b"connection.established"
+
     __slots__ = (
         "_chunk_left",
         "_chunk_line",
@@ -73,25 +123,35 @@ class SSEClient(asyncio.Protocol):
         "_head_buf",
         "_head_done",
         "_sse_buf",
+        "audit",
         "done",
         "established",
         "established_ns",
         "last_id",
         "last_seq",
+        "lost",
         "request",
         "seq_ns",
         "spec",
         "stats",
         "target_seq",
+        "told_recovered",
         "transport",
         "user",
         "wanted_close",
     )
 
-    def __init__(self, stats: Stats, request: bytes, spec: tuple[str, str], target_seq: int = -1) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        request: bytes,
+        spec: tuple[str, ...],
+        target_seq: int = -1,
+        audit: Audit | None = None,
+    ) -> None:
         self.stats = stats
         self.request = request
-        #: (user id, JWT): what a reconnect needs.
+        #: (user id, JWT[, resource]): what a reconnect needs.
         self.spec = spec
         self.user = spec[0]
         self.transport: asyncio.Transport | None = None
@@ -110,6 +170,11 @@ class SSEClient(asyncio.Protocol):
         self.target_seq = target_seq
         self.seq_ns = 0
         self.wanted_close = False
+        #: The connection ended (whoever closed it).
+        self.lost = False
+        self.audit = audit
+        #: What the server's first event said of the replay (None: it does not say).
+        self.told_recovered: bool | None = None
         #: Resolved with True once ``connection.established`` arrived, False on failure.
         self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
@@ -121,6 +186,7 @@ class SSEClient(asyncio.Protocol):
         self.transport.write(self.request)  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         self.stats.open -= 1
         if not self.wanted_close:
             self.stats.closed_unexpectedly += 1
@@ -227,22 +293,67 @@ class SSEClient(asyncio.Protocol):
             stats.delivered += count
             stats.max_ns = top
             stats.last_ns = now
-            k = find(b'"s":', pos, end)
+            if self.audit is not None:
+                self._audit(data, end)
+            k = find(_SEQ, pos, end)
             if k >= 0:
                 k += 4
-                self.last_seq = int(data[k : find(b",", k)])
+                seq = _int_at(data, k)
+                if seq > self.last_seq:
+                    self.last_seq = seq
                 if self.target_seq >= 0 and not self.seq_ns and self.last_seq >= self.target_seq:
                     self.seq_ns = now
+        if not self.established:
+            i = data.find(self.ESTABLISHED, 0, end)
+            if i >= 0:
+                self._established(data, i, end, now)
+            else:
+                self._refused(data, end)
+        self._positions(data, end)
+
+    def _audit(self, data: bytes, end: int) -> None:
+        """Every delivery's sequence number (not only the last's): audited reconnects only."""
+        assert self.audit is not None
+        find = data.find
+        pos = find(_DATA_T, 0, end)
+        while pos >= 0:
+            k = find(_SEQ, pos, end)
+            if k < 0:
+                break
+            k += 4
+            self.audit.add(_int_at(data, k))
+            pos = find(_DATA_T, k, end)
+
+    def _positions(self, data: bytes, end: int) -> None:
+        """Remember where the stream stands, for a reconnect: the last ``id:``."""
         k = data.rfind(b"\nid: ", 0, end)
         if k < 0 and data.startswith(b"id: "):
             self.last_id = data[4 : data.find(b"\n", 4)]
         elif k >= 0:
             k += 5
             self.last_id = data[k : data.find(b"\n", k)]
-        if not self.established and data.find(_ESTABLISHED, 0, end) >= 0:
-            self.established = True
-            self.established_ns = now
-            self._finish(True, None)
+
+    def _established(self, data: bytes, at: int, end: int, now: int) -> None:
+        k = data.find(b'"recovered":', at, end)
+        if k >= 0:
+            self.told_recovered = data[k + 12 : k + 13] == b"t"
+        self.established = True
+        self.established_ns = now
+        self._finish(True, None)
+
+    def _refused(self, data: bytes, end: int) -> None:
+        """A stream the server sends away before it is open (Herald: ``connection.closing``
+        with its reason, e.g. a replay it cannot read now): counted by that reason."""
+        i = data.find(b"event: connection.closing", 0, end)
+        if i < 0:
+            return
+        k = data.find(b'"reason":"', i, end)
+        reason = data[k + 10 : data.find(b'"', k + 10)].decode(errors="replace") if k >= 0 else "?"
+        self._finish(False, f"closing_{reason}")
+
+    def resume(self) -> Any:
+        """What a reconnect sends to resume where this stream stopped."""
+        return self.last_id
 
     # --- control
 
@@ -263,14 +374,87 @@ class SSEClient(asyncio.Protocol):
             self.transport.abort()
 
 
-def stream_request(host: str, port: int, path: str, token: str, last_event_id: bytes | None) -> bytes:
+class CentrifugoClient(SSEClient):
+    """A client of Centrifugo's unidirectional SSE (``uni_sse``): each ``data:`` line is a
+    push; the first is ``{"connect": ...}`` with the server-side subscriptions' stream
+    positions (and, on a reconnect, the publications recovered); publications are
+    ``{"channel": ..., "pub": {"data": ..., "offset": n}}``.
+
+    Resuming takes each channel's epoch and offset, which only a parse of every push
+    gives: that is done while ``tracking`` (the reconnect scenarios), never on the
+    delivery-rate stages, where it would make this client the bottleneck.
+    """
+
+    ESTABLISHED: ClassVar[bytes] = b'{"connect":'
+
+    __slots__ = ("positions", "tracking")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: channel → [epoch, offset] of the newest publication seen.
+        self.positions: dict[str, list[Any]] = {}
+        self.tracking = False
+
+    def _positions(self, data: bytes, end: int) -> None:
+        if not self.tracking:
+            return
+        for push in _pushes(data, end):
+            if push.startswith(b'{"channel":'):
+                msg = json.loads(push)
+                pub = msg.get("pub")
+                here = self.positions.get(msg["channel"])
+                if pub is not None and here is not None and pub.get("offset", 0) > here[1]:
+                    here[1] = pub["offset"]
+
+    def _established(self, data: bytes, at: int, end: int, now: int) -> None:
+        line_end = data.find(b"\n", at)
+        connect = json.loads(data[at : line_end if line_end >= 0 else end])["connect"]
+        recovering = []
+        for channel, sub in connect.get("subs", {}).items():
+            offset = max([sub.get("offset", 0), *(p.get("offset", 0) for p in sub.get("publications", ()))])
+            self.positions[channel] = [sub.get("epoch", ""), offset]
+            if sub.get("was_recovering"):
+                recovering.append(bool(sub.get("recovered")))
+        # Recovered only if every channel it asked to recover was.
+        self.told_recovered = all(recovering) if recovering else None
+        self.established = True
+        self.established_ns = now
+        self._finish(True, None)
+
+    def _frames(self, data: bytes) -> None:
+        if not self.established and b'{"disconnect":' in data:
+            # Refused (a bad token, a bad recovery request): Centrifugo says so in a push.
+            i = data.find(b'"code":')
+            code = data[i + 7 : data.find(b",", i)].decode(errors="replace") if i >= 0 else "?"
+            self._finish(False, f"disconnect_{code}")
+            self.close()
+            return
+        super()._frames(data)
+
+    def resume(self) -> Any:
+        return {channel: list(position) for channel, position in self.positions.items()}
+
+
+def _pushes(data: bytes, end: int) -> list[bytes]:
+    """The JSON of each ``data:`` line in ``data[:end]``."""
+    out = []
+    pos = data.find(b"data: ", 0, end)
+    while pos >= 0:
+        line_end = data.find(b"\n", pos)
+        out.append(data[pos + 6 : line_end])
+        pos = data.find(b"data: ", line_end, end)
+    return out
+
+
+def stream_request(host: str, port: int, path: str, token: str | None, last_event_id: bytes | None) -> bytes:
     lines = [
         b"GET %s HTTP/1.1" % path.encode(),
         b"Host: %s:%d" % (host.encode(), port),
         b"Accept: text/event-stream",
         b"Cache-Control: no-cache",
-        b"Authorization: Bearer %s" % token.encode(),
     ]
+    if token is not None:
+        lines.append(b"Authorization: Bearer %s" % token.encode())
     if last_event_id is not None:
         lines.append(b"Last-Event-ID: %s" % last_event_id)
     return b"\r\n".join(lines) + b"\r\n\r\n"

@@ -108,7 +108,14 @@ class WorkerPool:
         return list(await asyncio.gather(*calls))
 
     async def connect(
-        self, host: str, port: int, path: str, specs: list[Spec], concurrency: int, time_limit: float
+        self,
+        host: str,
+        port: int,
+        path: str,
+        specs: list[Spec],
+        concurrency: int,
+        time_limit: float,
+        dialect: str = "herald",
     ) -> dict[str, Any]:
         shares = [specs[i :: self.size] for i in range(self.size)]
         results = await self.all(
@@ -120,6 +127,7 @@ class WorkerPool:
             path=path,
             concurrency=max(1, concurrency // self.size),
             time_limit=time_limit,
+            dialect=dialect,
         )
         errors: dict[str, int] = {}
         for r in results:
