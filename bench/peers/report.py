@@ -502,7 +502,24 @@ def ended_by(kind: str, doc: Result) -> Callable[[Result], str]:
 # --- plot
 
 
+COLOURS = {"herald": "tab:blue", "centrifugo": "tab:orange", "ceiling": "tab:gray"}
+
+
+def curve(
+    doc: Result, server: str, engine: str, cores: int, kind: str, field: str
+) -> list[tuple[float, float]]:
+    """(rate, the median over the rounds that ran it) of one variant's ladder."""
+    by_rate: dict[float, list[float]] = {}
+    for r in rounds(doc, server, engine, cores):
+        for s in r.get(kind) or []:
+            if s.get(field) is not None:
+                by_rate.setdefault(s["rate"], []).append(s[field])
+    return [(rate, statistics.median(vs)) for rate, vs in sorted(by_rate.items())]
+
+
 def plot(doc: Result) -> Path | None:
+    """Four panels: the three ladders (medians over the rounds; the last point of a line is
+    the stage that ended it) and the publish cost per event, single and batched."""
     try:
         import matplotlib
 
@@ -511,32 +528,78 @@ def plot(doc: Result) -> Path | None:
     except ImportError:
         return None
     panels = [
-        ("broadcast", "p99_ms", "broadcast: p99 (ms)"),
-        ("targeted", "server_cpu_us_per_event", "targeted: server CPU µs per event"),
-        ("mix", "p99_ms", "mix: p99 (ms)"),
+        ("broadcast", "p99_ms", "broadcast to every stream: p99 (ms)"),
+        ("targeted", "server_cpu_us_per_event", "targeted (one user): server CPU µs per event"),
+        ("mix", "p99_ms", "the mix (90 % user, 9 % resource, 1 % all): p99 (ms)"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
-    styles = {"herald": "-o", "centrifugo": "-s", "ceiling": ":^"}
-    for ax, (kind, field, title) in zip(axes, panels, strict=True):
-        for r in doc["results"]:
-            stages = r.get(kind) or []
-            if not stages:
+    fig, grid = plt.subplots(2, 2, figsize=(14, 9))
+    axes = list(grid.flat)
+    present = sorted({(r["server"], r["engine"], r["cores"]) for r in doc["results"] if not r.get("error")})
+    for ax, (kind, field, title) in zip(axes, panels, strict=False):
+        for server, engine, cores in present:
+            points = curve(doc, server, engine, cores, kind, field)
+            if not points:
                 continue
-            xs = [s["rate"] for s in stages if s.get(field) is not None]
-            ys = [s[field] for s in stages if s.get(field) is not None]
-            label = f"{SHORT[r['server']]} {r['engine']} {r['cores']}c r{r['round'] + 1}"
-            ax.plot(xs, ys, styles.get(r["server"], "-"), label=label, alpha=0.8, markersize=3)
+            ax.plot(
+                [x for x, _ in points],
+                [y for _, y in points],
+                linestyle="-" if cores == 1 else "--",
+                marker="o" if engine == "memory" else "s",
+                color=COLOURS.get(server),
+                label=f"{SHORT[server]} · {engine} · {cores}c",
+                markersize=4,
+                alpha=0.85,
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("events/s")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=6)
-    fig.suptitle(f"Herald beside Centrifugo, N = {doc['plan']['n']:,} ({doc['started']})")
+        ax.legend(fontsize=7)
+    ax = axes[3]
+    xs: list[float] = []
+    ys: list[float] = []
+    colours: list[str] = []
+    ticks: list[tuple[float, str]] = []
+    x = 0.0
+    modes = (
+        ("single", publish("single", "server_cpu_us_per_event")),
+        ("batch", best_batch("server_cpu_us_per_event")),
+    )
+    for engine, cores in sorted({(e, c) for _, e, c in present}):
+        for mode, metric in modes:
+            group = [
+                (server, v)
+                for server in ("herald", "centrifugo", "ceiling")
+                if (server, engine, cores) in present
+                and (v := value(doc, server, engine, cores, metric)) is not None
+            ]
+            if not group:
+                continue
+            for i, (server, v) in enumerate(group):
+                xs.append(x + i)
+                ys.append(v)
+                colours.append(COLOURS[server])
+            ticks.append((x + (len(group) - 1) / 2, f"{engine} {cores}c\n{mode}"))
+            x += len(group) + 1
+    ax.bar(xs, ys, color=colours)
+    ax.set_xticks([t for t, _ in ticks], [label for _, label in ticks], fontsize=7)
+    ax.set_yscale("log")
+    ax.set_title("publish: server CPU µs per event (single, or in batches of 100)", fontsize=10)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(
+        handles=[plt.Rectangle((0, 0), 1, 1, color=COLOURS[s]) for s in ("herald", "centrifugo", "ceiling")],
+        labels=[SHORT[s] for s in ("herald", "centrifugo", "ceiling")],
+        fontsize=7,
+    )
+    fig.suptitle(
+        f"Herald beside Centrifugo, N = {doc['plan']['n']:,} streams ({doc['started']}, "
+        f"{doc['plan']['rounds']} round{'s, medians' if doc['plan']['rounds'] > 1 else ''})"
+    )
     fig.tight_layout()
     PLOTS.mkdir(parents=True, exist_ok=True)
     path = PLOTS / f"{doc['mode']}.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
@@ -554,7 +617,7 @@ def markdown(doc: Result, json_path: Path, png: Path | None) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in doc.get("versions", {}).items())
     lines = [
         f"### {doc['mode']} run, {doc['started']} ({doc['duration_s']:.0f} s, "
-        f"{plan['rounds']} round{'s: medians' if plan['rounds'] > 1 else ''})",
+        f"{plan['rounds']} round{'s: medians, a rate held the lower round' if plan['rounds'] > 1 else ''})",
         "",
         f"Command: `{doc['command']}`; raw results: `{rel}`; Herald at commit `{commit}`; {versions}.",
         f"Plan: N = {plan['n']:,} streams (each its own user, following one of "
