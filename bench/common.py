@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -13,9 +14,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import jwt
 import psutil
@@ -61,6 +63,25 @@ def stop_on_signals(seconds: float) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(int(seconds))
+
+
+T = TypeVar("T")
+
+
+def run_guarded(run: Coroutine[Any, Any, T], *cleanups: Callable[[], None]) -> T | None:
+    """``asyncio.run(run)``, then stop every process the bench started, whatever happened
+    (the alarm's and SIGTERM's KeyboardInterrupt included: :func:`stop_on_signals`), and run
+    ``cleanups``; None when it was interrupted."""
+    try:
+        return asyncio.run(run)
+    except KeyboardInterrupt as exc:
+        log(f"interrupted ({exc}); everything started was stopped")
+        return None
+    finally:
+        signal.alarm(0)
+        stop_all()
+        for cleanup in cleanups:
+            cleanup()
 
 
 def save_run(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -33,9 +32,9 @@ from bench.common import (
     SERVERS,
     log,
     raise_nofile,
+    run_guarded,
     running_server,
     save_run,
-    stop_all,
     stop_on_signals,
 )
 from bench.loadgen.pool import WorkerPool
@@ -142,14 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y%m%dT%H%M%S")
     t0 = time.monotonic()
     log(f"bench {mode}: servers {servers}, N {plan.ns}, rates {plan.rates} ev/s, {plan.workers} workers")
-    try:
-        results = asyncio.run(run_all(plan, servers, gcwatch=not args.no_gcwatch))
-    except KeyboardInterrupt as exc:
-        log(f"interrupted ({exc}); everything started was stopped")
+    results = run_guarded(run_all(plan, servers, gcwatch=not args.no_gcwatch))
+    if results is None:
         return 130
-    finally:
-        signal.alarm(0)
-        stop_all()
     doc = {
         "mode": mode,
         "started": started,

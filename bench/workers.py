@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
 from typing import Any
@@ -28,9 +27,9 @@ from bench.common import (
     ROOT,
     log,
     raise_nofile,
+    run_guarded,
     running_server,
     save_run,
-    stop_all,
     stop_on_signals,
 )
 from bench.loadgen.pool import WorkerPool
@@ -107,14 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y%m%dT%H%M%S")
     t0 = time.monotonic()
     log(f"bench {mode}: Herald on 1 vs {workers} workers, N {plan.ns}, rates {plan.rates} ev/s")
-    try:
-        results = asyncio.run(run_all(plan, workers))
-    except KeyboardInterrupt as exc:
-        log(f"interrupted ({exc}); everything started was stopped")
+    results = run_guarded(run_all(plan, workers))
+    if results is None:
         return 130
-    finally:
-        signal.alarm(0)
-        stop_all()
     doc = {
         "kind": "workers",
         "mode": mode,

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.common import ROOT
 from bench.peers.suite import HARNESS_SATURATED_PCT, bound_by
-from bench.report import DOC, PLOTS, ROOT, fmt, replace_section
+from bench.report import DOC, PLOTS, fmt, replace_section
 
 Result = dict[str, Any]
 Metric = Callable[[Result], float | None]
@@ -525,6 +526,7 @@ def plot(doc: Result) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         return None
     panels = [
@@ -588,7 +590,7 @@ def plot(doc: Result) -> Path | None:
     ax.set_title("publish: server CPU µs per event (single, or in batches of 100)", fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(
-        handles=[plt.Rectangle((0, 0), 1, 1, color=COLOURS[s]) for s in ("herald", "centrifugo", "ceiling")],
+        handles=[Patch(color=COLOURS[s]) for s in ("herald", "centrifugo", "ceiling")],
         labels=[SHORT[s] for s in ("herald", "centrifugo", "ceiling")],
         fontsize=7,
     )

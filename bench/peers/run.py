@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from bench import centrifugo
 from bench import report as base_report
-from bench.common import log, raise_nofile, save_run, stop_all, stop_on_signals
+from bench.common import log, raise_nofile, run_guarded, save_run, stop_on_signals
 from bench.loadgen.pool import WorkerPool
 from bench.peers import report
 from bench.peers.plan import PeerPlan
@@ -113,16 +112,11 @@ def main(args: argparse.Namespace, names: list[str]) -> int:
     if redis is not None:
         with redis.client() as client:
             versions["redis"] = client.info("server")["redis_version"]
-    try:
-        results = asyncio.run(run_all(plan, Servers(binary, redis), names, redis))
-    except KeyboardInterrupt as exc:
-        log(f"interrupted ({exc}); everything started was stopped")
+    results = run_guarded(
+        run_all(plan, Servers(binary, redis), names, redis), *([redis.stop] if redis else [])
+    )
+    if results is None:
         return 130
-    finally:
-        signal.alarm(0)
-        stop_all()
-        if redis is not None:
-            redis.stop()
     doc = {
         "kind": "peers",
         "mode": f"peers-{mode}",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench import centrifugo
 from bench.common import HERALD_WORKERS, ServerProcess, free_port, mint, start_server
+from bench.loadgen.fast_publisher import CENTRIFUGO_API_KEY
 from bench.loadgen.traffic import RESOURCE_TYPE, resource_of_streams
 from bench.redis_server import RedisServer
 
@@ -115,5 +116,5 @@ class Servers:
 
     def publish_token(self, v: Variant) -> str:
         if v.server == "centrifugo":
-            return centrifugo.CENTRIFUGO_API_KEY
+            return CENTRIFUGO_API_KEY
         return mint("bench-publisher", publisher=True)
