@@ -106,9 +106,9 @@ def mem_available() -> int:
 
 def snapshot(nodes: list[ServerProcess], store: RedisServer, client: redis.Redis) -> Snapshot:
     assert store.proc is not None
-    stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
-    net: dict[str, Any] = client.info("stats")  # type: ignore[assignment]
-    memory: dict[str, Any] = client.info("memory")  # type: ignore[assignment]
+    stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment,unused-ignore]  # typed from redis-py 8
+    net: dict[str, Any] = client.info("stats")  # type: ignore[assignment,unused-ignore]  # typed from redis-py 8
+    memory: dict[str, Any] = client.info("memory")  # type: ignore[assignment,unused-ignore]  # typed from redis-py 8
     return Snapshot(
         t=time.monotonic(),
         node_cpu=[n.cpu_seconds() for n in nodes],

@@ -154,7 +154,7 @@ def _beyond_idle(stage: dict[str, Any], idle: dict[str, Any], field: int) -> dic
 
 
 def _net_beyond_idle(stage: dict[str, Any], idle: dict[str, Any], name: str) -> float:
-    return max(0.0, stage[name] - idle[name] / idle["seconds"] * stage["seconds"])
+    return max(0.0, float(stage[name] - idle[name] / idle["seconds"] * stage["seconds"]))
 
 
 def _fit_reads(doc: dict[str, Any], idle_rate: list[float]) -> tuple[float, float, float, float]:

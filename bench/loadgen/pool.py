@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.process import BaseProcess
@@ -112,7 +113,7 @@ class WorkerPool:
         host: str,
         port: int,
         path: str,
-        specs: list[Spec],
+        specs: Sequence[Spec],
         concurrency: int,
         time_limit: float,
         dialect: str = "herald",

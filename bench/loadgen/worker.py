@@ -217,14 +217,14 @@ class Worker:
             self.clients = [c for c in current if c is not None]
             if target_seq >= 0:
                 await self._await_target(deadline)
-            lost = [i for i, c in enumerate(current) if c is not None and c.lost and not c.wanted_close]
+            lost = [(i, c) for i, c in enumerate(current) if c is not None and c.lost and not c.wanted_close]
             if not lost or follow_up == FOLLOW_UPS or time.monotonic() >= deadline:
                 break
-            again = await asyncio.gather(*(reopen(current[i], current[i].resume(), audits[i]) for i in lost))  # type: ignore[union-attr]
-            for i, fresh in zip(lost, again, strict=True):
+            again = await asyncio.gather(*(reopen(c, c.resume(), audits[i]) for i, c in lost))
+            for (i, c), fresh in zip(lost, again, strict=True):
                 if fresh is not None:
-                    fresh.seq_ns = current[i].seq_ns  # type: ignore[union-attr]
-                    fresh.last_seq = current[i].last_seq  # type: ignore[union-attr]
+                    fresh.seq_ns = c.seq_ns
+                    fresh.last_seq = c.last_seq
                     reopened += 1
                 current[i] = fresh
         self.clients = [c for c in current if c is not None]

@@ -79,7 +79,7 @@ def restart(field: str) -> Metric:
         value = (r.get("restart") or {}).get(field)
         if isinstance(value, bool):
             return float(value)
-        return value  # type: ignore[no-any-return]
+        return value
 
     return f
 

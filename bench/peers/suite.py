@@ -421,8 +421,7 @@ async def restart(h: Harness, server: ServerProcess, v: Variant) -> tuple[Result
     # One process, one connection: the events enter in the order of their numbers, so a
     # stream's newest number is also its position in the server's order (what the audit of
     # "exactly what it missed" needs; concurrent publishes could enter out of order).
-    in_order = {"connections": 1, "processes": 1}
-    before = await h.publish(server, v, everyone, rate=100, total=10, **in_order)
+    before = await h.publish(server, v, everyone, rate=100, total=10, connections=1, processes=1)
     first = before["seq_lo"]
     # Every stream should have all ten before the server stops; those that have not are
     # counted (and are owed them by the replay: each audit starts after what it had).
@@ -445,7 +444,13 @@ async def restart(h: Harness, server: ServerProcess, v: Variant) -> tuple[Result
     server = h.servers.start(v, port=port)
     started_s = time.monotonic() - t_start
     missed = await h.publish(
-        server, v, everyone, rate=max(50.0, plan.restart_events / 0.5), total=plan.restart_events, **in_order
+        server,
+        v,
+        everyone,
+        rate=max(50.0, plan.restart_events / 0.5),
+        total=plan.restart_events,
+        connections=1,
+        processes=1,
     )
     hi = missed["seq_hi"]
     t0 = time.monotonic_ns()
