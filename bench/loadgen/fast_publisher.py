@@ -4,7 +4,7 @@
 tops out at 2,000-4,000 publishes/s on two cores: below what Centrifugo
 accepts, and not far above Herald. This one is an ``asyncio.Protocol`` per
 connection on uvloop, with each request's bytes built by one ``%`` format and
-each response read by its status line and ``Content-Length``; several
+each response read by httptools; several
 processes (load-generator workers) share one schedule, each taking every
 ``stride``-th event, so the harness's own limit can be raised past the
 servers'. Each process reports its CPU, so a run says what publishing cost
@@ -21,6 +21,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import httptools
 
 from bench.common import EVENT_NAME, PUBLISH_PATH
 from bench.loadgen.traffic import Traffic
@@ -128,12 +130,14 @@ def publishing(
 
 
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection with at most one request in flight."""
+    """One keep-alive connection with at most one request in flight; its answers are read by
+    httptools (bodies with a length, or in chunks: Go chunks Centrifugo's batch replies)."""
 
     def __init__(self, owner: FastPublisher) -> None:
         self.owner = owner
         self.transport: asyncio.Transport | None = None
-        self.buf = b""
+        self.parser = httptools.HttpResponseParser(self)
+        self.body: list[bytes] = []
         #: The request in flight: (bytes, items, sent at ns, retried already).
         self.inflight: tuple[bytes, int, int, bool] | None = None
         self.lost = False
@@ -147,59 +151,20 @@ class _Conn(asyncio.Protocol):
         self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                break
-            head = buf[:end]
-            if b"hunked" in head:
-                parsed = _chunked_body(buf, end + 4)
-                if parsed is None:
-                    break
-                body, rest = parsed
-            else:
-                length = _content_length(head)
-                if len(buf) < end + 4 + length:
-                    break
-                body, rest = buf[end + 4 : end + 4 + length], end + 4 + length
-            buf = buf[rest:]
-            self.owner.answered(self, int(head[9:12]), body)
-        self.buf = buf
+        self.parser.feed_data(data)
+
+    # httptools' callbacks
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        body = b"".join(self.body)
+        self.body.clear()
+        self.owner.answered(self, self.parser.get_status_code(), body)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.owner.dropped(self)
-
-
-def _content_length(head: bytes) -> int:
-    """The ``Content-Length`` of a response head (Go and Python servers capitalise it
-    differently; none of the servers here answers a publish in chunks)."""
-    i = head.find(b"ontent-Length:")
-    if i < 0:
-        i = head.find(b"ontent-length:")
-        if i < 0:
-            return 0
-    j = head.find(b"\r\n", i)
-    return int(head[i + 14 : j if j >= 0 else len(head)])
-
-
-def _chunked_body(buf: bytes, pos: int) -> tuple[bytes, int] | None:
-    """A chunked body starting at ``pos`` (Go chunks responses past a few KiB: Centrifugo's
-    batch replies) and where the next response begins, or None while incomplete."""
-    parts: list[bytes] = []
-    while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            return None
-        size = int(buf[pos:eol].split(b";", 1)[0], 16)
-        start = eol + 2
-        if len(buf) < start + size + 2:
-            return None
-        if size == 0:
-            return b"".join(parts), start + 2
-        parts.append(buf[start : start + size])
-        pos = start + size + 2
 
 
 @dataclass
