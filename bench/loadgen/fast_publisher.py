@@ -140,7 +140,6 @@ class _Conn(asyncio.Protocol):
         self.body: list[bytes] = []
         #: The request in flight: (bytes, items, sent at ns, retried already).
         self.inflight: tuple[bytes, int, int, bool] | None = None
-        self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -163,7 +162,6 @@ class _Conn(asyncio.Protocol):
         self.owner.answered(self, self.parser.get_status_code(), body)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
         self.owner.dropped(self)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT
-from bench.peers.suite import HARNESS_SATURATED_PCT, bound_by
+from bench.peers.suite import HARNESS_SATURATED_PCT
 from bench.report import DOC, PLOTS, fmt, replace_section
 
 Result = dict[str, Any]
@@ -380,7 +380,7 @@ def stage_rows(doc: Result) -> list[str]:
         label = f"{SHORT[r['server']]} · {r['engine']} · {r['cores']}"
         for kind in ("broadcast", "targeted", "mix"):
             for s in r.get(kind) or []:
-                result = "ok" if s["ok"] else f"{s['reason']} (bound: {bound(s, r, doc)})"
+                result = "ok" if s["ok"] else f"{s['reason']} (bound: {s['bound']})"
                 lines.append(
                     f"| {label} | {r['round'] + 1} | {kind} | {s['rate']:g} | {fmt(s['deliveries_per_s'])} "
                     f"| {fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} | {fmt(s['server_cpu_pct'])} "
@@ -448,11 +448,11 @@ def harness(doc: Result) -> list[str]:
         if mode == "single" and p.get("supported")
     ]
     bound_list = [
-        f"{SHORT[r['server']]} · {r['engine']} · {r['cores']} {kind} {s['rate']:g}/s ({bound(s, r, doc)})"
+        f"{SHORT[r['server']]} · {r['engine']} · {r['cores']} {kind} {s['rate']:g}/s ({s['bound']})"
         for r in doc["results"]
         for kind in ("broadcast", "targeted", "mix")
         for s in r.get(kind) or []
-        if bound(s, r, doc) in ("harness", "machine")
+        if s["bound"] in ("harness", "machine")
     ]
     plan = doc["plan"]
     lines = [
@@ -481,12 +481,6 @@ def harness(doc: Result) -> list[str]:
     return lines
 
 
-def bound(stage: Result, r: Result, doc: Result) -> str:
-    return bound_by(
-        stage, r["cores"], doc["plan"]["publishers"], doc.get("machine", {}).get("logical_cpus") or 2
-    )
-
-
 def ended_by(kind: str, doc: Result) -> Callable[[Result], str]:
     """What ended one variant's ladder: the server, the harness, the machine, or its top."""
 
@@ -495,7 +489,7 @@ def ended_by(kind: str, doc: Result) -> Callable[[Result], str]:
         if not stages:
             return ""
         last = stages[-1]
-        return "top reached" if last["ok"] else bound(last, r, doc)
+        return "top reached" if last["ok"] else last["bound"]
 
     return f
 

@@ -20,6 +20,7 @@ from bench.loadgen.dialects import CentrifugoStreams, HeraldStreams
 from bench.loadgen.fast_publisher import CentrifugoPublishing, FastPublisher, HeraldPublishing
 from bench.loadgen.traffic import Traffic, resource_of_streams, resource_sizes
 from bench.peers import report
+from bench.peers.suite import bound_by
 from bench.peers.variants import Variant, variants
 
 CONNECT = (
@@ -301,7 +302,8 @@ def test_variants_pair_servers_doing_the_same_job() -> None:
 
 
 def _stage(rate: float, ok: bool, us: float, p99: float = 5.0) -> dict[str, Any]:
-    return {
+    """A stage as ``rate_stage`` records it, what limited it included."""
+    stage: dict[str, Any] = {
         "rate": rate,
         "ok": ok,
         "server_cpu_us_per_event": us,
@@ -313,6 +315,8 @@ def _stage(rate: float, ok: bool, us: float, p99: float = 5.0) -> dict[str, Any]
         "streams_cpu_pct": 10.0,
         "publishers_cpu_pct": 20.0,
     }
+    stage["bound"] = bound_by(stage, 1, publishers=2, cpus=2)
+    return stage
 
 
 def _result(server: str, round_: int, targeted: list[dict[str, Any]]) -> dict[str, Any]:
@@ -394,7 +398,6 @@ def test_unquote_roundtrip_of_cf_connect() -> None:
 def test_a_lost_stage_says_what_limited_it(
     server: float, streams: float, publishers: float, others: float, cores: int, expected: str
 ) -> None:
-    from bench.peers.suite import bound_by
 
     stage = {
         "ok": False,
