@@ -87,6 +87,18 @@ class RequestInvalid(HeraldError):
     status = 400
 
 
+class BatchInvalid(HeraldError):
+    """A batch whose body is not ``{"events": [...]}`` with 1 to the most allowed items."""
+
+    code = "REQUEST_INVALID"
+    status = 422
+
+
+class BatchTooLarge(HeraldError):
+    code = "BATCH_TOO_LARGE"
+    status = 413
+
+
 class BusUnavailable(HeraldError):
     """The event log cannot take or give events right now; try again shortly."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from herald.bus.base import AppendResult, BusRecord, EventBus
+from herald.bus.base import Append, AppendResult, BusRecord, EventBus
 from herald.events.message import SSEMessage, build_message, encode_data
 from herald.wire.cursor import Cursor, parse_cursor
 from tests.contracts.conftest import BusFactory, FakeClock
@@ -191,3 +191,72 @@ async def test_superseded_keys_answer_the_cursor_that_replaced_them(make_bus: Bu
     assert await bus.append(message, b"{}", idempotency_key="k5") == AppendResult(
         plain.cursor, duplicate=True
     )
+
+
+def item(n: int, key: str | None = None, superseded: tuple[str, ...] = (), user: str = "u1") -> Append:
+    message = msg(n, user)
+    return Append(message, encode_data(message, 65536), key, superseded)
+
+
+async def test_a_batch_appends_in_order_as_one_by_one(make_bus: BusFactory) -> None:
+    bus = await started(make_bus)
+    seen: list[BusRecord] = []
+    bus.subscribe(seen.append)
+    before = await append(bus, -1)
+    results = await bus.append_many([item(i) for i in range(300)])
+    assert all(isinstance(r, AppendResult) and not r.duplicate for r in results)
+    cursors = [r.cursor for r in results if isinstance(r, AppendResult)]
+    assert cursors == sorted(cursors)
+    assert len(set(cursors)) == 300
+    assert cursors[0] > before
+    after = await append(bus, 300)
+    assert after > cursors[-1]
+    await wait_until(lambda: len(seen) == 302)
+    assert [r.message.data["n"] for r in seen] == list(range(-1, 301))
+    assert [r.cursor for r in seen[1:-1]] == cursors
+    replay = await bus.replay(before)
+    assert [r.cursor for r in replay.records] == [*cursors, after]
+    assert await bus.append_many([]) == []
+
+
+async def test_a_batch_keeps_idempotency_within_itself_and_with_earlier_appends(
+    make_bus: BusFactory,
+) -> None:
+    bus = await started(make_bus)
+    earlier = await append(bus, 0, idempotency_key="k0")
+    results = await bus.append_many(
+        [item(1, "k1"), item(2, "k0"), item(3), item(4, "k1"), item(5, "k5", ("k6", "k0"))]
+    )
+    first, dup_earlier, plain, dup_within, carried = results
+    assert isinstance(first, AppendResult)
+    assert not first.duplicate
+    assert dup_earlier == AppendResult(earlier, duplicate=True)
+    assert isinstance(plain, AppendResult)
+    assert not plain.duplicate
+    assert dup_within == AppendResult(first.cursor, duplicate=True)
+    assert isinstance(carried, AppendResult)
+    assert not carried.duplicate
+    assert await bus.append(msg(6), b"{}", idempotency_key="k6") == AppendResult(
+        carried.cursor, duplicate=True
+    )
+    replay = await bus.replay(earlier)
+    assert [r.message.data["n"] for r in replay.records] == [1, 3, 5]
+
+
+async def test_a_batch_larger_than_the_count_limit_is_trimmed_to_it(make_bus: BusFactory) -> None:
+    """Trimming keeps up with batches: the log never holds more than ``max_events`` after one."""
+    bus = await started(make_bus, max_events=50)
+    for round_ in range(3):
+        results = await bus.append_many([item(round_ * 400 + i) for i in range(400)])
+        last = results[-1]
+        assert isinstance(last, AppendResult)
+        replay = await bus.replay(last.cursor)
+        assert replay.exact
+    floor_cursor = results[-51]
+    assert isinstance(floor_cursor, AppendResult)
+    replay = await bus.replay(floor_cursor.cursor)
+    assert replay.exact, "the 51st newest is the floor"
+    assert len(replay.records) == 50
+    gone = results[-52]
+    assert isinstance(gone, AppendResult)
+    assert not (await bus.replay(gone.cursor)).exact

@@ -5,6 +5,7 @@ from typing import Final
 API: Final = "/api/v1"
 STREAM: Final = f"{API}/events/stream"
 PUBLISH: Final = f"{API}/events"
+PUBLISH_BATCH: Final = f"{API}/events/batch"
 HEALTH: Final = f"{API}/events/health"
 STREAM_TOKEN: Final = f"{API}/auth/sse-token"
 DEMO_PAGE: Final = "/"

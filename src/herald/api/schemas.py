@@ -39,6 +39,41 @@ class PublishResponse(BaseModel):
     )
 
 
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[PublishRequest] = Field(
+        min_length=1,
+        max_length=500,
+        description="1 to 500 events (and at most 1 MiB of body), appended in this order",
+    )
+
+
+class BatchItemError(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(description="`EVENT_INVALID`, `EVENT_TOO_LARGE`, or `BUS_UNAVAILABLE` (retriable)")
+    message: str
+    retriable: bool = Field(description="the same item may succeed if sent again later")
+    retry_after: float | None = None
+
+
+class BatchItemResult(BaseModel):
+    """Either ``id`` (with ``duplicate`` and ``coalesced``, as a single publish answers) or
+    ``error``, never both."""
+
+    id: str | None = Field(None, description="the event's cursor, as `POST /api/v1/events` answers")
+    duplicate: bool | None = None
+    coalesced: bool | None = None
+    error: BatchItemError | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItemResult] = Field(description="one per event of the request, in its order")
+    accepted: int = Field(description="items with an `id`: appended now, duplicates, coalesced")
+    failed: int = Field(description="items with an `error`: not appended")
+
+
 class StreamTokenResponse(BaseModel):
     token: str
     expires_at: float = Field(description="Unix seconds after which the token opens no stream")

@@ -24,9 +24,17 @@ Idempotency
     ``superseded_keys`` given with an append are remembered as if they had been
     that append's own keys (a key already known keeps its cursor).
 
+Batches
+    ``append_many`` appends several events as if appended one by one, in the
+    order given (an idempotency key repeated within the batch is a duplicate of
+    its first item), and answers one result per item, in order. A backend keeps
+    a batch to one round trip per store it writes to.
+
 Failure
     A backend that cannot reach its store raises
     :class:`herald.errors.BusUnavailable` (retriable); it never drops silently.
+    In a batch, the items a store could not take answer ``BusUnavailable``
+    in place of their result; the others are appended.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from herald.errors import BusUnavailable
 from herald.events.message import SSEMessage
 from herald.wire.cursor import Cursor
 
@@ -65,6 +74,20 @@ class AppendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Append:
+    """One event of a batch: what ``append`` takes, as a value."""
+
+    message: SSEMessage
+    data_json: bytes
+    idempotency_key: str | None = None
+    superseded_keys: Sequence[str] = ()
+
+
+#: One item's outcome in a batch: its place in the log, or why it is not there.
+BatchResult = AppendResult | BusUnavailable
+
+
+@dataclass(frozen=True, slots=True)
 class Replay:
     exact: bool
     records: Sequence[BusRecord] = ()
@@ -92,6 +115,10 @@ class EventBus(Protocol):
         """``superseded_keys``: idempotency keys of events this one replaced before they
         were appended (the throttle's); recorded with this event's cursor, unless the
         append is a duplicate or a key is known already."""
+        ...
+
+    async def append_many(self, appends: Sequence[Append]) -> list[BatchResult]:
+        """Each of ``appends`` in order, one result per item (see "Batches" above)."""
         ...
 
     async def replay(self, after: Cursor) -> Replay: ...

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 
-from herald.bus.base import AppendResult, BusRecord, Listener, Replay
+from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
 from herald.bus.listeners import Listeners
 from herald.events.message import SSEMessage
 from herald.wire.cursor import Cursor, next_cursor
@@ -86,6 +86,17 @@ class MemoryBus:
         return self.append_now(
             message, data_json, idempotency_key=idempotency_key, superseded_keys=superseded_keys
         )
+
+    async def append_many(self, appends: Sequence[Append]) -> list[BatchResult]:
+        return [
+            self.append_now(
+                item.message,
+                item.data_json,
+                idempotency_key=item.idempotency_key,
+                superseded_keys=item.superseded_keys,
+            )
+            for item in appends
+        ]
 
     def append_now(
         self,

@@ -54,7 +54,7 @@ import structlog
 from redis.asyncio import Redis
 
 from herald.bus import redis_scripts
-from herald.bus.base import AppendResult, BusRecord, Listener, Replay
+from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
 from herald.bus.listeners import Listeners
 from herald.bus.redis_entry import entry_fields, pairs, record_from_entry
 from herald.cluster.backoff import reconnect_delay
@@ -114,6 +114,7 @@ class RedisBus:
         self._recent_max = recent_records
         commands = redis.commands
         self._append_script = commands.register_script(redis_scripts.APPEND)
+        self._append_many_script = commands.register_script(redis_scripts.APPEND_MANY)
         self._open_script = commands.register_script(redis_scripts.OPEN)
         self._replay_script = commands.register_script(redis_scripts.REPLAY_PAGE)
         self._listeners = Listeners()
@@ -210,6 +211,41 @@ class RedisBus:
         if origin.decode() != self._origin:
             self._check_soon = True  # another lifetime of the log: let the reader look now
         return AppendResult(_cursor(cursor), duplicate=bool(duplicate))
+
+    async def append_many(self, appends: Sequence[Append]) -> list[BatchResult]:
+        """One script, one round trip: the batch is appended atomically, in order."""
+        if not appends:
+            return []
+        keys_ = self._keys
+        keys = [keys_.log, keys_.meta]
+        args: list[Any] = [
+            self._now_arg(),
+            self._window_ms,
+            self._max_events,
+            self._idempotency_ms,
+            self._head.ms,
+        ]
+        for item in appends:
+            if item.idempotency_key is not None:
+                keys.append(keys_.idempotency(item.idempotency_key))
+            keys.extend(keys_.idempotency(key) for key in item.superseded_keys)
+            fields = entry_fields(item.message, item.data_json)
+            args += [1 if item.idempotency_key is not None else 0, len(item.superseded_keys), len(fields)]
+            args += fields
+        try:
+            reply = await self._append_many_script(keys=keys, args=args)
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._healthy = False
+                failure = unavailable("appending to the event log", exc)
+                return [failure] * len(appends)
+            raise
+        if reply[0].decode() != self._origin:
+            self._check_soon = True
+        return [
+            AppendResult(_cursor(cursor), duplicate=bool(duplicate))
+            for cursor, duplicate in zip(reply[1::2], reply[2::2], strict=True)
+        ]
 
     # --- replay
 

@@ -74,10 +74,12 @@ end
 
 -- Drop entries older than the window or past the count; remember the last one dropped.
 -- Both look from the front (cheap: XREVRANGE seeking back from an id costs hundreds of
--- microseconds on a long stream) and drop at most TRIM_BATCH entries per call: a backlog
--- after a quiet spell or a lowered limit is worked off over a few calls.
+-- microseconds on a long stream) and drop at most TRIM_BATCH entries (plus what the
+-- call appended) per call: a backlog after a quiet spell or a lowered limit is worked
+-- off over a few calls.
 local TRIM_BATCH = 100
-local function trim(log, meta, now, window_ms, max_events)
+local function trim(log, meta, now, window_ms, max_events, appended)
+  local limit = TRIM_BATCH + (appended or 0)
   local floor = nil
   local function drop_through(entries)
     floor = entries[#entries][1]
@@ -85,14 +87,45 @@ local function trim(log, meta, now, window_ms, max_events)
     redis.call('XTRIM', log, 'MINID', fmt(ms, seq + 1))
   end
   if now > window_ms then
-    local old = redis.call('XRANGE', log, '-', '(' .. fmt(now - window_ms, 0), 'COUNT', TRIM_BATCH)
+    local old = redis.call('XRANGE', log, '-', '(' .. fmt(now - window_ms, 0), 'COUNT', limit)
     if #old > 0 then drop_through(old) end
   end
   local excess = redis.call('XLEN', log) - max_events
   if excess > 0 then
-    drop_through(redis.call('XRANGE', log, '-', '+', 'COUNT', math.min(excess, TRIM_BATCH)))
+    drop_through(redis.call('XRANGE', log, '-', '+', 'COUNT', math.min(excess, limit)))
   end
   if floor then redis.call('HSET', meta, 'floor', floor) end
+end
+
+-- Append one entry, its fields ARGV[first..last], unless ``idem`` (a key, or nil) was
+-- seen within the window. ``superseded``: keys remembered with the new entry's id
+-- unless known (SET NX). ``caller_clock``: ids from ``now`` rather than Redis's clock,
+-- kept monotonic as Redis keeps its own (never below the newest id).
+-- Returns id, duplicate (0/1).
+local function append_entry(log, now, caller_clock, idem, superseded, window, first, last)
+  if idem then
+    local seen = redis.call('GET', idem)
+    if seen then
+      local cursor, expires = string.match(seen, '^(%S+) (%d+)$')
+      if cursor and tonumber(expires) > now then return cursor, 1 end
+    end
+  end
+  local id
+  if not caller_clock then
+    id = redis.call('XADD', log, '*', unpack(ARGV, first, last))
+  else
+    id = redis.pcall('XADD', log, string.format('%.0f-*', now), unpack(ARGV, first, last))
+    if type(id) == 'table' and id.err then
+      local last_ms = parse_id(last_generated(log))
+      id = redis.call('XADD', log, string.format('%.0f-*', last_ms), unpack(ARGV, first, last))
+    end
+  end
+  local remembered = id .. ' ' .. string.format('%.0f', now + window)
+  if idem then redis.call('SET', idem, remembered, 'PX', window) end
+  for _, key in ipairs(superseded) do
+    redis.call('SET', key, remembered, 'PX', window, 'NX')
+  end
+  return id, 0
 end
 """
 
@@ -116,39 +149,55 @@ APPEND: Final = (
     _COMMON
     + r"""
 local log, meta = KEYS[1], KEYS[2]
-local superseded = tonumber(ARGV[6])
+local count = tonumber(ARGV[6])
 local idem = nil
-if #KEYS - 2 > superseded then idem = KEYS[3] end
+if #KEYS - 2 > count then idem = KEYS[3] end
+local superseded = {}
+for i = #KEYS - count + 1, #KEYS do superseded[#superseded + 1] = KEYS[i] end
 local now = now_ms(ARGV[1])
 local origin = ensure_log(log, meta, now, tonumber(ARGV[5]))
-if idem then
-  local seen = redis.call('GET', idem)
-  if seen then
-    local cursor, expires = string.match(seen, '^(%S+) (%d+)$')
-    if cursor and tonumber(expires) > now then return {cursor, 1, origin} end
-  end
-end
-local id
-if ARGV[1] == '' then
-  id = redis.call('XADD', log, '*', unpack(ARGV, 7))
-else
-  -- The caller's clock, kept monotonic as Redis keeps its own: never below the newest id.
-  id = redis.pcall('XADD', log, string.format('%.0f-*', now), unpack(ARGV, 7))
-  if type(id) == 'table' and id.err then
-    local last_ms = parse_id(last_generated(log))
-    id = redis.call('XADD', log, string.format('%.0f-*', last_ms), unpack(ARGV, 7))
-  end
-end
+local id, duplicate = append_entry(log, now, ARGV[1] ~= '', idem, superseded, tonumber(ARGV[4]), 7, #ARGV)
+if duplicate == 0 then trim(log, meta, now, tonumber(ARGV[2]), tonumber(ARGV[3]), 1) end
+return {id, duplicate, origin}
+"""
+)
+
+#: A batch, appended in order as by APPEND one by one, trimmed once.
+#: KEYS: log, meta, then each item's idempotency key (if any) and superseded keys, in order.
+#: ARGV: now, window_ms, max_events, idempotency_window_ms, hint_ms, then per item:
+#: has idempotency key (0/1), superseded key count, field count, field, value, ...
+#: Returns {origin, cursor 1, duplicate 1, cursor 2, duplicate 2, ...}.
+APPEND_MANY: Final = (
+    _COMMON
+    + r"""
+local log, meta = KEYS[1], KEYS[2]
+local now = now_ms(ARGV[1])
 local window = tonumber(ARGV[4])
-local remembered = id .. ' ' .. string.format('%.0f', now + window)
-if idem then
-  redis.call('SET', idem, remembered, 'PX', window)
+local caller_clock = ARGV[1] ~= ''
+local origin = ensure_log(log, meta, now, tonumber(ARGV[5]))
+local reply = {origin}
+local key, arg, appended = 3, 6, 0
+while arg <= #ARGV do
+  local idem = nil
+  if ARGV[arg] == '1' then
+    idem = KEYS[key]
+    key = key + 1
+  end
+  local superseded = {}
+  for i = 1, tonumber(ARGV[arg + 1]) do
+    superseded[i] = KEYS[key]
+    key = key + 1
+  end
+  local first = arg + 3
+  local last = arg + 2 + tonumber(ARGV[arg + 2])
+  local id, duplicate = append_entry(log, now, caller_clock, idem, superseded, window, first, last)
+  reply[#reply + 1] = id
+  reply[#reply + 1] = duplicate
+  appended = appended + 1 - duplicate
+  arg = last + 1
 end
-for i = #KEYS - superseded + 1, #KEYS do
-  redis.call('SET', KEYS[i], remembered, 'PX', window, 'NX')
-end
-trim(log, meta, now, tonumber(ARGV[2]), tonumber(ARGV[3]))
-return {id, 0, origin}
+if appended > 0 then trim(log, meta, now, tonumber(ARGV[2]), tonumber(ARGV[3]), appended) end
+return reply
 """
 )
 
@@ -167,7 +216,7 @@ local live_origin = redis.call('HGET', meta, 'origin')
 if not live_origin or redis.call('EXISTS', log) == 0 then return {0} end
 local exact
 if origin == '' then
-  trim(log, meta, now_ms(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+  trim(log, meta, now_ms(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), 0)
   local floor = redis.call('HGET', meta, 'floor')
   exact = after == floor or #redis.call('XRANGE', log, after, after) > 0
 else

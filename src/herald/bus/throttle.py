@@ -112,6 +112,14 @@ class Throttle:
 
     # --- offering
 
+    def takes(self, message: SSEMessage) -> bool:
+        """Whether ``message`` must go through :meth:`offer` rather than straight to the bus:
+        it has a coalesce key the throttle applies, or its address holds an event that it
+        must not overtake. (A batch sends the others to the bus together.)"""
+        if message.coalesce is None:
+            return (message.scope, message.key) in self._by_address
+        return self._policy is not None and not self._closed
+
     async def offer(self, message: SSEMessage, data_json: bytes, idempotency_key: str | None) -> Offered:
         policy = self._policy
         if message.coalesce is None or policy is None or self._closed:
