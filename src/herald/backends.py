@@ -27,7 +27,7 @@ from herald.cluster.redis_leases import RedisStreamTokenLeases
 from herald.config import Settings
 from herald.lifecycle.kafka_relay import KafkaLifecycleRelay
 from herald.lifecycle.redis_presence import RedisPresenceCounter
-from herald.sources.incoming import Offer, Publish, Source, offer_from
+from herald.sources.incoming import Offer, OfferMany, Publish, Source, offer_from
 from herald.sources.kafka import KafkaSource
 from herald.sources.kafka_replay import KafkaDeepReplay
 from herald.sources.outbox import OutboxSource
@@ -141,12 +141,18 @@ def build_redis_bus(settings: Settings, redis: RedisConnections, keys: Keyspace)
 
 
 def build_sources(
-    settings: Settings, publish: Publish, node: str, offer: Offer | None = None
+    settings: Settings,
+    publish: Publish,
+    node: str,
+    offer: Offer | None = None,
+    offer_many: OfferMany | None = None,
 ) -> tuple[list[Source], RedisConnections | None]:
     """The sources the settings ask for, and the Redis clients they read through.
 
     ``offer``: the publish path that does not wait out the coalesce throttle (sources go on
     with their next record while an event is held); ``publish`` wrapped when not given.
+    ``offer_many``: its batch form, for the sources that fetch records in batches (Kafka,
+    the outbox); ``offer`` one at a time when not given.
 
     Raises :class:`herald.adapter.MappingInvalid` when a source that maps domain
     events (Kafka, outbox) is configured and ``mapping_file`` cannot be used.
@@ -178,7 +184,7 @@ def build_sources(
     if settings.kafka_bootstrap or settings.outbox_dsn:
         adapter = Adapter(load_mapping(settings.mapping_file))
         if settings.kafka_bootstrap:
-            sources.append(build_kafka_source(settings, offering, adapter, node))
+            sources.append(build_kafka_source(settings, offering, adapter, node, offer_many))
         if settings.outbox_dsn:
             sources.append(
                 OutboxSource(
@@ -189,6 +195,7 @@ def build_sources(
                     batch=settings.outbox_batch,
                     poll_seconds=settings.outbox_poll_seconds,
                     retention_seconds=settings.outbox_retention_seconds,
+                    offer_many=offer_many,
                 )
             )
     return sources, redis
@@ -210,7 +217,9 @@ def build_deep_replay(settings: Settings, node: str) -> KafkaDeepReplay | None:
     )
 
 
-def build_kafka_source(settings: Settings, offer: Offer, adapter: Adapter, node: str) -> KafkaSource:
+def build_kafka_source(
+    settings: Settings, offer: Offer, adapter: Adapter, node: str, offer_many: OfferMany | None = None
+) -> KafkaSource:
     assert settings.kafka_bootstrap is not None
     return KafkaSource(
         offer,
@@ -224,4 +233,5 @@ def build_kafka_source(settings: Settings, offer: Offer, adapter: Adapter, node:
         commit_interval_seconds=settings.kafka_commit_interval_seconds,
         max_batch=settings.kafka_max_batch,
         session_timeout_seconds=settings.kafka_session_timeout_seconds,
+        offer_many=offer_many,
     )

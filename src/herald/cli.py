@@ -164,8 +164,11 @@ def _publisher_token(explicit: str | None, config: Path | None) -> str:
 
 @app.command()
 def publish(
-    event: Annotated[str, typer.Argument(help="Event name, e.g. task.progress-updated")],
-    scope: Annotated[str, typer.Option(help="user, session, global or a resource type")],
+    event: Annotated[
+        str | None,
+        typer.Argument(help="Event name, e.g. task.progress-updated; omit (or -) to read NDJSON from stdin"),
+    ] = None,
+    scope: Annotated[str | None, typer.Option(help="user, session, global or a resource type")] = None,
     data: Annotated[str, typer.Option(help="JSON object")] = "{}",
     key: Annotated[str | None, typer.Option(help="User, session or resource id")] = None,
     priority: Annotated[str, typer.Option(help="high, normal or low")] = "normal",
@@ -175,7 +178,17 @@ def publish(
     token_: Annotated[str | None, typer.Option("--token", help="Publisher JWT (default: minted)")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Publish an event through a running gateway's HTTP API; prints its id."""
+    """Publish an event through a running gateway's HTTP API; prints its id.
+
+    With no event named, reads one event per line from standard input (the body
+    `POST /api/v1/events` takes, as JSON), sends them in batches, and prints one JSON
+    result per line, in order; exits 1 if any failed."""
+    if event is None or event == "-":
+        _publish_stdin(url, _publisher_token(token_, config))
+        return
+    if scope is None:
+        typer.echo("herald: --scope is required with an event name", err=True)
+        raise typer.Exit(2)
     import httpx
 
     try:
@@ -198,6 +211,25 @@ def publish(
         typer.echo(f"herald: {response.status_code} {response.text}", err=True)
         raise typer.Exit(1)
     typer.echo(response.json()["id"])
+
+
+def _publish_stdin(url: str, token: str) -> None:
+    import httpx
+
+    from herald.cli_bulk import BulkPublisher, Refused
+
+    with httpx.Client(base_url=url.rstrip("/"), timeout=30) as client:
+        publisher = BulkPublisher(client, token, sys.stdout)
+        try:
+            outcome = publisher.publish(sys.stdin)
+        except Refused as exc:
+            typer.echo(f"herald: the gateway refused the token: {exc}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(
+        f"herald: {outcome.accepted} accepted, {outcome.failed} failed, {outcome.retries} retries", err=True
+    )
+    if outcome.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -99,6 +99,11 @@ class BatchTooLarge(HeraldError):
     status = 413
 
 
+class BodyTooLarge(HeraldError):
+    code = "BODY_TOO_LARGE"
+    status = 413
+
+
 class BusUnavailable(HeraldError):
     """The event log cannot take or give events right now; try again shortly."""
 

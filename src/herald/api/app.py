@@ -12,6 +12,7 @@ from starlette.routing import Route
 from herald import __version__
 from herald.api import paths
 from herald.api.asgi_stream import asgi_stream_endpoint
+from herald.api.batch import router as batch_router
 from herald.api.cors import install_cors
 from herald.api.demo import install_demo
 from herald.api.errors import install_error_handlers
@@ -49,6 +50,7 @@ def create_app(gateway: Gateway, *, manage_gateway: bool = True) -> FastAPI:
     app.state.metrics = registry_for(gateway.readings)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(batch_router)
     endpoint: Any = asgi_stream_endpoint(gateway)
     app.router.routes.append(Route(paths.STREAM, endpoint, methods=["GET"], include_in_schema=False))
     install_demo(app, gateway)

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from herald.api import paths
+from herald.api.schemas import BatchRequest
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 
@@ -95,6 +96,12 @@ def install_openapi(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             schema["paths"][paths.STREAM] = STREAM_OPERATION
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            # The batch route reads its body itself (one bad event fails alone), so FastAPI
+            # does not know its model: its schema is added here.
+            batch = BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(batch.pop("$defs", {}))
+            components["BatchRequest"] = batch
             schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
                 "type": "http",
                 "scheme": "bearer",

@@ -26,6 +26,7 @@ from herald.cluster.counting import Presence
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_control import RedisNodeControl
 from herald.config import Settings
+from herald.errors import HeraldError
 from herald.events.message import SSEMessage
 from herald.gateway.admission import Admission, StreamGrant, build_authorizer
 from herald.gateway.health import NodeHealth
@@ -36,6 +37,7 @@ from herald.manager.connection import Connection
 from herald.manager.manager import ConnectionManager
 from herald.manager.sink import Sink
 from herald.obs.metrics import Readings
+from herald.sources.incoming import OfferItem
 
 log = structlog.get_logger("herald.gateway")
 
@@ -72,7 +74,7 @@ class Gateway:
         )
         self.publishing = Publishing(settings, self.bus)
         self.sources, self._source_redis = build_sources(
-            settings, self.publishing.publish, self.node, self.publishing.offer
+            settings, self.publishing.publish, self.node, self.publishing.offer, self.publishing.offer_many
         )
         self.manager.deep_replay = build_deep_replay(settings, self.node)
         self.authorizer: ResourceAuthorizer = authorizer or build_authorizer(settings)
@@ -137,6 +139,14 @@ class Gateway:
     async def offer(self, message: SSEMessage, *, idempotency_key: str | None = None) -> Offered:
         """:meth:`Publishing.offer`: returns once ``message`` is in the bus, or held."""
         return await self.publishing.offer(message, idempotency_key=idempotency_key)
+
+    async def publish_batch(self, items: Sequence[OfferItem]) -> list[AppendResult | HeraldError]:
+        """:meth:`Publishing.publish_batch`: several events in order, one answer each."""
+        return await self.publishing.publish_batch(items)
+
+    async def offer_many(self, items: Sequence[OfferItem]) -> list[Offered | HeraldError]:
+        """:meth:`Publishing.offer_many`: several events in order, each in the bus or held."""
+        return await self.publishing.offer_many(items)
 
     async def flush_held(self) -> None:
         """:meth:`Publishing.flush_held`: append every event the throttle holds now."""

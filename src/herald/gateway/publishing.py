@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from herald.bus.base import AppendResult, EventBus
+from herald.bus.base import Append, AppendResult, BatchResult, EventBus
 from herald.bus.throttle import Offered, Throttle
 from herald.config import Settings
-from herald.errors import BusUnavailable
+from herald.errors import BusUnavailable, HeraldError
 from herald.events.message import SSEMessage, encode_data
+from herald.sources.incoming import OfferItem
 
 #: Distinct ``source`` labels counted for ``herald_events_in``; more become ``other``.
 _MAX_SOURCE_LABELS = 16
@@ -57,6 +58,79 @@ class Publishing:
         data_json = encode_data(message, self._settings.max_event_bytes)
         return await self.throttle.offer(message, data_json, idempotency_key)
 
+    async def offer_many(self, items: Sequence[OfferItem]) -> list[Offered | HeraldError]:
+        """Several events, in order, each taken as :meth:`offer` takes one; one result per
+        event, in order: its :class:`Offered`, or the error that refused it.
+
+        Events the throttle need not see go to the bus together (``append_many``: one
+        round trip per store); one the throttle must see (a coalesce key, or an address
+        holding an event it must not overtake) is offered in its place, after what came
+        before it. Once the bus refuses, that event and every later one answer the
+        (retriable) refusal, unappended: what a caller resends comes after all that went
+        in, so order holds."""
+        results: list[Offered | HeraldError | None] = [None] * len(items)
+        run: list[tuple[int, Append]] = []
+        refusal: HeraldError | None = None
+        max_bytes = self._settings.max_event_bytes
+
+        async def append_run() -> HeraldError | None:
+            answers = await self._append_many([append for _, append in run])
+            failed: HeraldError | None = None
+            for (index, _), answer in zip(run, answers, strict=True):
+                if isinstance(answer, HeraldError):
+                    failed = failed or answer
+                results[index] = (
+                    Offered(answer) if failed is None and isinstance(answer, AppendResult) else failed
+                )
+            run.clear()
+            return failed
+
+        for index, (message, key) in enumerate(items):
+            if refusal is not None:
+                results[index] = refusal
+                continue
+            try:
+                data_json = encode_data(message, max_bytes)
+            except HeraldError as exc:
+                results[index] = exc
+                continue
+            if not self.throttle.takes(message):
+                run.append((index, Append(message, data_json, key)))
+                continue
+            if run and (refusal := await append_run()) is not None:
+                results[index] = refusal
+                continue
+            try:
+                results[index] = await self.throttle.offer(message, data_json, key)
+            except HeraldError as exc:
+                results[index] = exc
+                if exc.retriable:
+                    refusal = exc
+        if run:
+            await append_run()
+        return [result if result is not None else _NOT_TRIED for result in results]
+
+    async def publish_batch(self, items: Sequence[OfferItem]) -> list[AppendResult | HeraldError]:
+        """:meth:`offer_many`, answered as :meth:`publish` answers each event: held events are
+        waited for (together, within the same bound)."""
+        offered = await self.offer_many(items)
+        pending = {
+            index: asyncio.ensure_future(o.wait())
+            for index, o in enumerate(offered)
+            if isinstance(o, Offered) and o.result is None
+        }
+        if pending:
+            await asyncio.wait(pending.values(), timeout=self._held_answer_seconds)
+        results: list[AppendResult | HeraldError] = []
+        for index, outcome in enumerate(offered):
+            if isinstance(outcome, HeraldError):
+                results.append(outcome)
+            elif outcome.result is not None:
+                results.append(outcome.result)
+            else:
+                results.append(_held_answer(pending[index]))
+        return results
+
     async def flush_held(self) -> None:
         """Append every event the throttle holds now; later ones go straight through.
         Bounded: what the bus does not take within 5 s stays unappended (and its sources
@@ -80,6 +154,14 @@ class Publishing:
             self.events_in[kind] = self.events_in.get(kind, 0) + 1
         return result
 
+    async def _append_many(self, appends: Sequence[Append]) -> list[BatchResult]:
+        results = await self._bus.append_many(appends)
+        for append, result in zip(appends, results, strict=True):
+            if isinstance(result, AppendResult) and not result.duplicate:
+                kind = self._source_label(append.message.source)
+                self.events_in[kind] = self.events_in.get(kind, 0) + 1
+        return results
+
     def _source_label(self, source: str | None) -> str:
         """``http``, ``python`` (published in-process) or the source's kind: a bounded label."""
         if source is None:
@@ -88,3 +170,23 @@ class Publishing:
         if kind in self.events_in or len(self.events_in) < _MAX_SOURCE_LABELS:
             return kind
         return "other"
+
+
+#: A result slot :meth:`Publishing.offer_many` never filled (cannot happen; typed away).
+_NOT_TRIED = BusUnavailable("the event was not tried", retry_after=1)
+
+
+def _held_answer(waiting: asyncio.Future[AppendResult]) -> AppendResult | HeraldError:
+    """What a held event of a batch answers: its result, or why there is none."""
+    if not waiting.done():
+        waiting.cancel()  # the wait only; the event stays held and goes out when it can
+        return BusUnavailable(
+            "the event is held for its coalesce interval and the bus has not taken it yet",
+            retry_after=1,
+        )
+    error = waiting.exception()
+    if error is None:
+        return waiting.result()
+    if isinstance(error, HeraldError):
+        return error
+    raise error

@@ -14,7 +14,7 @@ however many nodes or retries hand it in.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ import orjson
 
 from herald.bus.base import AppendResult
 from herald.bus.throttle import Offered
-from herald.errors import InvalidEvent
+from herald.errors import HeraldError, InvalidEvent
 from herald.events.message import SSEMessage, build_message
 
 _FIELDS = frozenset({"event", "scope", "key", "data", "priority", "coalesce", "id", "idempotency_key"})
@@ -43,6 +43,39 @@ class Offer(Protocol):
     can go on with its next record and commit past this one once it is settled."""
 
     def __call__(self, message: SSEMessage, *, idempotency_key: str | None = None) -> Awaitable[Offered]: ...
+
+
+#: An event to offer with its idempotency key.
+OfferItem = tuple[SSEMessage, "str | None"]
+
+
+class OfferMany(Protocol):
+    """``Gateway.offer_many``: several messages, in order, each taken as ``offer`` takes
+    one, the bus appending them together (one round trip per store). One result per
+    message, in order: its :class:`Offered`, or the error that refused it; once the bus
+    refuses one, it and every later one answer that (retriable) error, so what a source
+    retries comes after everything that went in."""
+
+    def __call__(self, items: Sequence[OfferItem]) -> Awaitable[list[Offered | HeraldError]]: ...
+
+
+def offer_many_from(offer: Offer) -> OfferMany:
+    """An :class:`OfferMany` that offers one message at a time (for publish paths without
+    a batch append)."""
+
+    async def offer_many(items: Sequence[OfferItem]) -> list[Offered | HeraldError]:
+        results: list[Offered | HeraldError] = []
+        for message, key in items:
+            try:
+                results.append(await offer(message, idempotency_key=key))
+            except HeraldError as exc:
+                results.append(exc)
+                if exc.retriable:
+                    results.extend([exc] * (len(items) - len(results)))
+                    break
+        return results
+
+    return offer_many
 
 
 def offer_from(publish: Publish) -> Offer:

@@ -60,7 +60,7 @@ from herald.bus.throttle import Offered
 from herald.cluster.backoff import reconnect_delay
 from herald.errors import HeraldError
 from herald.events.message import SSEMessage
-from herald.sources.incoming import Offer, SourceStats
+from herald.sources.incoming import Offer, OfferMany, SourceStats, offer_many_from
 
 log = structlog.get_logger("herald.sources.kafka")
 
@@ -144,11 +144,14 @@ class KafkaSource:
         commit_interval_seconds: float = 1.0,
         max_batch: int = 500,
         session_timeout_seconds: float = 10.0,
+        offer_many: OfferMany | None = None,
     ) -> None:
+        """``offer_many``: the publish path's batch append (``Gateway.offer_many``); without
+        it, each fetched batch is offered one record at a time."""
         self.topics = list(topics)
         self.group = group
         self.bootstrap = bootstrap
-        self._offer = offer
+        self._offer_many = offer_many or offer_many_from(offer)
         self._adapter = adapter
         self._client_id = client_id
         self._dlq_template = dlq_topic
@@ -274,14 +277,11 @@ class KafkaSource:
                 await self._pin_start_positions(consumer)
             batch = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=self._max_batch)
             for tp, records in batch.items():
-                for record in records:
-                    if tp in self._revoked or tp not in consumer.assignment():
-                        break
-                    async with self._in_hand:
-                        offered = await self._handle(tp, record)
-                        if offered is not None and not offered.settled:
-                            self._held.setdefault(tp, deque()).append((record.offset, offered))
-                        self._processed[tp] = record.offset + 1
+                if tp in self._revoked or tp not in consumer.assignment():
+                    continue
+                async with self._in_hand:
+                    await self._handle(tp, records)
+                    self._processed[tp] = records[-1].offset + 1
             self._update_lag(consumer)
             await self._commit()
 
@@ -300,41 +300,53 @@ class KafkaSource:
 
     # --- one record
 
-    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> Offered | None:
-        """Map and offer one record; what became of its event (``None``: nothing to append)."""
-        source = idempotency_key(tp.topic, tp.partition, record.offset)
-        self.stats.received += 1
-        try:
-            message = self._adapter.map_raw(record.value, source=source)
-        except PoisonRecord as exc:
-            await self._dead_letter(record, source, exc.message, exc.event_type)
-            return None
-        if message is None:
-            self.stats.ignored += 1
-            return None
-        return await self._append(record, source, message)
-
-    async def _append(
-        self, record: ConsumerRecord[Any, Any], source: str, message: SSEMessage
-    ) -> Offered | None:
-        attempt = 0
-        while True:
+    async def _handle(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
+        """Map one partition's fetched records and offer their events together, in offset
+        order; poison records to the dead-letter topic. Returns once every event is in the
+        bus or held by the throttle (``_held``); retries what the bus refused, in order."""
+        todo: list[tuple[ConsumerRecord[Any, Any], str, SSEMessage]] = []
+        for record in records:
+            source = idempotency_key(tp.topic, tp.partition, record.offset)
+            self.stats.received += 1
             try:
-                offered = await self._offer(message, idempotency_key=source)
-            except HeraldError as exc:
-                if not exc.retriable:
-                    await self._dead_letter(record, source, f"{exc.code}: {exc.message}", message.event)
-                    return None
-                await self._pause(attempt, "kafka_append_retry", source=source, code=exc.code)
-                attempt += 1
+                message = self._adapter.map_raw(record.value, source=source)
+            except PoisonRecord as exc:
+                await self._dead_letter(record, source, exc.message, exc.event_type)
                 continue
-            if offered.result is not None:
-                self._count(offered.result)
-            else:
-                assert offered.pending is not None
-                self.stats.held += 1
-                offered.pending.add_done_callback(self._count_settled)
-            return offered
+            if message is None:
+                self.stats.ignored += 1
+                continue
+            todo.append((record, source, message))
+        attempt = 0
+        while todo:
+            results = await self._offer_many([(message, source) for _, source, message in todo])
+            refused: list[tuple[ConsumerRecord[Any, Any], str, SSEMessage]] = []
+            for item, result in zip(todo, results, strict=True):
+                record, source, message = item
+                if isinstance(result, HeraldError):
+                    if result.retriable:
+                        refused.append(item)
+                    else:
+                        await self._dead_letter(
+                            record, source, f"{result.code}: {result.message}", message.event
+                        )
+                    continue
+                self._note(tp, record.offset, result)
+            if refused:
+                first = refused[0][1]
+                await self._pause(attempt, "kafka_append_retry", source=first, records=len(refused))
+                attempt += 1
+            todo = refused
+
+    def _note(self, tp: TopicPartition, offset: int, offered: Offered) -> None:
+        if offered.result is not None:
+            self._count(offered.result)
+            return
+        assert offered.pending is not None
+        self.stats.held += 1
+        offered.pending.add_done_callback(self._count_settled)
+        if not offered.settled:
+            self._held.setdefault(tp, deque()).append((offset, offered))
 
     def _count(self, result: AppendResult) -> None:
         if result.coalesced:

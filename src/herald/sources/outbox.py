@@ -53,7 +53,8 @@ from herald.bus.base import AppendResult
 from herald.bus.throttle import Offered
 from herald.cluster.backoff import reconnect_delay
 from herald.errors import HeraldError
-from herald.sources.incoming import Offer, SourceStats
+from herald.events.message import SSEMessage
+from herald.sources.incoming import Offer, OfferMany, SourceStats, offer_many_from
 
 log = structlog.get_logger("herald.sources.outbox")
 #: What a server going away raises; anything else is logged as an error (and still retried).
@@ -178,11 +179,14 @@ class OutboxSource:
         batch: int = 100,
         poll_seconds: float = 1.0,
         retention_seconds: float = 7 * 24 * 3600.0,
+        offer_many: OfferMany | None = None,
     ) -> None:
+        """``offer_many``: the publish path's batch append (``Gateway.offer_many``); without
+        it, the claimed rows are offered one at a time."""
         self.table = _checked(table)
         self.channel = notify_channel(table)
         self._dsn = dsn
-        self._offer = offer
+        self._offer_many = offer_many or offer_many_from(offer)
         self._adapter = adapter
         self._batch = batch
         self._poll_seconds = poll_seconds
@@ -284,8 +288,11 @@ class OutboxSource:
             return len(rows)
 
     async def _append_rows(self, rows: list[asyncpg.Record]) -> _Outcome:
+        """Map the claimed rows and offer their events together, in id order. A retriable
+        refusal raises: the transaction rolls back and the rows are claimed again (those
+        already appended answer as duplicates then, by their ``outbox:`` key)."""
         outcome = _Outcome()
-        held: list[tuple[int, Offered]] = []
+        todo: list[tuple[int, SSEMessage, str]] = []
         for row in rows:
             row_id: int = row["id"]
             source = f"outbox:{self.table}:{row_id}"
@@ -301,18 +308,19 @@ class OutboxSource:
             if message is None:
                 outcome.ignored.append(row_id)
                 continue
-            try:
-                offered = await self._offer(message, idempotency_key=source)
-            except HeraldError as exc:
-                if exc.retriable:
-                    raise
-                outcome.failed.append((row_id, f"{exc.code}: {exc.message}"))
-                log.warning("outbox_row_failed", id=row_id, reason=exc.message)
-                continue
-            if offered.result is not None:
-                outcome.add(row_id, offered.result)
+            todo.append((row_id, message, source))
+        results = await self._offer_many([(message, source) for _, message, source in todo]) if todo else []
+        held: list[tuple[int, Offered]] = []
+        for (row_id, _, _), result in zip(todo, results, strict=True):
+            if isinstance(result, HeraldError):
+                if result.retriable:
+                    raise result
+                outcome.failed.append((row_id, f"{result.code}: {result.message}"))
+                log.warning("outbox_row_failed", id=row_id, reason=result.message)
+            elif result.result is not None:
+                outcome.add(row_id, result.result)
             else:
-                held.append((row_id, offered))
+                held.append((row_id, result))
         for row_id, offered in held:
             outcome.add(row_id, await offered.wait())
         return outcome
