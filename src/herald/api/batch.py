@@ -81,11 +81,12 @@ async def publish_batch(request: Request, authorization: Annotated[str | None, H
     items = parse_batch(await _bounded_body(request))
     results = await publish_items(gateway, items)
     status, answer = batch_answer(results)
-    headers = {}
-    if status == 503:
-        retry = max((r.retry_after or 1) for r in results if isinstance(r, HeraldError))
-        headers["retry-after"] = str(max(1, round(retry)))
-    return Response(orjson.dumps(answer), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        orjson.dumps(answer),
+        status_code=status,
+        media_type="application/json",
+        headers=batch_headers(status, results),
+    )
 
 
 async def _bounded_body(request: Request) -> bytes:
@@ -151,6 +152,14 @@ async def publish_items(gateway: Gateway, items: list[Item]) -> list[AppendResul
     valid = [item for item in items if not isinstance(item, HeraldError)]
     published = iter(await gateway.publish_batch(valid) if valid else [])
     return [item if isinstance(item, HeraldError) else next(published) for item in items]
+
+
+def batch_headers(status: int, results: list[AppendResult | HeraldError]) -> dict[str, str]:
+    """``Retry-After`` on a 503: the longest any item was told to wait."""
+    if status != 503:
+        return {}
+    retry = max((r.retry_after or 1) for r in results if isinstance(r, HeraldError))
+    return {"retry-after": str(max(1, round(retry)))}
 
 
 def batch_answer(results: list[AppendResult | HeraldError]) -> tuple[int, dict[str, Any]]:

@@ -6,11 +6,14 @@ and a client may resume on any of them. Each entry holds the routing envelope
 and the encoded data JSON (:mod:`herald.bus.redis_entry`).
 
 Writing
-    ``append`` is one Lua script (:mod:`herald.bus.redis_scripts`): check
-    the idempotency key, ``XADD``, remember the key for the idempotency
-    window, trim by time (``MINID``) and count, recording the floor. One
-    round trip, atomic, so concurrent duplicates from several nodes append
-    once.
+    Appends are one Lua script (:mod:`herald.bus.redis_scripts`): for each
+    event, check the idempotency key, ``XADD``, remember the key for the
+    idempotency window; then trim by time (``MINID``) and count, recording
+    the floor. One round trip, atomic, so concurrent duplicates from several
+    nodes append once. ``append_many`` sends a batch in one call; single
+    appends made while one is on its way are queued and sent together next
+    (group commit), so a busy node pays the client's per-call cost once per
+    round trip rather than per event.
 
 Reading
     Each node runs ONE reader task that tails the stream with a blocking
@@ -50,6 +53,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgpack
 import structlog
 from redis.asyncio import Redis
 
@@ -60,6 +64,7 @@ from herald.bus.redis_entry import entry_fields, pairs, record_from_entry
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections, is_unavailable, stop_reader, unavailable
+from herald.errors import BusUnavailable
 from herald.events.message import SSEMessage
 from herald.wire.cursor import Cursor, parse_cursor
 
@@ -76,6 +81,17 @@ def _cursor(raw: bytes | str) -> Cursor:
     if cursor is None:
         raise ValueError(f"not a stream id: {raw!r}")
     return cursor
+
+
+#: The most queued appends sent in one round trip (the batch endpoint's limit too).
+_MAX_QUEUED_BATCH = 500
+
+
+def _packed(value: object) -> bytes:
+    """``value`` for the scripts' ``cmsgpack.unpack``. Redis's cmsgpack predates msgpack's
+    ``bin`` type: bytes travel as the old raw strings (Lua strings are bytes anyway)."""
+    packed: bytes = msgpack.packb(value, use_bin_type=False)
+    return packed
 
 
 class RedisBus:
@@ -113,11 +129,13 @@ class RedisBus:
         self._recent: OrderedDict[Cursor, BusRecord] = OrderedDict()
         self._recent_max = recent_records
         commands = redis.commands
-        self._append_script = commands.register_script(redis_scripts.APPEND)
         self._append_many_script = commands.register_script(redis_scripts.APPEND_MANY)
         self._open_script = commands.register_script(redis_scripts.OPEN)
         self._replay_script = commands.register_script(redis_scripts.REPLAY_PAGE)
         self._listeners = Listeners()
+        #: Appends waiting for the next round trip, and the task writing them.
+        self._queued: list[tuple[Append, asyncio.Future[BatchResult]]] = []
+        self._writer: asyncio.Task[None] | None = None
         #: Called (on the loop) when this node's listeners may have missed records.
         self.on_discontinuity: list[Callable[[str], None]] = []
         self._origin = ""
@@ -153,6 +171,8 @@ class RedisBus:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._writer is not None:
+            await asyncio.wait({self._writer}, timeout=5.0)  # appends already on their way
         if self._reader is not None and self._reader_client is not None:
             await stop_reader(self._reader, self._reader_client)
             self._reader = None
@@ -188,29 +208,35 @@ class RedisBus:
         idempotency_key: str | None = None,
         superseded_keys: Sequence[str] = (),
     ) -> AppendResult:
-        keys = [self._keys.log, self._keys.meta]
-        if idempotency_key is not None:
-            keys.append(self._keys.idempotency(idempotency_key))
-        keys.extend(self._keys.idempotency(key) for key in superseded_keys)
-        args: list[Any] = [
-            self._now_arg(),
-            self._window_ms,
-            self._max_events,
-            self._idempotency_ms,
-            self._head.ms,
-            len(superseded_keys),
-            *entry_fields(message, data_json),
-        ]
+        """Appends made while another is on its way to Redis go together in the next
+        round trip (:meth:`_write_queued`): a busy node pays one script call per round
+        trip, not one per event. A lone append goes at once."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[BatchResult] = loop.create_future()
+        self._queued.append((Append(message, data_json, idempotency_key, superseded_keys), waiter))
+        if self._writer is None:
+            self._writer = loop.create_task(self._write_queued(), name="herald-redis-bus-writer")
+        result = await waiter
+        if isinstance(result, BusUnavailable):
+            raise result
+        return result
+
+    async def _write_queued(self) -> None:
         try:
-            cursor, duplicate, origin = await self._append_script(keys=keys, args=args)
-        except Exception as exc:
-            if is_unavailable(exc):
-                self._healthy = False
-                raise unavailable("appending to the event log", exc) from exc
-            raise
-        if origin.decode() != self._origin:
-            self._check_soon = True  # another lifetime of the log: let the reader look now
-        return AppendResult(_cursor(cursor), duplicate=bool(duplicate))
+            while self._queued:
+                batch, self._queued = self._queued[:_MAX_QUEUED_BATCH], self._queued[_MAX_QUEUED_BATCH:]
+                try:
+                    results = await self.append_many([append for append, _ in batch])
+                except Exception as exc:
+                    for _, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                    continue
+                for (_, waiter), result in zip(batch, results, strict=True):
+                    if not waiter.done():  # a caller that gave up: its event is appended all the same
+                        waiter.set_result(result)
+        finally:
+            self._writer = None
 
     async def append_many(self, appends: Sequence[Append]) -> list[BatchResult]:
         """One script, one round trip: the batch is appended atomically, in order."""
@@ -225,13 +251,14 @@ class RedisBus:
             self._idempotency_ms,
             self._head.ms,
         ]
+        items = []
         for item in appends:
             if item.idempotency_key is not None:
                 keys.append(keys_.idempotency(item.idempotency_key))
             keys.extend(keys_.idempotency(key) for key in item.superseded_keys)
-            fields = entry_fields(item.message, item.data_json)
-            args += [1 if item.idempotency_key is not None else 0, len(item.superseded_keys), len(fields)]
-            args += fields
+            entry = entry_fields(item.message, item.data_json)
+            items.append([1 if item.idempotency_key is not None else 0, len(item.superseded_keys), *entry])
+        args.append(_packed(items))
         try:
             reply = await self._append_many_script(keys=keys, args=args)
         except Exception as exc:

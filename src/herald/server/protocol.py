@@ -25,7 +25,7 @@ from herald.api import paths
 from herald.api.cors import stream_cors_headers
 from herald.api.stream_request import StreamRequest, log_stream_opened
 from herald.errors import HeraldError, ServerOverload
-from herald.server import http11
+from herald.server import http11, native_publish
 from herald.server.context import ServerContext
 
 if TYPE_CHECKING:
@@ -108,7 +108,8 @@ class HttpProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.stream: Connection | None = None
-        self.cycle: AsgiCycle | None = None
+        #: The request being answered (by the ASGI app, or a native publish).
+        self.cycle: AsgiCycle | native_publish.NativePublish | None = None
         self.write_paused = False
         self.lost = False
         self._url = b""
@@ -262,13 +263,19 @@ class HttpProtocol(asyncio.Protocol):
             self._closing = True
             self.ctx.loop.create_task(self._open_stream(request))
             return
+        if native_publish.serves(request):
+            publish = native_publish.NativePublish(self, request)
+            self.cycle = publish
+            self.ctx.loop.create_task(publish.run())
+            return
         from herald.server.asgi_cycle import AsgiCycle
 
-        self.cycle = AsgiCycle(self, request)
-        self.ctx.loop.create_task(self.cycle.run(self.ctx.app))
+        cycle = AsgiCycle(self, request)
+        self.cycle = cycle
+        self.ctx.loop.create_task(cycle.run(self.ctx.app))
 
     def response_complete(self, keep_alive: bool) -> None:
-        """Called by the ASGI cycle when its response is written."""
+        """Called by the request's cycle when its response is written."""
         self.cycle = None
         if self.lost:
             return
