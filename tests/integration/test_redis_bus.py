@@ -167,3 +167,36 @@ async def test_a_replay_hands_out_the_records_the_reader_built(
     await wait_until(lambda: len(seen) == 5)
     first, second = await bus.replay(cursors[0]), await bus.replay(cursors[0])
     assert all(a is b is c for a, b, c in zip(first.records, second.records, seen[1:], strict=True))
+
+
+async def test_appends_made_together_share_round_trips_and_each_gets_its_own_answer(
+    make_node: Callable[..., RedisBus],
+) -> None:
+    """Group commit: 200 appends in flight at once reach Redis in far fewer script calls,
+    in the order they were made, each answered with its own cursor (or duplicate)."""
+    with running_redis() as server:
+        bus = make_node(server, Keyspace(f"group-{secrets.token_hex(4)}"))
+        await bus.start()
+        seen: list[BusRecord] = []
+        bus.subscribe(seen.append)
+        with server.client() as client:
+            client.config_resetstat()
+        messages = [
+            build_message(event="task.created", scope="user", key="u", data={"n": n}) for n in range(200)
+        ]
+        results = await asyncio.gather(
+            *(
+                bus.append(m, encode_data(m, 65536), idempotency_key=f"k{n % 150}")
+                for n, m in enumerate(messages)
+            )
+        )
+        with server.client() as client:
+            calls = int(client.info("commandstats")["cmdstat_evalsha"]["calls"])
+        assert calls < 20, f"{calls} script calls for 200 appends made together"
+        firsts = results[:150]
+        assert [r.duplicate for r in firsts] == [False] * 150
+        cursors = [r.cursor for r in firsts]
+        assert cursors == sorted(cursors), "appended in the order they were made"
+        assert [(r.cursor, r.duplicate) for r in results[150:]] == [(c, True) for c in cursors[:50]]
+        await wait_until(lambda: len(seen) == 150)
+        assert [r.message.data["n"] for r in seen] == list(range(150))
