@@ -380,3 +380,31 @@ async def test_events_in_counts_by_source_label_only_events_appended_anew() -> N
     assert isinstance(outcomes[6], InvalidEvent)
     assert store.numbers() == [0, 1, 4, 5, 6]
     assert path.events_in == {"kafka": 2, "http": 1, "outbox": 1, "python": 1}
+
+
+async def test_after_a_refusal_an_invalid_event_keeps_its_own_error_wherever_it_is() -> None:
+    """Resending cannot help an event that cannot be encoded, so it says why, whether it
+    comes in a run of plain events or after a coalesced one; the valid ones answer the
+    refusal."""
+    for middle in (plain(1), progress(1)):
+        store = Store(room=1)
+        path = publishing(store, max_event_bytes=1024)
+        too_large = build_message(
+            event="task.status-changed", scope="user", key="u1", data={"pad": "x" * 2048}, source="http"
+        )
+        outcomes = await path.offer_many(
+            [
+                (plain(0), None),
+                (middle, None),
+                (too_large, None),
+                (progress(3, task="t9"), None),
+                (plain(4), None),
+            ]
+        )
+        appended(outcomes[0])
+        assert isinstance(outcomes[1], BusUnavailable)
+        assert isinstance(outcomes[2], EventTooLarge)
+        assert not outcomes[2].retriable
+        assert all(isinstance(o, BusUnavailable) and o.retriable for o in outcomes[3:])
+        assert store.numbers() == [0]
+        assert path.throttle.holding() == 0

@@ -65,9 +65,9 @@ class Publishing:
         Events the throttle need not see go to the bus together (``append_many``: one
         round trip per store); one the throttle must see (a coalesce key, or an address
         holding an event it must not overtake) is offered in its place, after what came
-        before it. Once the bus refuses, that event and every later one answer the
+        before it. Once the bus refuses, that event and every later valid one answer the
         (retriable) refusal, unappended: what a caller resends comes after all that went
-        in, so order holds."""
+        in, so order holds. An event that cannot be encoded answers its own error."""
         results: list[Offered | HeraldError | None] = [None] * len(items)
         run: list[tuple[int, Append]] = []
         refusal: HeraldError | None = None
@@ -86,13 +86,13 @@ class Publishing:
             return failed
 
         for index, (message, key) in enumerate(items):
-            if refusal is not None:
-                results[index] = refusal
-                continue
             try:
                 data_json = encode_data(message, max_bytes)
             except HeraldError as exc:
-                results[index] = exc
+                results[index] = exc  # its own error, refusal or not: resending cannot help
+                continue
+            if refusal is not None:
+                results[index] = refusal
                 continue
             if not self.throttle.takes(message):
                 run.append((index, Append(message, data_json, key)))

@@ -53,8 +53,8 @@ class OfferMany(Protocol):
     """``Gateway.offer_many``: several messages, in order, each taken as ``offer`` takes
     one, the bus appending them together (one round trip per store). One result per
     message, in order: its :class:`Offered`, or the error that refused it; once the bus
-    refuses one, it and every later one answer that (retriable) error, so what a source
-    retries comes after everything that went in."""
+    refuses one, it and every later valid one answer that (retriable) error, so what a
+    source retries comes after everything that went in."""
 
     def __call__(self, items: Sequence[OfferItem]) -> Awaitable[list[Offered | HeraldError]]: ...
 
