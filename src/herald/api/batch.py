@@ -24,7 +24,7 @@ from herald.api import paths
 from herald.api.schemas import BatchResponse, ErrorBody, PublishRequest
 from herald.bus.base import AppendResult
 from herald.errors import BatchInvalid, BatchTooLarge, BodyTooLarge, BusUnavailable, HeraldError, InvalidEvent
-from herald.events.message import SSEMessage, build_message
+from herald.events.message import SSEMessage
 from herald.gateway import Gateway
 
 router = APIRouter()
@@ -129,15 +129,7 @@ def parse_batch(body: bytes) -> list[Item]:
 def _parse_item(raw: object) -> Item:
     try:
         request = PublishRequest.model_validate(raw)
-        message = build_message(
-            event=request.event,
-            scope=request.scope,
-            key=request.key,
-            data=request.data,
-            priority=request.priority,
-            coalesce=request.coalesce,
-            source="http",
-        )
+        message = request.message(source="http")
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first.get("loc", ()))

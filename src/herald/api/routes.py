@@ -22,7 +22,6 @@ from herald.api.schemas import (
     SubscriptionsRequest,
     SubscriptionsResponse,
 )
-from herald.events.message import build_message
 from herald.gateway import Gateway
 from herald.obs.metrics import CONTENT_TYPE, exposition
 
@@ -78,16 +77,7 @@ async def publish(
     """
     gateway = _gateway(request)
     await gateway.authenticate_publisher(authorization)
-    message = build_message(
-        event=body.event,
-        scope=body.scope,
-        key=body.key,
-        data=body.data,
-        priority=body.priority,
-        coalesce=body.coalesce,
-        source="http",
-    )
-    result = await gateway.publish(message, idempotency_key=body.idempotency_key)
+    result = await gateway.publish(body.message(source="http"), idempotency_key=body.idempotency_key)
     return PublishResponse(id=str(result.cursor), duplicate=result.duplicate, coalesced=result.coalesced)
 
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from herald.events.message import SSEMessage, build_message
+
 
 class PublishRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -24,6 +26,18 @@ class PublishRequest(BaseModel):
         min_length=1,
         max_length=256,
     )
+
+    def message(self, source: str) -> SSEMessage:
+        """The event this request publishes; :class:`InvalidEvent` naming the field at fault."""
+        return build_message(
+            event=self.event,
+            scope=self.scope,
+            key=self.key,
+            data=self.data,
+            priority=self.priority,
+            coalesce=self.coalesce,
+            source=source,
+        )
 
 
 class PublishResponse(BaseModel):

@@ -27,7 +27,6 @@ from herald.api import paths
 from herald.api.batch import batch_answer, batch_headers, parse_batch, publish_items
 from herald.api.schemas import PublishRequest
 from herald.errors import HeraldError
-from herald.events.message import build_message
 from herald.server import http11
 
 if TYPE_CHECKING:
@@ -96,16 +95,7 @@ class NativePublish:
             return None  # the app's answer: 422 REQUEST_INVALID with the problems listed
         gateway = self.protocol.ctx.gateway
         await gateway.authenticate_publisher(self._header(b"authorization"))
-        message = build_message(
-            event=body.event,
-            scope=body.scope,
-            key=body.key,
-            data=body.data,
-            priority=body.priority,
-            coalesce=body.coalesce,
-            source="http",
-        )
-        result = await gateway.publish(message, idempotency_key=body.idempotency_key)
+        result = await gateway.publish(body.message(source="http"), idempotency_key=body.idempotency_key)
         payload = orjson.dumps(
             {"id": str(result.cursor), "duplicate": result.duplicate, "coalesced": result.coalesced}
         )
