@@ -1,0 +1,235 @@
+"""The Lua scripts of one shard of the sharded bus (docs/architecture.md, D28).
+
+Keys of a shard: ``shard`` (hash: ``origin``, ``ms``, ``seq``, ``index``), and
+per channel ``log`` (a Stream), ``meta`` (hash: ``floor``, ``seq``) and
+idempotency keys. Every channel key expires a while after the channel's
+last event, so a shard holds only the channels active within the window.
+
+Cursors are one order across shards: ``ms-(n × 64 + index)``. ``ms`` is the
+shard's hybrid logical clock: the largest of Redis's ``TIME``, the shard's
+last ``ms`` and the caller's ``hint`` (its newest cursor), so a shard whose
+clock is behind is pulled forward by what the nodes have seen; ``n`` counts
+the cursors issued in that millisecond; ``index`` (below 64) is the shard's
+place in ``HERALD_REDIS_SHARDS``. No two shards issue the same cursor, and
+every shard's cursors increase. A shard that finds another index recorded
+refuses: the list's order changed, and channels would move.
+
+``origin`` names the shard's lifetime, as the single log's does (D12): a
+shard restarted empty starts a new one, after the caller's hint, so a
+cursor of the lost lifetime is older than the new origin and cannot pass
+for one of it.
+
+A channel's ``floor`` is what D5 asks of it: nothing after the floor has
+been trimmed. A channel with no meta (never written, or expired a window
+after its last event) has the floor ``now - window``: whatever it held was
+older than that. Replay after cursor ``c`` on a channel is exact when the
+shard's lifetime began at or before ``c`` and the channel's floor is at or
+before ``c``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Shards a deployment may have: the shard's index is the low bits of a cursor's sequence.
+MAX_SHARDS: Final = 64
+
+_COMMON: Final = r"""
+local MAX_SHARDS = 64
+
+local function now_ms(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function parse_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function id_le(a, b)
+  local am, as = parse_id(a)
+  local bm, bs = parse_id(b)
+  return am < bm or (am == bm and as <= bs)
+end
+
+local function fmt(ms, seq)
+  return string.format('%.0f-%.0f', ms, seq)
+end
+
+-- The shard's lifetime: {origin, ms, seq}, starting a new one if the shard lost it.
+local function shard_state(shard, now, hint_ms, index)
+  local state = redis.call('HMGET', shard, 'origin', 'ms', 'seq', 'index')
+  if state[1] then
+    if tonumber(state[4]) ~= index then
+      return redis.error_reply('HERALD_SHARD_INDEX this shard is index ' .. state[4] .. ', not ' .. index)
+    end
+    return {state[1], tonumber(state[2]), tonumber(state[3])}
+  end
+  local ms = math.max(now, hint_ms + 1)
+  local origin = fmt(ms, index)
+  redis.call('HSET', shard, 'origin', origin, 'ms', ms, 'seq', 0, 'index', index)
+  return {origin, ms, 0}
+end
+
+-- The next cursor of the shard (its clock advanced to at least now and the hint).
+local function next_cursor(shard, clock, now, hint_ms, index)
+  local t = math.max(now, hint_ms)
+  if t > clock[2] then
+    clock[2] = t
+    clock[3] = 0
+  else
+    clock[3] = clock[3] + 1
+  end
+  return fmt(clock[2], clock[3] * MAX_SHARDS + index)
+end
+
+local function save_clock(shard, clock)
+  redis.call('HSET', shard, 'ms', clock[2], 'seq', clock[3])
+end
+
+-- A channel's floor: recorded, or (no meta) the start of the window, never below the origin.
+local function channel_floor(meta, origin, now, window_ms)
+  local floor = redis.call('HGET', meta, 'floor')
+  if floor then return floor end
+  local start = fmt(math.max(now - window_ms, 0), 0)
+  if id_le(start, origin) then return origin end
+  return start
+end
+
+-- Drop the channel's entries older than the window or past the count; record the floor.
+local TRIM_BATCH = 100
+local function trim(log, meta, now, window_ms, max_events, appended)
+  local limit = TRIM_BATCH + (appended or 0)
+  local floor = nil
+  local function drop_through(entries)
+    floor = entries[#entries][1]
+    local ms, seq = parse_id(floor)
+    redis.call('XTRIM', log, 'MINID', fmt(ms, seq + 1))
+  end
+  if now > window_ms then
+    local old = redis.call('XRANGE', log, '-', '(' .. fmt(now - window_ms, 0), 'COUNT', limit)
+    if #old > 0 then drop_through(old) end
+  end
+  local excess = redis.call('XLEN', log) - max_events
+  if excess > 0 then
+    drop_through(redis.call('XRANGE', log, '-', '+', 'COUNT', math.min(excess, limit)))
+  end
+  if floor then redis.call('HSET', meta, 'floor', floor) end
+end
+"""
+
+#: Appends to channels of one shard, in order, each as if alone.
+#: KEYS: shard, then per item: the channel's log, meta, idempotency key (if any),
+#: superseded keys.
+#: ARGV: now, window_ms, max_events (per channel), idempotency_window_ms, hint_ms,
+#: shard index, notification channel prefix, items (msgpack: a list of
+#: [channel, has idempotency key (0/1), superseded key count, field, value, ...]).
+#: Each new entry is published on ``prefix .. channel`` as msgpack
+#: [cursor, the channel's sequence, field, value, ...].
+#: Returns {origin, cursor 1, duplicate 1, ...}.
+APPEND: Final = (
+    _COMMON
+    + r"""
+local shard = KEYS[1]
+local now = now_ms(ARGV[1])
+local window_ms, max_events = tonumber(ARGV[2]), tonumber(ARGV[3])
+local idem_window = tonumber(ARGV[4])
+local hint_ms, index, prefix = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local clock = shard_state(shard, now, hint_ms, index)
+if clock.err then return clock end
+local reply = {clock[1]}
+local key = 2
+-- Keys live a window past their channel's last event, and at least an idempotency window.
+local keep_ms = math.max(window_ms, idem_window) + 60000
+for _, item in ipairs(cmsgpack.unpack(ARGV[8])) do
+  local channel = item[1]
+  local log, meta = KEYS[key], KEYS[key + 1]
+  key = key + 2
+  local idem = nil
+  if item[2] == 1 then
+    idem = KEYS[key]
+    key = key + 1
+  end
+  local superseded = {}
+  for i = 1, item[3] do
+    superseded[i] = KEYS[key]
+    key = key + 1
+  end
+  local seen = idem and redis.call('GET', idem)
+  local cursor, duplicate = nil, 0
+  if seen then
+    local first, expires = string.match(seen, '^(%S+) (%d+)$')
+    if first and tonumber(expires) > now then cursor, duplicate = first, 1 end
+  end
+  if duplicate == 0 then
+    if redis.call('EXISTS', meta) == 0 then
+      redis.call('HSET', meta, 'floor', channel_floor(meta, clock[1], now, window_ms), 'seq', 0)
+    end
+    cursor = next_cursor(shard, clock, now, hint_ms, index)
+    local fields = {unpack(item, 4)}
+    redis.call('XADD', log, cursor, unpack(fields))
+    local remembered = cursor .. ' ' .. string.format('%.0f', now + idem_window)
+    if idem then redis.call('SET', idem, remembered, 'PX', idem_window) end
+    for _, k in ipairs(superseded) do redis.call('SET', k, remembered, 'PX', idem_window, 'NX') end
+    trim(log, meta, now, window_ms, max_events, 1)
+    local seq = redis.call('HINCRBY', meta, 'seq', 1)
+    -- The meta goes first: a log without its meta gets the window's floor (safe), a meta
+    -- without its log would keep a floor below entries that expired with the log.
+    redis.call('PEXPIRE', meta, keep_ms)
+    redis.call('PEXPIRE', log, keep_ms + 1000)
+    redis.call('PUBLISH', prefix .. channel, cmsgpack.pack({cursor, seq, unpack(fields)}))
+  end
+  reply[#reply + 1] = cursor
+  reply[#reply + 1] = duplicate
+end
+save_clock(shard, clock)
+return reply
+"""
+)
+
+#: One page of a channel's replay. KEYS: shard, log, meta.
+#: ARGV: now, window_ms, max_events, after, count, origin ('' on the first page), index.
+#: The first page applies the retention, then asks whether ``after`` can be replayed
+#: exactly; later pages, whether the shard's lifetime is the same and trimming has not
+#: passed their start. Returns {0, floor} when not exact ({0} when the shard lost its
+#: lifetime), else {1, origin, entries}.
+REPLAY_PAGE: Final = (
+    _COMMON
+    + r"""
+local shard, log, meta = KEYS[1], KEYS[2], KEYS[3]
+local now = now_ms(ARGV[1])
+local window_ms, max_events = tonumber(ARGV[2]), tonumber(ARGV[3])
+local after, origin = ARGV[4], ARGV[6]
+local live_origin = redis.call('HGET', shard, 'origin')
+if not live_origin then return {0} end
+if origin ~= '' and origin ~= live_origin then return {0} end
+if not id_le(live_origin, after) then return {0, live_origin} end
+if origin == '' then trim(log, meta, now, window_ms, max_events, 0) end
+local floor = channel_floor(meta, live_origin, now, window_ms)
+if not id_le(floor, after) then return {0, floor} end
+return {1, live_origin, redis.call('XRANGE', log, '(' .. after, '+', 'COUNT', tonumber(ARGV[5]))}
+"""
+)
+
+#: Move the shard's clock to at least ``hint_ms`` (and now): every cursor it issues later
+#: is above ``hint_ms``-0. KEYS: shard. ARGV: now, hint_ms, index.
+#: Returns {origin, ms}: the shard issues no cursor below ``ms``-0 from here on.
+PROBE: Final = (
+    _COMMON
+    + r"""
+local shard = KEYS[1]
+local now = now_ms(ARGV[1])
+local hint_ms, index = tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = shard_state(shard, now, hint_ms, index)
+if clock.err then return clock end
+local t = math.max(now, hint_ms)
+if t > clock[2] then
+  clock[2] = t
+  clock[3] = -1
+  save_clock(shard, clock)
+end
+return {clock[1], string.format('%.0f', clock[2])}
+"""
+)

@@ -1,0 +1,200 @@
+"""One shard of the sharded bus: its channels' logs on one Redis primary (D28).
+
+What a node does with one shard: append events to their channels (one
+script call per batch), replay a channel after a cursor, and probe the
+shard's clock (the watermark a node needs to merge shards in cursor order).
+Receiving the shard's notifications, and merging shards, are the bus's.
+The scripts and the cursor scheme are in :mod:`herald.bus.channel_scripts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from herald.bus import channel_scripts
+from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Replay
+from herald.bus.channels import channel_of
+from herald.bus.redis_entry import entry_fields, pairs, record_from_entry
+from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
+from herald.wire.cursor import Cursor, parse_cursor
+
+
+@dataclass(frozen=True, slots=True)
+class ShardKeys:
+    """Where one deployment's channels live on a shard. Each channel's keys share its
+    name as hash tag."""
+
+    prefix: str = "herald"
+
+    @property
+    def shard(self) -> str:
+        return f"{self.prefix}:shard"
+
+    def log(self, channel: str) -> str:
+        return f"{self.prefix}:{{{channel}}}:log"
+
+    def meta(self, channel: str) -> str:
+        return f"{self.prefix}:{{{channel}}}:meta"
+
+    def idempotency(self, channel: str, key: str) -> str:
+        return f"{self.prefix}:{{{channel}}}:idem:{key}"
+
+    @property
+    def notifications(self) -> str:
+        """The pub/sub channel prefix; a channel's notifications go to prefix + its name."""
+        return f"{self.prefix}:n:"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A new entry as its shard published it."""
+
+    channel: str
+    #: The channel's sequence: one more than the previous entry's (a gap means lost notices).
+    seq: int
+    record: BusRecord
+
+
+class ShardLog:
+    def __init__(
+        self,
+        redis: RedisConnections,
+        index: int,
+        *,
+        keys: ShardKeys | None = None,
+        window_seconds: float = 300.0,
+        max_events_per_channel: int = 10_000,
+        idempotency_window_seconds: float = 600.0,
+        replay_page: int = 1000,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``clock``: ``None`` (production) uses Redis's clock."""
+        if not 0 <= index < channel_scripts.MAX_SHARDS:
+            raise ValueError(f"a shard's index is below {channel_scripts.MAX_SHARDS}")
+        self.index = index
+        self.keys = keys or ShardKeys()
+        self._redis = redis
+        self._window_ms = int(window_seconds * 1000)
+        self._max_events = max_events_per_channel
+        self._idempotency_ms = int(idempotency_window_seconds * 1000)
+        self._replay_page = replay_page
+        self._clock = clock
+        commands = redis.commands
+        self._append = commands.register_script(channel_scripts.APPEND)
+        self._replay = commands.register_script(channel_scripts.REPLAY_PAGE)
+        self._probe = commands.register_script(channel_scripts.PROBE)
+        #: The lifetime the last answer came from (a change: the shard lost its data).
+        self.origin = ""
+
+    async def append_many(self, appends: Sequence[Append], hint: Cursor) -> list[BatchResult]:
+        """Each of ``appends`` on its channel, in order, in one round trip. ``hint``: the
+        newest cursor the caller has seen (the shard's clock does not go below it)."""
+        if not appends:
+            return []
+        k = self.keys
+        keys = [k.shard]
+        items = []
+        for item in appends:
+            channel = channel_of(item.message)
+            keys += [k.log(channel), k.meta(channel)]
+            if item.idempotency_key is not None:
+                keys.append(k.idempotency(channel, item.idempotency_key))
+            keys.extend(k.idempotency(channel, key) for key in item.superseded_keys)
+            fields = entry_fields(item.message, item.data_json)
+            has_key = 1 if item.idempotency_key is not None else 0
+            items.append([channel, has_key, len(item.superseded_keys), *fields])
+        args: list[Any] = [
+            self._now_arg(),
+            self._window_ms,
+            self._max_events,
+            self._idempotency_ms,
+            hint.ms,
+            self.index,
+            k.notifications,
+            msgpack.packb(items, use_bin_type=False),
+        ]
+        try:
+            reply = await self._append(keys=keys, args=args)
+        except Exception as exc:
+            if is_unavailable(exc):
+                return [unavailable("appending to a shard", exc)] * len(appends)
+            raise
+        self.origin = reply[0].decode()
+        return [
+            AppendResult(_cursor(cursor), duplicate=bool(duplicate))
+            for cursor, duplicate in zip(reply[1::2], reply[2::2], strict=True)
+        ]
+
+    async def replay(self, channel: str, after: Cursor) -> Replay:
+        """The channel's records after ``after``, if nothing after it was lost (D5, per
+        channel); else not exact, with the floor from which a replay would be."""
+        k = self.keys
+        keys = [k.shard, k.log(channel), k.meta(channel)]
+        records: list[BusRecord] = []
+        page_after, origin = after, ""
+        while True:
+            args: list[Any] = [
+                self._now_arg(),
+                self._window_ms,
+                self._max_events,
+                str(page_after),
+                self._replay_page,
+                origin,
+                self.index,
+            ]
+            try:
+                reply = await self._replay(keys=keys, args=args)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise unavailable("replaying a channel", exc) from exc
+                raise
+            if not reply[0]:
+                floor = _cursor(reply[1]) if len(reply) > 1 and reply[1] else None
+                return Replay(False, floor=floor)
+            origin, entries = reply[1].decode(), reply[2]
+            self.origin = origin
+            for entry_id, flat in entries:
+                page_after = _cursor(entry_id)
+                records.append(record_from_entry(entry_id, pairs(flat)))
+            if len(entries) < self._replay_page:
+                return Replay(True, records)
+
+    async def probe(self, hint_ms: int) -> int:
+        """Move the shard's clock to at least ``hint_ms``; the millisecond below which the
+        shard has issued every cursor it ever will (for a watermark)."""
+        try:
+            origin, ms = await self._probe(
+                keys=[self.keys.shard], args=[self._now_arg(), hint_ms, self.index]
+            )
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise unavailable("probing a shard", exc) from exc
+            raise
+        self.origin = origin.decode()
+        return int(ms)
+
+    def _now_arg(self) -> str:
+        return "" if self._clock is None else str(int(self._clock() * 1000))
+
+
+def decode_notification(channel_name: bytes, payload: bytes, prefix: str) -> Notification:
+    """A shard's notification as received on ``channel_name``; ``ValueError`` if it is not one."""
+    name = channel_name.decode()
+    if not name.startswith(prefix):
+        raise ValueError(f"not a notification channel: {name!r}")
+    values = msgpack.unpackb(payload, raw=True)
+    if not isinstance(values, list) or len(values) < 4 or len(values) % 2:
+        raise ValueError("a notification is [cursor, seq, field, value, ...]")
+    cursor, seq, fields = values[0], values[1], values[2:]
+    return Notification(name[len(prefix) :], int(seq), record_from_entry(cursor, pairs(fields)))
+
+
+def _cursor(raw: bytes | str) -> Cursor:
+    cursor = parse_cursor(raw.decode() if isinstance(raw, bytes) else raw)
+    if cursor is None:
+        raise ValueError(f"not a cursor: {raw!r}")
+    return cursor
