@@ -18,8 +18,8 @@ from herald.cluster.redis_client import RedisConnections
 from herald.events.message import SSEMessage, build_message, encode_data
 from herald.wire.cursor import Cursor
 from tests.contracts.conftest import FakeClock
-from tests.support.redis import RedisServer, running_redis
 from tests.support.api import wait_until
+from tests.support.redis import RedisServer, running_redis
 
 ZERO = Cursor(0, 0)
 
