@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herald.bus.channels import GLOBAL_CHANNEL, channel_of, channels_followed, jump_hash, shard_of
+from herald.bus.interest import ChannelInterest
 from herald.events.message import build_message
 
 
@@ -73,3 +74,13 @@ def test_there_is_at_least_one_shard() -> None:
     with pytest.raises(ValueError, match="at least one shard"):
         shard_of("user:alice", 0)
     assert shard_of("user:alice", 1) == 0
+
+
+def test_a_channel_is_followed_while_one_stream_follows_it() -> None:
+    interest = ChannelInterest()
+    assert interest.add(["global", "user:a"]) == ["global", "user:a"]
+    assert interest.add(["global", "user:b"]) == ["user:b"]
+    assert interest.remove(["global", "user:a"]) == ["user:a"]
+    assert "global" in interest
+    assert interest.remove(["global", "user:b", "user:never"]) == ["global", "user:b"]
+    assert len(interest) == 0

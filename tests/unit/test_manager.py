@@ -7,7 +7,7 @@ manager hands it, not the socket (the integration tests cover real sockets).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 
 import orjson
 import pytest
@@ -339,3 +339,60 @@ async def test_expiry_entries_of_closed_streams_do_not_pile_up() -> None:
     assert len(manager) == 0
     manager._expire()
     assert len(manager._expiries) == 0
+
+
+class InterestBus(MemoryBus):
+    """A memory bus that records, in order, what the manager tells it and when it replays."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, frozenset[str]]] = []
+
+    def follow(self, channels: Collection[str]) -> Awaitable[None]:
+        self.calls.append(("follow", frozenset(channels)))
+        return super().follow(channels)
+
+    def unfollow(self, channels: Collection[str]) -> None:
+        self.calls.append(("unfollow", frozenset(channels)))
+        super().unfollow(channels)
+
+    async def replay(self, after: Cursor) -> Replay:
+        self.calls.append(("replay", frozenset()))
+        return await super().replay(after)
+
+
+async def test_the_bus_is_told_a_streams_channels_before_its_replay_and_no_longer_after_it_closes() -> None:
+    bus = InterestBus()
+    _, manager = await make_manager(bus)
+    start = await publish(bus, message("alice", 0))
+    first, _ = await connect(
+        manager, "alice", session="s1", subscriptions=["novel:1"], last_event_id=str(start)
+    )
+    second, _ = await connect(manager, "alice", subscriptions=["novel:1", "novel:2"])
+    channels = {"global", "user:alice", "session:s1", "novel:1"}
+    assert bus.calls[:2] == [("follow", frozenset(channels)), ("replay", frozenset())], (
+        "followed, then replayed"
+    )
+    assert len(bus.interest) == 5  # global, user:alice, session:s1, novel:1, novel:2
+    first.connection_lost()
+    assert bus.calls[-1] == ("unfollow", frozenset(channels))
+    assert "session:s1" not in bus.interest
+    assert "novel:1" in bus.interest, "the second stream still follows it"
+    second.connection_lost()
+    assert len(bus.interest) == 0, "every follow was undone"
+    first.connection_lost()  # closing twice unfollows once
+    assert len(bus.interest) == 0
+    assert sum(1 for call, _ in bus.calls if call == "unfollow") == 2
+
+
+async def test_a_subscription_change_follows_and_unfollows_the_resources_channels() -> None:
+    bus = InterestBus()
+    _, manager = await make_manager(bus)
+    conn, _ = await connect(manager, "bob", subscriptions=["doc:1"])
+    manager.change_subscriptions(conn, add=["doc:2", "doc:3"], remove=["doc:1"])
+    assert ("follow", frozenset({"doc:2", "doc:3"})) in bus.calls
+    assert ("unfollow", frozenset({"doc:1"})) in bus.calls
+    assert "doc:1" not in bus.interest
+    assert {"doc:2", "doc:3"} <= set(conn.following)
+    conn.connection_lost()
+    assert len(bus.interest) == 0

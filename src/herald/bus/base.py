@@ -30,6 +30,16 @@ Batches
     its first item), and answers one result per item, in order. A backend keeps
     a batch to one round trip per store it writes to.
 
+Interest
+    ``follow(channels)`` tells the bus that a stream of this node follows
+    ``channels`` (:mod:`herald.bus.channels`), ``unfollow`` that it no
+    longer does; each ``follow`` is undone by one ``unfollow``. Listeners
+    receive the records of every followed channel; a bus that reads by
+    channel (D28) receives nothing else, one that reads a whole log delivers
+    everything. ``follow`` returns an awaitable, done once those records
+    flow: a stream's replay is read after it, so nothing falls between the
+    replay and the live records (D4).
+
 Failure
     A backend that cannot reach its store raises
     :class:`herald.errors.BusUnavailable` (retriable); it never drops silently.
@@ -39,7 +49,7 @@ Failure
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -122,6 +132,12 @@ class EventBus(Protocol):
         ...
 
     async def replay(self, after: Cursor) -> Replay: ...
+
+    def follow(self, channels: Collection[str]) -> Awaitable[None]:
+        """A stream of this node follows ``channels`` (see "Interest" above)."""
+        ...
+
+    def unfollow(self, channels: Collection[str]) -> None: ...
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with every record appended from now on; returns the unsubscribe."""

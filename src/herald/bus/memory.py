@@ -11,10 +11,11 @@ from __future__ import annotations
 import bisect
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from operator import attrgetter
 
 from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
+from herald.bus.interest import READY, ChannelInterest
 from herald.bus.listeners import Listeners
 from herald.events.message import SSEMessage
 from herald.wire.cursor import Cursor, next_cursor
@@ -48,6 +49,8 @@ class MemoryBus:
         self._idempotency: dict[str, Cursor] = {}
         self._idempotency_expiry: deque[tuple[int, str]] = deque()
         self._listeners = Listeners()
+        #: The channels this node's streams follow.
+        self.interest = ChannelInterest()
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -74,6 +77,14 @@ class MemoryBus:
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         return self._listeners.subscribe(listener)
+
+    def follow(self, channels: Collection[str]) -> Awaitable[None]:
+        """Counted only: this bus delivers every record of its log."""
+        self.interest.add(channels)
+        return READY
+
+    def unfollow(self, channels: Collection[str]) -> None:
+        self.interest.remove(channels)
 
     async def append(
         self,

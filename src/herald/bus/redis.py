@@ -50,7 +50,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import msgpack
@@ -59,6 +59,7 @@ from redis.asyncio import Redis
 
 from herald.bus import redis_scripts
 from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
+from herald.bus.interest import READY, ChannelInterest
 from herald.bus.listeners import Listeners
 from herald.bus.redis_entry import entry_fields, pairs, record_from_entry
 from herald.cluster.backoff import reconnect_delay
@@ -133,6 +134,8 @@ class RedisBus:
         self._open_script = commands.register_script(redis_scripts.OPEN)
         self._replay_script = commands.register_script(redis_scripts.REPLAY_PAGE)
         self._listeners = Listeners()
+        #: The channels this node's streams follow.
+        self.interest = ChannelInterest()
         #: Appends waiting for the next round trip, and the task writing them.
         self._queued: list[tuple[Append, asyncio.Future[BatchResult]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -197,6 +200,14 @@ class RedisBus:
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         return self._listeners.subscribe(listener)
+
+    def follow(self, channels: Collection[str]) -> Awaitable[None]:
+        """Counted only: this bus delivers every record of its log."""
+        self.interest.add(channels)
+        return READY
+
+    def unfollow(self, channels: Collection[str]) -> None:
+        self.interest.remove(channels)
 
     # --- writing
 

@@ -57,6 +57,7 @@ class Connection:
         "close_reason",
         "events_sent",
         "expires_at",
+        "following",
         "id",
         "joined_at",
         "opened_at",
@@ -95,6 +96,8 @@ class Connection:
         self.close_reason: str | None = None
         self.events_sent = 0
         self.bucket = 0
+        #: The channels the bus was told this stream follows (none until its stream starts).
+        self.following: frozenset[str] = frozenset()
         self._out: list[bytes] = []
         self._held: list[BusRecord] | None = []
         self._queue: dict[Cursor, BusRecord] | None = None

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 import structlog
 
 from herald.bus.base import BusRecord, EventBus
+from herald.bus.channels import channels_followed
 from herald.errors import HeraldError
 from herald.manager import frames
 from herald.manager.connection import CloseReason, Connection, State
@@ -166,6 +167,10 @@ class ConnectionManager:
             last_event_id = None  # an empty Last-Event-ID is no cursor, not a bad one
         after = parse_cursor(last_event_id)
         try:
+            # The bus delivers this stream's channels from here on; only then is the
+            # replay read, so the live records begin where it ends (D4).
+            conn.following = channels_followed(conn.user_id, conn.session_id, conn.subscriptions)
+            await self._bus.follow(conn.following)
             replay = await self._bus.replay(after) if after is not None else None
         except HeraldError as exc:
             # The bus cannot be read now (e.g. Redis is down): the 200 is already
@@ -301,6 +306,9 @@ class ConnectionManager:
             return
         conn.close_reason = reason
         conn.discard()
+        if conn.following:
+            self._bus.unfollow(conn.following)
+            conn.following = frozenset()
         self.stats.delivered_by_closed += conn.events_sent
         self.index.remove(conn)
         self._buckets[conn.bucket].discard(conn)
@@ -347,6 +355,13 @@ class ConnectionManager:
         if added or removed:
             self.index.subscribe(conn, added)
             self.index.unsubscribe(conn, removed)
+            if conn.following:
+                # Resource keys are their channels' names (herald.bus.channels). Not awaited:
+                # the added channels are live from the bus's position (D17), and a bus that
+                # reads by channel delivers what is appended to them meanwhile (D28).
+                self._bus.follow(added)
+                self._bus.unfollow(removed)
+                conn.following = (conn.following | frozenset(added)) - frozenset(removed)
             conn.subscriptions = (current | frozenset(added)) - frozenset(removed)
             self.stats.subscriptions_added += len(added)
             self.stats.subscriptions_removed += len(removed)
