@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from herald.bus.base import EventBus
 from herald.bus.memory import MemoryBus
 from herald.bus.redis import RedisBus
+from herald.bus.shard_log import ShardKeys
+from herald.bus.sharded import ShardedBus
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, running_redis
 
 
 class FakeClock:
@@ -51,17 +54,47 @@ def redis_factory(clock: FakeClock, closers: Closers, server: RedisServer) -> Bu
     return make
 
 
+def sharded_factory(clock: FakeClock, closers: Closers, servers: list[RedisServer]) -> BusFactory:
+    """Each bus is a deployment of its own (a fresh key prefix) over three real Redis shards;
+    ``max_events`` is per channel (the suite's events are one user's)."""
+
+    def make(**options: float | int) -> EventBus:
+        shards = [RedisConnections(server.url) for server in servers]
+        if "max_events" in options:
+            options["max_events_per_channel"] = options.pop("max_events")
+        bus = ShardedBus(
+            shards,
+            keys=ShardKeys(f"contract-{secrets.token_hex(6)}"),
+            clock=clock,
+            tick_seconds=0.05,
+            **options,  # type: ignore[arg-type]
+        )
+        closers.append(bus.stop)
+        closers.extend(connections.aclose for connections in shards)
+        return bus
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def three_redis_servers() -> Iterator[list[RedisServer]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(running_redis()) for _ in range(3)]
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "sharded"])
 async def make_bus(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[BusFactory]:
     """``make_bus(window_seconds=…, max_events=…, idempotency_window_seconds=…)``."""
     closers: Closers = []
     if request.param == "redis":
         make = redis_factory(clock, closers, request.getfixturevalue("redis_server"))
+    elif request.param == "sharded":
+        make = sharded_factory(clock, closers, request.getfixturevalue("three_redis_servers"))
     else:
         make = memory_factory(clock, closers)
     yield make

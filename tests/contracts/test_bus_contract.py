@@ -21,9 +21,14 @@ async def append(bus: EventBus, n: int, **kwargs: str) -> Cursor:
     return result.cursor
 
 
+#: The channels of the suite's events: a bus that reads by channel delivers only these.
+CHANNELS = ("global", "user:u1")
+
+
 async def started(make_bus: BusFactory, **options: float | int) -> EventBus:
     bus = make_bus(**options)
     await bus.start()
+    await bus.follow(CHANNELS)
     return bus
 
 

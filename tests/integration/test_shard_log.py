@@ -85,7 +85,7 @@ async def test_cursors_are_one_order_across_shards_and_never_collide(
         clock.now += 0.0005  # several appends per millisecond, from every shard
     assert len({c for _, c in issued}) == len(issued)
     for index, cursor in issued:
-        assert cursor.seq % 64 == index
+        assert (cursor.seq - 1) % 64 == index
     for index in range(3):
         mine = [c for i, c in issued if i == index]
         assert mine == sorted(mine)

@@ -156,7 +156,7 @@ class SlowReplayBus(MemoryBus):
         self.replay_started = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def replay(self, after: Cursor) -> Replay:
+    async def replay(self, after: Cursor, channels: Collection[str] | None = None) -> Replay:
         self.replay_started.set()
         await self.release.wait()
         return self.replay_now(after)
@@ -356,9 +356,9 @@ class InterestBus(MemoryBus):
         self.calls.append(("unfollow", frozenset(channels)))
         super().unfollow(channels)
 
-    async def replay(self, after: Cursor) -> Replay:
-        self.calls.append(("replay", frozenset()))
-        return await super().replay(after)
+    async def replay(self, after: Cursor, channels: Collection[str] | None = None) -> Replay:
+        self.calls.append(("replay", frozenset(channels or ())))
+        return await super().replay(after, channels)
 
 
 async def test_the_bus_is_told_a_streams_channels_before_its_replay_and_no_longer_after_it_closes() -> None:
@@ -370,8 +370,8 @@ async def test_the_bus_is_told_a_streams_channels_before_its_replay_and_no_longe
     )
     second, _ = await connect(manager, "alice", subscriptions=["novel:1", "novel:2"])
     channels = {"global", "user:alice", "session:s1", "novel:1"}
-    assert bus.calls[:2] == [("follow", frozenset(channels)), ("replay", frozenset())], (
-        "followed, then replayed"
+    assert bus.calls[:2] == [("follow", frozenset(channels)), ("replay", frozenset(channels))], (
+        "followed, then replayed, for the stream's channels"
     )
     assert len(bus.interest) == 5  # global, user:alice, session:s1, novel:1, novel:2
     first.connection_lost()

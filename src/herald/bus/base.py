@@ -11,8 +11,11 @@ Replay
     prove nothing after ``after`` has been trimmed away. It can when ``after``
     is the cursor of a record still held, or the log's ``floor``: the cursor
     of the last record trimmed (or the log's origin, when nothing was). For
-    any other cursor (older than the window, from another log's lifetime, or
-    never issued) it answers ``exact=False`` and no records.
+    a cursor older than the window, from another log's lifetime, or ahead of
+    what the log issued, it answers ``exact=False`` and no records. A single
+    log also refuses a cursor it never issued; a sharded bus cannot tell one
+    (it may be another shard's) and replays after it when nothing after it
+    was trimmed (D28).
 
     Example: the log holds ``100-0 100-1 105-0``, floor ``99-3``.
     ``replay(100-0)`` gives ``100-1 105-0``; ``replay(99-3)`` gives all three;
@@ -131,7 +134,11 @@ class EventBus(Protocol):
         """Each of ``appends`` in order, one result per item (see "Batches" above)."""
         ...
 
-    async def replay(self, after: Cursor) -> Replay: ...
+    async def replay(self, after: Cursor, channels: Collection[str] | None = None) -> Replay:
+        """``channels``: those the reader follows (``None``: every channel this node follows).
+        A bus reading one whole log may return records of other channels too; the
+        manager keeps only what each stream may see."""
+        ...
 
     def follow(self, channels: Collection[str]) -> Awaitable[None]:
         """A stream of this node follows ``channels`` (see "Interest" above)."""

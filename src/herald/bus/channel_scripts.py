@@ -5,13 +5,15 @@ per channel ``log`` (a Stream), ``meta`` (hash: ``floor``, ``seq``) and
 idempotency keys. Every channel key expires a while after the channel's
 last event, so a shard holds only the channels active within the window.
 
-Cursors are one order across shards: ``ms-(n × 64 + index)``. ``ms`` is the
+Cursors are one order across shards: ``ms-(n × 64 + index + 1)``. ``ms`` is the
 shard's hybrid logical clock: the largest of Redis's ``TIME``, the shard's
 last ``ms`` and the caller's ``hint`` (its newest cursor), so a shard whose
 clock is behind is pulled forward by what the nodes have seen; ``n`` counts
 the cursors issued in that millisecond; ``index`` (below 64) is the shard's
-place in ``HERALD_REDIS_SHARDS``. No two shards issue the same cursor, and
-every shard's cursors increase. A shard that finds another index recorded
+place in ``HERALD_REDIS_SHARDS``. No two shards issue the same cursor, every
+shard's cursors increase, and no shard issues ``ms-0``: a node that knows
+every shard has issued all it will below ``ms`` may say it has delivered
+everything up to ``ms-0`` (its position when nothing flows). A shard that finds another index recorded
 refuses: the list's order changed, and channels would move.
 
 ``origin`` names the shard's lifetime, as the single log's does (D12): a
@@ -20,9 +22,11 @@ cursor of the lost lifetime is older than the new origin and cannot pass
 for one of it.
 
 A channel's ``floor`` is what D5 asks of it: nothing after the floor has
-been trimmed. A channel with no meta (never written, or expired a window
-after its last event) has the floor ``now - window``: whatever it held was
-older than that. Replay after cursor ``c`` on a channel is exact when the
+been trimmed. Its log expires a while after its last event; its meta (floor,
+sequence, last cursor) a day later, so a log that expired still says up to
+where its entries went. A channel with no meta had no event in this
+lifetime of the shard, or none for a day: its floor is the later of the
+origin and a day ago. Replay after cursor ``c`` on a channel is exact when the
 shard's lifetime began at or before ``c`` and the channel's floor is at or
 before ``c``.
 """
@@ -68,7 +72,7 @@ local function shard_state(shard, now, hint_ms, index)
     return {state[1], tonumber(state[2]), tonumber(state[3])}
   end
   local ms = math.max(now, hint_ms + 1)
-  local origin = fmt(ms, index)
+  local origin = fmt(ms, 0)
   redis.call('HSET', shard, 'origin', origin, 'ms', ms, 'seq', 0, 'index', index)
   return {origin, ms, 0}
 end
@@ -82,18 +86,27 @@ local function next_cursor(shard, clock, now, hint_ms, index)
   else
     clock[3] = clock[3] + 1
   end
-  return fmt(clock[2], clock[3] * MAX_SHARDS + index)
+  return fmt(clock[2], clock[3] * MAX_SHARDS + index + 1)
 end
 
 local function save_clock(shard, clock)
   redis.call('HSET', shard, 'ms', clock[2], 'seq', clock[3])
 end
 
--- A channel's floor: recorded, or (no meta) the start of the window, never below the origin.
-local function channel_floor(meta, origin, now, window_ms)
-  local floor = redis.call('HGET', meta, 'floor')
-  if floor then return floor end
-  local start = fmt(math.max(now - window_ms, 0), 0)
+-- A channel's meta outlives its log (a day at least): a log that expired with its last
+-- entry leaves ``last`` behind, and everything up to it is gone. A channel without meta
+-- had nothing in this lifetime of the shard, or nothing for a day.
+local META_KEEP_MS = 86400000
+local function channel_floor(log, meta, origin, now, window_ms)
+  local state = redis.call('HMGET', meta, 'floor', 'last')
+  local floor = state[1]
+  if floor then
+    if state[2] and redis.call('EXISTS', log) == 0 and not id_le(state[2], floor) then
+      return state[2]
+    end
+    return floor
+  end
+  local start = fmt(math.max(now - math.max(META_KEEP_MS, window_ms), 0), 0)
   if id_le(start, origin) then return origin end
   return start
 end
@@ -164,9 +177,9 @@ for _, item in ipairs(cmsgpack.unpack(ARGV[8])) do
     if first and tonumber(expires) > now then cursor, duplicate = first, 1 end
   end
   if duplicate == 0 then
-    if redis.call('EXISTS', meta) == 0 then
-      redis.call('HSET', meta, 'floor', channel_floor(meta, clock[1], now, window_ms), 'seq', 0)
-    end
+    local floor = channel_floor(log, meta, clock[1], now, window_ms)
+    if redis.call('EXISTS', log) == 0 then redis.call('HSET', meta, 'floor', floor) end
+    if redis.call('EXISTS', meta) == 0 then redis.call('HSET', meta, 'floor', floor, 'seq', 0) end
     cursor = next_cursor(shard, clock, now, hint_ms, index)
     local fields = {unpack(item, 4)}
     redis.call('XADD', log, cursor, unpack(fields))
@@ -175,10 +188,9 @@ for _, item in ipairs(cmsgpack.unpack(ARGV[8])) do
     for _, k in ipairs(superseded) do redis.call('SET', k, remembered, 'PX', idem_window, 'NX') end
     trim(log, meta, now, window_ms, max_events, 1)
     local seq = redis.call('HINCRBY', meta, 'seq', 1)
-    -- The meta goes first: a log without its meta gets the window's floor (safe), a meta
-    -- without its log would keep a floor below entries that expired with the log.
-    redis.call('PEXPIRE', meta, keep_ms)
-    redis.call('PEXPIRE', log, keep_ms + 1000)
+    redis.call('HSET', meta, 'last', cursor)
+    redis.call('PEXPIRE', log, keep_ms)
+    redis.call('PEXPIRE', meta, math.max(META_KEEP_MS, keep_ms))
     redis.call('PUBLISH', prefix .. channel, cmsgpack.pack({cursor, seq, unpack(fields)}))
   end
   reply[#reply + 1] = cursor
@@ -207,7 +219,7 @@ if not live_origin then return {0} end
 if origin ~= '' and origin ~= live_origin then return {0} end
 if not id_le(live_origin, after) then return {0, live_origin} end
 if origin == '' then trim(log, meta, now, window_ms, max_events, 0) end
-local floor = channel_floor(meta, live_origin, now, window_ms)
+local floor = channel_floor(log, meta, live_origin, now, window_ms)
 if not id_le(floor, after) then return {0, floor} end
 return {1, live_origin, redis.call('XRANGE', log, '(' .. after, '+', 'COUNT', tonumber(ARGV[5]))}
 """

@@ -139,7 +139,8 @@ class MemoryBus:
         self._listeners.deliver(record)
         return AppendResult(cursor)
 
-    async def replay(self, after: Cursor) -> Replay:
+    async def replay(self, after: Cursor, channels: Collection[str] | None = None) -> Replay:
+        # One whole log: every channel's records, the manager keeps what each stream may see.
         return self.replay_now(after)
 
     def replay_now(self, after: Cursor) -> Replay:

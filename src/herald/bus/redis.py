@@ -287,7 +287,8 @@ class RedisBus:
 
     # --- replay
 
-    async def replay(self, after: Cursor) -> Replay:
+    async def replay(self, after: Cursor, channels: Collection[str] | None = None) -> Replay:
+        # One whole log: every channel's records, the manager keeps what each stream may see.
         records: list[BusRecord] = []
         page_after, origin = after, ""
         while True:

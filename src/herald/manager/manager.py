@@ -171,7 +171,7 @@ class ConnectionManager:
             # replay read, so the live records begin where it ends (D4).
             conn.following = channels_followed(conn.user_id, conn.session_id, conn.subscriptions)
             await self._bus.follow(conn.following)
-            replay = await self._bus.replay(after) if after is not None else None
+            replay = await self._bus.replay(after, conn.following) if after is not None else None
         except HeraldError as exc:
             # The bus cannot be read now (e.g. Redis is down): the 200 is already
             # sent, so the stream says when to come back rather than just ending.

@@ -1,0 +1,513 @@
+"""The sharded bus: channels over several Redis primaries, each node reading only the
+channels its streams follow, in one cursor order (docs/architecture.md, D28).
+
+Writing
+    An event goes to its channel's shard (:func:`herald.bus.channels.shard_of`);
+    a batch is one script call per shard, all shards at once
+    (:class:`herald.bus.shard_log.ShardLog`).
+
+Reading
+    One subscriber connection per shard, subscribed to the notifications of
+    the channels this node's streams follow (:meth:`follow`, reference-counted).
+    Each notification carries the channel's sequence: a gap (a lost notice) is
+    filled from the channel's stream.
+
+One order across shards
+    With channels on one shard, notices arrive in cursor order on its
+    connection and are delivered at once. With several, a record waits until
+    every shard followed has passed its cursor: the node *probes* each shard
+    (its clock moved past the cursor, then a ``PING`` on the subscriber
+    connection: all the shard published before has arrived), then hands out
+    what is pending in cursor order. The probes also advance :attr:`head`
+    while nothing flows, so an idle stream's position stays inside the
+    window.
+
+Limits of this first version (docs/architecture.md, D28): a shard whose
+subscriber is away stalls the delivery of records of the other shards
+until it is back (the order cannot be proven meanwhile); a shard that lost
+its data closes every stream of the node (``on_discontinuity``), not only
+those that follow its channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
+from herald.bus.channels import GLOBAL_CHANNEL, channel_of, shard_of
+from herald.bus.interest import ChannelInterest
+from herald.bus.listeners import Listeners
+from herald.bus.shard_log import ShardKeys, ShardLog, decode_notification
+from herald.cluster.backoff import reconnect_delay
+from herald.cluster.redis_client import RedisConnections
+from herald.errors import BusUnavailable
+from herald.events.message import SSEMessage
+from herald.wire.cursor import Cursor
+
+log = structlog.get_logger("herald.bus.sharded")
+
+LOG_REPLACED = "log_replaced"
+
+
+class _Subscriber:
+    """One shard's subscriber connection: notifications in, subscribe confirmations, pongs."""
+
+    def __init__(self, bus: ShardedBus, index: int, client: Redis) -> None:
+        self.bus = bus
+        self.index = index
+        self.client = client
+        self.pubsub: PubSub | None = None
+        self.connected = asyncio.Event()
+        #: Channels whose SUBSCRIBE the shard has confirmed, and those waiting for it.
+        self.live: set[str] = set()
+        self.waiting: dict[str, asyncio.Future[None]] = {}
+        self._pongs: list[asyncio.Future[None]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def name(self, channel: str) -> str:
+        return self.bus.keys.notifications + channel
+
+    async def run(self) -> None:
+        attempt = 0
+        prefix = self.bus.keys.notifications
+        while not self.bus.stopping:
+            pubsub = self.client.pubsub()
+            try:
+                # A channel of the shard's own keeps the connection in subscribed mode.
+                await pubsub.subscribe(prefix + "~", *(self.name(c) for c in self.wanted()))
+                self.pubsub = pubsub
+                self.connected.set()
+                if attempt:
+                    self.bus.refill(self.index)
+                attempt = 0
+                while not self.bus.stopping:
+                    message: dict[str, Any] | None = await pubsub.get_message(timeout=self.bus.ping_seconds)
+                    if message is None:
+                        await pubsub.ping()
+                        continue
+                    self._on_message(message, prefix)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected.clear()
+                self.pubsub = None
+                self.live.clear()
+                for pong in self._pongs:
+                    if not pong.done():
+                        pong.set_exception(BusUnavailable("a shard's subscriber is away", retry_after=1))
+                self._pongs.clear()
+                if self.bus.stopping:
+                    return
+                if attempt == 0:
+                    log.warning("sharded_bus_subscriber_lost", shard=self.index, error=repr(exc))
+                await asyncio.sleep(reconnect_delay(attempt))
+                attempt += 1
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
+
+    def wanted(self) -> list[str]:
+        return list(self.bus.interest_on(self.index))
+
+    def _on_message(self, message: dict[str, Any], prefix: str) -> None:
+        kind = message["type"]
+        if kind == "message":
+            self.bus.on_notification(self.index, message["channel"], message["data"])
+        elif kind == "subscribe":
+            name = message["channel"].decode()
+            channel = name[len(prefix) :]
+            self.live.add(channel)
+            waiter = self.waiting.pop(channel, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif kind == "unsubscribe":
+            self.live.discard(message["channel"].decode()[len(prefix) :])
+        elif kind == "pong" and self._pongs:
+            pong = self._pongs.pop(0)
+            if not pong.done():
+                pong.set_result(None)
+
+    def subscribe(self, channels: list[str]) -> list[asyncio.Future[None]]:
+        loop = asyncio.get_running_loop()
+        waits = []
+        for channel in channels:
+            waiter = self.waiting.get(channel)
+            if waiter is None:
+                waiter = self.waiting[channel] = loop.create_future()
+            waits.append(waiter)
+        if self.pubsub is not None:
+            self.bus.spawn(self.pubsub.subscribe(*(self.name(c) for c in channels)))
+        return waits
+
+    def unsubscribe(self, channels: list[str]) -> None:
+        for channel in channels:
+            self.waiting.pop(channel, None)
+        if self.pubsub is not None:
+            self.bus.spawn(self.pubsub.unsubscribe(*(self.name(c) for c in channels)))
+
+    async def ping_through(self) -> None:
+        """Return once everything the shard published before now has arrived here."""
+        pubsub = self.pubsub
+        if pubsub is None:
+            raise BusUnavailable("a shard's subscriber is away", retry_after=1)
+        pong: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs.append(pong)
+        await pubsub.ping()
+        await pong
+
+
+class ShardedBus:
+    def __init__(
+        self,
+        shards: Sequence[RedisConnections],
+        *,
+        keys: ShardKeys | None = None,
+        window_seconds: float = 300.0,
+        max_events_per_channel: int = 10_000,
+        idempotency_window_seconds: float = 600.0,
+        clock: Callable[[], float] | None = None,
+        catch_up_seconds: float = 5.0,
+        ping_seconds: float = 5.0,
+        tick_seconds: float = 1.0,
+    ) -> None:
+        self.keys = keys or ShardKeys()
+        self._connections = list(shards)
+        self._shards = [
+            ShardLog(
+                c,
+                index,
+                keys=self.keys,
+                window_seconds=window_seconds,
+                max_events_per_channel=max_events_per_channel,
+                idempotency_window_seconds=idempotency_window_seconds,
+                clock=clock,
+            )
+            for index, c in enumerate(shards)
+        ]
+        self._catch_up_seconds = catch_up_seconds
+        self.ping_seconds = ping_seconds
+        self._tick_seconds = tick_seconds
+        self._listeners = Listeners()
+        self.interest = ChannelInterest()
+        self._by_shard: list[set[str]] = [set() for _ in shards]
+        self._subscribers: list[_Subscriber] = []
+        #: Per channel followed: the sequence and cursor of the newest notice taken.
+        self._last: dict[str, tuple[int, Cursor]] = {}
+        self._pending: list[tuple[Cursor, int, BusRecord]] = []
+        self._releasing: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._head = Cursor(0, 0)
+        self._advanced = asyncio.Event()
+        self._origins: list[str] = ["" for _ in shards]
+        self.on_discontinuity: list[Callable[[str], None]] = []
+        self.stopping = False
+
+    # --- life cycle
+
+    async def start(self) -> None:
+        try:
+            marks = await asyncio.gather(*(shard.probe(0) for shard in self._shards))
+        except BusUnavailable:
+            raise
+        self._origins = [shard.origin for shard in self._shards]
+        self._head = Cursor(min(marks), 0)
+        for index, connections in enumerate(self._connections):
+            subscriber = _Subscriber(self, index, connections.subscriber())
+            subscriber.task = asyncio.create_task(subscriber.run(), name=f"herald-shard-{index}-subscriber")
+            self._subscribers.append(subscriber)
+        self._ticker = asyncio.create_task(self._tick(), name="herald-sharded-bus-ticker")
+        log.info("sharded_bus_started", shards=len(self._shards), head=str(self._head))
+
+    async def stop(self) -> None:
+        self.stopping = True
+        tasks = [s.task for s in self._subscribers if s.task is not None]
+        tasks += [t for t in (self._ticker, self._releasing) if t is not None]
+        tasks += list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for subscriber in self._subscribers:
+            await subscriber.client.aclose()
+        self._listeners.clear()
+
+    def healthy(self) -> bool:
+        return bool(self._subscribers) and all(s.connected.is_set() for s in self._subscribers)
+
+    @property
+    def head(self) -> Cursor:
+        return self._head
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        return self._listeners.subscribe(listener)
+
+    # --- interest
+
+    def interest_on(self, index: int) -> set[str]:
+        return self._by_shard[index]
+
+    def follow(self, channels: Collection[str]) -> Awaitable[None]:
+        fresh = self.interest.add(channels)
+        count = len(self._shards)
+        by_shard: dict[int, list[str]] = {}
+        for channel in fresh:
+            by_shard.setdefault(shard_of(channel, count), []).append(channel)
+        waits: list[asyncio.Future[None]] = []
+        for index, names in by_shard.items():
+            self._by_shard[index].update(names)
+            if self._subscribers:
+                waits += self._subscribers[index].subscribe(names)
+        if self._subscribers:
+            for channel in channels:
+                subscriber = self._subscribers[shard_of(channel, count)]
+                if channel not in subscriber.live:
+                    waiter = subscriber.waiting.get(channel)
+                    if waiter is not None and waiter not in waits:
+                        waits.append(waiter)
+        return self._ready(waits)
+
+    async def _ready(self, waits: list[asyncio.Future[None]]) -> None:
+        if not waits:
+            return
+        done, _ = await asyncio.wait([asyncio.shield(w) for w in waits], timeout=self._catch_up_seconds)
+        if len(done) < len(waits):
+            raise BusUnavailable("a shard did not confirm the subscription in time", retry_after=1)
+
+    def unfollow(self, channels: Collection[str]) -> None:
+        gone = self.interest.remove(channels)
+        count = len(self._shards)
+        by_shard: dict[int, list[str]] = {}
+        for channel in gone:
+            by_shard.setdefault(shard_of(channel, count), []).append(channel)
+            self._last.pop(channel, None)
+        for index, names in by_shard.items():
+            self._by_shard[index].difference_update(names)
+            if self._subscribers:
+                self._subscribers[index].unsubscribe(names)
+
+    # --- writing
+
+    async def append(
+        self,
+        message: SSEMessage,
+        data_json: bytes,
+        *,
+        idempotency_key: str | None = None,
+        superseded_keys: Sequence[str] = (),
+    ) -> AppendResult:
+        (result,) = await self.append_many([Append(message, data_json, idempotency_key, superseded_keys)])
+        if isinstance(result, BusUnavailable):
+            raise result
+        return result
+
+    async def append_many(self, appends: Sequence[Append]) -> list[BatchResult]:
+        count = len(self._shards)
+        groups: dict[int, list[int]] = {}
+        for position, item in enumerate(appends):
+            groups.setdefault(shard_of(channel_of(item.message), count), []).append(position)
+        answers = await asyncio.gather(
+            *(
+                self._shards[index].append_many([appends[i] for i in places], self._head)
+                for index, places in groups.items()
+            )
+        )
+        results: list[BatchResult | None] = [None] * len(appends)
+        for (index, places), answer in zip(groups.items(), answers, strict=True):
+            self._check_origin(index)
+            for place, result in zip(places, answer, strict=True):
+                results[place] = result
+        return [r for r in results if r is not None]
+
+    # --- replay
+
+    async def replay(self, after: Cursor, channels: Collection[str] | None = None) -> Replay:
+        followed = list(channels) if channels is not None else sorted(self.interest_all())
+        count = len(self._shards)
+        replays = await asyncio.gather(
+            *(self._shards[shard_of(channel, count)].replay(channel, after) for channel in followed)
+        )
+        if not all(r.exact for r in replays):
+            floors = [r.floor for r in replays if not r.exact and r.floor is not None]
+            return Replay(False, floor=max(floors) if floors else None)
+        records = list(heapq.merge(*(r.records for r in replays), key=lambda r: r.cursor))
+        if records and not await self._reached(records[-1].cursor):
+            log.warning("sharded_bus_replay_ahead_of_delivery", head=str(self._head))
+        head = self._head
+        if after > head:
+            return Replay(False)
+        return Replay(True, [r for r in records if r.cursor <= head])
+
+    def interest_all(self) -> set[str]:
+        out: set[str] = set()
+        for names in self._by_shard:
+            out |= names
+        return out or {GLOBAL_CHANNEL}
+
+    async def _reached(self, cursor: Cursor) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._catch_up_seconds
+        while self._head < cursor:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._advanced.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    # --- receiving
+
+    def on_notification(self, index: int, name: bytes, payload: bytes) -> None:
+        try:
+            notice = decode_notification(name, payload, self.keys.notifications)
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            log.error("sharded_bus_notice_skipped", shard=index, error=repr(exc))
+            return
+        channel = notice.channel
+        if channel not in self.interest:
+            return
+        last = self._last.get(channel)
+        cursor = notice.record.cursor
+        if last is not None:
+            if cursor <= last[1]:
+                return  # already taken (a fill got it first)
+            if notice.seq > last[0] + 1:
+                # Lost notices: take the channel's missed records from its stream first.
+                self.spawn(self._fill(channel, last[1], notice.seq, notice.record))
+                return
+        self._take(index, channel, notice.seq, notice.record)
+
+    def _take(self, index: int, channel: str, seq: int, record: BusRecord) -> None:
+        self._last[channel] = (seq, record.cursor)
+        if sum(1 for names in self._by_shard if names) <= 1:
+            self._deliver([record])
+            return
+        heapq.heappush(self._pending, (record.cursor, index, record))
+        if self._releasing is None:
+            self._releasing = asyncio.create_task(self._release(), name="herald-sharded-bus-release")
+
+    async def _fill(self, channel: str, after: Cursor, seq: int, newest: BusRecord) -> None:
+        index = shard_of(channel, len(self._shards))
+        try:
+            replay = await self._shards[index].replay(channel, after)
+        except BusUnavailable:
+            replay = Replay(False)
+        if not replay.exact:
+            log.error("sharded_bus_gap_unfillable", channel=channel, after=str(after))
+            self._discontinuity("records_trimmed_unread")
+            return
+        last = self._last.get(channel, (0, after))[1]
+        for record in replay.records:
+            if record.cursor > last and record.cursor < newest.cursor:
+                self._take(index, channel, seq - 1, record)
+                last = record.cursor
+        if newest.cursor > last:
+            self._take(index, channel, seq, newest)
+
+    def refill(self, index: int) -> None:
+        """The shard's subscriber reconnected: take what its channels got meanwhile."""
+        for channel in list(self._by_shard[index]):
+            last = self._last.get(channel)
+            if last is not None:
+                self.spawn(self._refill_channel(index, channel, last[1]))
+
+    async def _refill_channel(self, index: int, channel: str, after: Cursor) -> None:
+        try:
+            replay = await self._shards[index].replay(channel, after)
+        except BusUnavailable:
+            return
+        if not replay.exact:
+            self._discontinuity("records_trimmed_unread")
+            return
+        for record in replay.records:
+            last = self._last.get(channel)
+            if last is None or record.cursor > last[1]:
+                self._take(index, channel, (last[0] if last else 0) + 1, record)
+
+    async def _release(self) -> None:
+        """Hand out pending records in cursor order once every followed shard has passed them."""
+        attempt = 0
+        try:
+            while self._pending and not self.stopping:
+                newest = max(self._pending)[0]
+                try:
+                    mark = await self._watermark(newest.ms + 1)
+                except BusUnavailable:
+                    await asyncio.sleep(reconnect_delay(attempt))
+                    attempt += 1
+                    continue
+                attempt = 0
+                ready = []
+                while self._pending and self._pending[0][0].ms < mark:
+                    ready.append(heapq.heappop(self._pending)[2])
+                self._deliver(ready)
+        finally:
+            self._releasing = None
+
+    async def _watermark(self, hint_ms: int) -> int:
+        """The millisecond below which every followed shard's records have all arrived."""
+        indexes = [i for i, names in enumerate(self._by_shard) if names]
+
+        async def one(index: int) -> int:
+            mark = await self._shards[index].probe(hint_ms)
+            await self._subscribers[index].ping_through()
+            self._check_origin(index)
+            return mark
+
+        marks = await asyncio.gather(*(one(i) for i in indexes))
+        return min(marks) if marks else hint_ms
+
+    async def _tick(self) -> None:
+        """While nothing flows, move :attr:`head` with the shards' clocks (an idle stream's
+        position must not fall out of the window)."""
+        while not self.stopping:
+            await asyncio.sleep(self._tick_seconds)
+            if self._pending or self._releasing is not None:
+                continue
+            try:
+                mark = await self._watermark(0)
+            except BusUnavailable:
+                continue
+            if not self._pending and Cursor(mark, 0) > self._head:
+                self._head = Cursor(mark, 0)
+                self._signal()
+
+    def _deliver(self, records: list[BusRecord]) -> None:
+        for record in records:
+            if record.cursor > self._head:
+                self._head = record.cursor
+            self._listeners.deliver(record)
+        if records:
+            self._signal()
+
+    def _signal(self) -> None:
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
+
+    def _check_origin(self, index: int) -> None:
+        origin = self._shards[index].origin
+        if self._origins[index] and origin and origin != self._origins[index]:
+            log.warning("sharded_bus_shard_replaced", shard=index, old=self._origins[index], origin=origin)
+            self._origins[index] = origin
+            self._discontinuity(LOG_REPLACED)
+        elif origin:
+            self._origins[index] = origin
+
+    def _discontinuity(self, reason: str) -> None:
+        for callback in tuple(self.on_discontinuity):
+            try:
+                callback(reason)
+            except Exception:
+                log.exception("bus_discontinuity_callback_failed", reason=reason)
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
