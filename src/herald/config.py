@@ -73,6 +73,11 @@ class Settings(BaseSettings):
 
     # --- Redis (the redis bus, and the Redis sources)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: With the redis bus: standalone Redis primaries (``redis://a,redis://b,…``, at most 64)
+    #: over which the bus spreads its channels (docs/architecture.md, D28); each node reads
+    #: only the channels its streams follow. Empty: the single log in ``redis_url`` (D12).
+    #: The order is part of the data: keep it when adding shards (append at the end).
+    redis_shards: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Every key lives under ``{prefix}:``; deployments sharing one Redis choose different ones.
     redis_prefix: str = Field("herald", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     #: Bound on every Redis command (connect, wait for a pooled connection, reply):
@@ -227,6 +232,22 @@ class Settings(BaseSettings):
         """``HERALD_KAFKA_TOPICS=a,b`` as well as a list."""
         if isinstance(value, str):
             return [topic.strip() for topic in value.split(",") if topic.strip()]
+        return value
+
+    @field_validator("redis_shards", mode="before")
+    @classmethod
+    def _shard_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
+    @field_validator("redis_shards")
+    @classmethod
+    def _few_enough_shards(cls, value: list[str]) -> list[str]:
+        if len(value) > 64:
+            raise ValueError("redis_shards names at most 64 Redis primaries")
+        if len(set(value)) != len(value):
+            raise ValueError("redis_shards names a Redis twice")
         return value
 
     @field_validator("kafka_topics")

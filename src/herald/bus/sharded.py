@@ -123,9 +123,7 @@ class _Subscriber:
             name = message["channel"].decode()
             channel = name[len(prefix) :]
             self.live.add(channel)
-            waiter = self.waiting.pop(channel, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self.bus.spawn(self.bus.caught_up(self.index, channel, self.waiting.pop(channel, None)))
         elif kind == "unsubscribe":
             self.live.discard(message["channel"].decode()[len(prefix) :])
         elif kind == "pong" and self._pongs:
@@ -175,8 +173,11 @@ class ShardedBus:
         catch_up_seconds: float = 5.0,
         ping_seconds: float = 5.0,
         tick_seconds: float = 1.0,
+        owns_connections: bool = False,
     ) -> None:
+        """``owns_connections``: close the shards' connections on :meth:`stop`."""
         self.keys = keys or ShardKeys()
+        self._owns_connections = owns_connections
         self._connections = list(shards)
         self._shards = [
             ShardLog(
@@ -197,10 +198,14 @@ class ShardedBus:
         self.interest = ChannelInterest()
         self._by_shard: list[set[str]] = [set() for _ in shards]
         self._subscribers: list[_Subscriber] = []
-        #: Per channel followed: the sequence and cursor of the newest notice taken.
+        #: Per channel followed: the sequence and cursor of the newest notice taken (-1: the
+        #: sequence is not known yet).
         self._last: dict[str, tuple[int, Cursor]] = {}
+        #: Channels being subscribed to, and the head when they were followed.
+        self._followed_at: dict[str, Cursor] = {}
         self._pending: list[tuple[Cursor, int, BusRecord]] = []
         self._releasing: asyncio.Task[None] | None = None
+        self._catching: asyncio.Future[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._head = Cursor(0, 0)
@@ -235,6 +240,9 @@ class ShardedBus:
         await asyncio.gather(*tasks, return_exceptions=True)
         for subscriber in self._subscribers:
             await subscriber.client.aclose()
+        if self._owns_connections:
+            for connections in self._connections:
+                await connections.aclose()
         self._listeners.clear()
 
     def healthy(self) -> bool:
@@ -259,6 +267,8 @@ class ShardedBus:
         for channel in fresh:
             by_shard.setdefault(shard_of(channel, count), []).append(channel)
         waits: list[asyncio.Future[None]] = []
+        for channel in fresh:
+            self._followed_at[channel] = self._head
         for index, names in by_shard.items():
             self._by_shard[index].update(names)
             if self._subscribers:
@@ -278,6 +288,29 @@ class ShardedBus:
         done, _ = await asyncio.wait([asyncio.shield(w) for w in waits], timeout=self._catch_up_seconds)
         if len(done) < len(waits):
             raise BusUnavailable("a shard did not confirm the subscription in time", retry_after=1)
+        # A node that followed none of these channels may have a head behind the shards':
+        # bring it to now, so a stream starting here starts now (not at a stale position).
+        await self._catch_head()
+
+    async def _catch_head(self) -> None:
+        """Move :attr:`head` to the shards' clocks (one probe in flight, shared by callers)."""
+        if self._catching is None:
+            self._catching = asyncio.ensure_future(self._probe_head())
+        catching = self._catching
+        try:
+            await asyncio.shield(catching)
+        finally:
+            if catching.done() and self._catching is catching:
+                self._catching = None
+
+    async def _probe_head(self) -> None:
+        try:
+            mark = await self._watermark(0)
+        except BusUnavailable:
+            return
+        if not self._pending and self._releasing is None and Cursor(mark, 0) > self._head:
+            self._head = Cursor(mark, 0)
+            self._signal()
 
     def unfollow(self, channels: Collection[str]) -> None:
         gone = self.interest.remove(channels)
@@ -286,6 +319,7 @@ class ShardedBus:
         for channel in gone:
             by_shard.setdefault(shard_of(channel, count), []).append(channel)
             self._last.pop(channel, None)
+            self._followed_at.pop(channel, None)
         for index, names in by_shard.items():
             self._by_shard[index].difference_update(names)
             if self._subscribers:
@@ -378,7 +412,7 @@ class ShardedBus:
         if last is not None:
             if cursor <= last[1]:
                 return  # already taken (a fill got it first)
-            if notice.seq > last[0] + 1:
+            if last[0] >= 0 and notice.seq > last[0] + 1:
                 # Lost notices: take the channel's missed records from its stream first.
                 self.spawn(self._fill(channel, last[1], notice.seq, notice.record))
                 return
@@ -410,6 +444,30 @@ class ShardedBus:
                 last = record.cursor
         if newest.cursor > last:
             self._take(index, channel, seq, newest)
+
+    async def caught_up(self, index: int, channel: str, waiter: asyncio.Future[None] | None) -> None:
+        """The shard confirmed a subscription: take what the channel got between the moment
+        it was followed and now (live notices begin only now), then say it is ready."""
+        since = self._followed_at.pop(channel, None)
+        try:
+            if since is not None and channel not in self._last and channel in self.interest:
+                replay = await self._shards[index].replay(channel, since)
+                for record in replay.records if replay.exact else ():
+                    last = self._last.get(channel)
+                    if last is not None and record.cursor <= last[1]:
+                        continue
+                    if record.cursor <= self._head:
+                        # Behind the merge already: only streams that just began to follow
+                        # the channel get it, now, before they are told it is ready.
+                        self._last[channel] = (-1, record.cursor)
+                        self._listeners.deliver(record)
+                    else:
+                        self._take(index, channel, -1, record)  # -1: the next notice sets the sequence
+        except BusUnavailable:
+            log.warning("sharded_bus_catch_up_unavailable", channel=channel)
+        finally:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def refill(self, index: int) -> None:
         """The shard's subscriber reconnected: take what its channels got meanwhile."""
@@ -453,7 +511,8 @@ class ShardedBus:
 
     async def _watermark(self, hint_ms: int) -> int:
         """The millisecond below which every followed shard's records have all arrived."""
-        indexes = [i for i, names in enumerate(self._by_shard) if names]
+        # The shards followed; with none, all (the head still moves with their clocks).
+        indexes = [i for i, names in enumerate(self._by_shard) if names] or list(range(len(self._shards)))
 
         async def one(index: int) -> int:
             mark = await self._shards[index].probe(hint_ms)
@@ -471,13 +530,7 @@ class ShardedBus:
             await asyncio.sleep(self._tick_seconds)
             if self._pending or self._releasing is not None:
                 continue
-            try:
-                mark = await self._watermark(0)
-            except BusUnavailable:
-                continue
-            if not self._pending and Cursor(mark, 0) > self._head:
-                self._head = Cursor(mark, 0)
-                self._signal()
+            await self._catch_head()
 
     def _deliver(self, records: list[BusRecord]) -> None:
         for record in records:

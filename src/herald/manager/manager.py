@@ -112,8 +112,11 @@ class ConnectionManager:
 
     @property
     def position(self) -> Cursor:
-        """The cursor of the newest record this node has routed."""
-        return self._position
+        """Where this node stands: every record up to here has been routed. The newest
+        record routed, or the bus's head when it moved on without records (a sharded
+        bus moves it with its shards' clocks, so an idle stream stays in the window)."""
+        head = self._bus.head
+        return head if head > self._position else self._position
 
     def _next_connection_id(self) -> str:
         # Unique per process lifetime and hard to confuse across nodes; not a
@@ -146,7 +149,7 @@ class ConnectionManager:
             subscriptions=subscriptions,
             expires_at=expires_at,
             opened_at=self._clock(),
-            joined_at=self._position,
+            joined_at=self.position,
         )
         self.index.add(conn)
         bucket = self._next_bucket = (self._next_bucket + 1) % len(self._buckets)
@@ -171,6 +174,10 @@ class ConnectionManager:
             # replay read, so the live records begin where it ends (D4).
             conn.following = channels_followed(conn.user_id, conn.session_id, conn.subscriptions)
             await self._bus.follow(conn.following)
+            if after is None:
+                # A fresh stream starts where the node stands once its channels flow (a bus
+                # reading by channel may have moved its head meanwhile).
+                position = conn.joined_at = self.position
             replay = await self._bus.replay(after, conn.following) if after is not None else None
         except HeraldError as exc:
             # The bus cannot be read now (e.g. Redis is down): the 200 is already
@@ -213,7 +220,9 @@ class ConnectionManager:
                 conn.write_now(frame)
             conn.write_now(frames.heartbeat(deep.floor))  # the cursor the log's replay continues from
             conn.events_sent += len(deep.frames)
-        seam: Cursor | None = None
+        # Without a replay the stream begins at its established position: records at or
+        # before it (a sharded bus catching up a channel it just subscribed to) are not its.
+        seam: Cursor | None = position
         if exact_from is not None:
             assert replay is not None
             seam = exact_from
@@ -351,7 +360,7 @@ class ConnectionManager:
         current = conn.subscriptions
         added = sorted({key for key in add if key not in current})
         removed = sorted({key for key in remove if key in current} - set(added))
-        position = self._position
+        position = self.position
         if added or removed:
             self.index.subscribe(conn, added)
             self.index.unsubscribe(conn, removed)
@@ -410,7 +419,7 @@ class ConnectionManager:
         bucket = self._buckets[self._next_tick_bucket()]
         if not bucket:
             return
-        tracked = frames.heartbeat(self._position)
+        tracked = frames.heartbeat(self.position)
         bare = frames.heartbeat(None)
         for conn in bucket:
             conn.write_now(tracked if conn.idle_and_current else bare)
