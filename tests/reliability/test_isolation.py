@@ -1,5 +1,6 @@
 """Isolation: a randomized property test against live gateways (one node on the memory
-bus, two nodes on Redis) checks every delivery against a model of who may see what.
+bus, two nodes on Redis, three nodes on three Redis shards) checks every delivery against
+a model of who may see what.
 
 Random users with random sessions and resource grants open streams on random nodes,
 subscribe (some asking for what they were not granted: refused as a whole, 403),
@@ -38,7 +39,7 @@ from tests.reliability.mode import pick, write_result
 from tests.support.api import PUBLISH, publish_pipelined, wait_until
 from tests.support.cluster import cluster_env, running_cluster
 from tests.support.gateway import SECRET, GatewayProcess, running_gateway
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, running_redis
 from tests.support.sse import Stream, StreamRefused, open_stream
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(pick(180, 1800))]
@@ -336,6 +337,16 @@ async def test_isolation_across_two_nodes_on_redis(redis_server: RedisServer) ->
     with running_cluster(2, cluster_env(redis_server, **NO_LIMITS)) as nodes:
         summary = await _drive(Run(nodes, random.Random(SEED + 1)))
     _record("isolation-cluster", summary)
+
+
+async def test_isolation_across_three_nodes_on_three_redis_shards(redis_server: RedisServer) -> None:
+    """The sharded bus (D28): each node reads only its streams' channels, over three shards."""
+    with contextlib.ExitStack() as stack:
+        shards = [stack.enter_context(running_redis()) for _ in range(3)]
+        env = cluster_env(redis_server, **NO_LIMITS, HERALD_REDIS_SHARDS=",".join(s.url for s in shards))
+        nodes = stack.enter_context(running_cluster(3, env))
+        summary = await _drive(Run(nodes, random.Random(SEED + 2)))
+    _record("isolation-shards", summary)
 
 
 def _record(name: str, summary: dict[str, int]) -> None:

@@ -361,6 +361,11 @@ class ShardedBus:
     # --- replay
 
     async def replay(self, after: Cursor, channels: Collection[str] | None = None) -> Replay:
+        if after > self._head:
+            # A cursor from a node ahead of this one (a heartbeat there carries its head):
+            # catch up with the shards' clocks before judging it.
+            await self._catch_head()
+            await self._reached(after)
         followed = list(channels) if channels is not None else sorted(self.interest_all())
         count = len(self._shards)
         replays = await asyncio.gather(
