@@ -51,6 +51,8 @@ class Backends:
     redis: RedisConnections | None = None
     #: Where to register for "listeners may have missed records" (the Redis bus only).
     bus_discontinuity: list[Callable[[str], None]] | None = None
+    #: Where to register for "these channels' streams must close" (the sharded bus only).
+    channels_lost: list[Callable[[frozenset[str]], None]] | None = None
 
 
 def build_backends(settings: Settings, node: str, bus: EventBus | None = None) -> Backends:
@@ -77,6 +79,8 @@ def build_backends(settings: Settings, node: str, bus: EventBus | None = None) -
     )
     if isinstance(backends.bus, RedisBus | ShardedBus):
         backends.bus_discontinuity = backends.bus.on_discontinuity
+    if isinstance(backends.bus, ShardedBus):
+        backends.channels_lost = backends.bus.on_channels_lost
     return backends
 
 

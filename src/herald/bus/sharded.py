@@ -22,9 +22,13 @@ One order across shards
     while nothing flows, so an idle stream's position stays inside the
     window.
 
-Limits of this first version (docs/architecture.md, D28): a shard whose
-subscriber is away stalls the delivery of records of the other shards
-until it is back (the order cannot be proven meanwhile); a shard that lost
+A shard that does not answer
+    for ``shard_grace_seconds`` is left out of the merge: the streams that
+    follow its channels are closed (``on_channels_lost``) and new ones are
+    refused until its subscriber is back; the others go on. Meanwhile the
+    other shards' records wait (at most the grace).
+
+Limits of this first version (docs/architecture.md, D28): a shard that lost
 its data closes every stream of the node (``on_discontinuity``), not only
 those that follow its channels.
 """
@@ -84,6 +88,7 @@ class _Subscriber:
                 await pubsub.subscribe(prefix + "~", *(self.name(c) for c in self.wanted()))
                 self.pubsub = pubsub
                 self.connected.set()
+                self.bus.shard_back(self.index)
                 if attempt:
                     self.bus.refill(self.index)
                 attempt = 0
@@ -155,8 +160,14 @@ class _Subscriber:
         if pubsub is None:
             raise BusUnavailable("a shard's subscriber is away", retry_after=1)
         pong: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Pongs come back in the order of the pings: one waiter per ping actually sent.
         self._pongs.append(pong)
-        await pubsub.ping()
+        try:
+            await pubsub.ping()
+        except BaseException:
+            if pong in self._pongs:
+                self._pongs.remove(pong)
+            raise
         await pong
 
 
@@ -173,6 +184,7 @@ class ShardedBus:
         catch_up_seconds: float = 5.0,
         ping_seconds: float = 5.0,
         tick_seconds: float = 1.0,
+        shard_grace_seconds: float = 3.0,
         owns_connections: bool = False,
     ) -> None:
         """``owns_connections``: close the shards' connections on :meth:`stop`."""
@@ -212,6 +224,11 @@ class ShardedBus:
         self._advanced = asyncio.Event()
         self._origins: list[str] = ["" for _ in shards]
         self.on_discontinuity: list[Callable[[str], None]] = []
+        #: Called with the channels of a shard left out of the merge: their streams must go.
+        self.on_channels_lost: list[Callable[[frozenset[str]], None]] = []
+        self._shard_grace_seconds = shard_grace_seconds
+        self._failing_since: dict[int, float] = {}
+        self._down: set[int] = set()
         self.stopping = False
 
     # --- life cycle
@@ -280,9 +297,12 @@ class ShardedBus:
                     waiter = subscriber.waiting.get(channel)
                     if waiter is not None and waiter not in waits:
                         waits.append(waiter)
-        return self._ready(waits)
+        down = any(shard_of(channel, count) in self._down for channel in channels)
+        return self._ready(waits, down)
 
-    async def _ready(self, waits: list[asyncio.Future[None]]) -> None:
+    async def _ready(self, waits: list[asyncio.Future[None]], down: bool = False) -> None:
+        if down:
+            raise BusUnavailable("a shard of these channels is away", retry_after=2)
         if not waits:
             return
         done, _ = await asyncio.wait([asyncio.shield(w) for w in waits], timeout=self._catch_up_seconds)
@@ -515,18 +535,61 @@ class ShardedBus:
             self._releasing = None
 
     async def _watermark(self, hint_ms: int) -> int:
-        """The millisecond below which every followed shard's records have all arrived."""
+        """The millisecond below which every followed shard's records have all arrived.
+
+        A shard that does not answer for ``shard_grace_seconds`` is left out (its channels'
+        streams are closed, :attr:`on_channels_lost`) until its subscriber is back: the
+        other shards' records must not wait for it."""
         # The shards followed; with none, all (the head still moves with their clocks).
         indexes = [i for i, names in enumerate(self._by_shard) if names] or list(range(len(self._shards)))
+        indexes = [i for i in indexes if i not in self._down]
 
         async def one(index: int) -> int:
             mark = await self._shards[index].probe(hint_ms)
-            await self._subscribers[index].ping_through()
+            await asyncio.wait_for(self._subscribers[index].ping_through(), self._catch_up_seconds)
             self._check_origin(index)
             return mark
 
-        marks = await asyncio.gather(*(one(i) for i in indexes))
+        answers = await asyncio.gather(*(one(i) for i in indexes), return_exceptions=True)
+        now = asyncio.get_running_loop().time()
+        marks: list[int] = []
+        failed: BaseException | None = None
+        for index, answer in zip(indexes, answers, strict=True):
+            if isinstance(answer, int):
+                self._failing_since.pop(index, None)
+                marks.append(answer)
+                continue
+            if not isinstance(answer, BusUnavailable | TimeoutError):
+                raise answer
+            failed = answer
+            since = self._failing_since.setdefault(index, now)
+            if now - since >= self._shard_grace_seconds:
+                self._lose(index)
+        if failed is not None and not marks:
+            raise BusUnavailable("no shard answers", retry_after=1)
+        if failed is not None and any(i not in self._down for i in indexes if i in self._failing_since):
+            raise BusUnavailable("a shard does not answer", retry_after=1)
         return min(marks) if marks else hint_ms
+
+    def _lose(self, index: int) -> None:
+        """Leave shard ``index`` out of the merge until it is back; close its channels' streams."""
+        if index in self._down:
+            return
+        self._down.add(index)
+        channels = frozenset(self._by_shard[index])
+        log.warning("sharded_bus_shard_left_out", shard=index, channels=len(channels))
+        for callback in tuple(self.on_channels_lost):
+            try:
+                callback(channels)
+            except Exception:
+                log.exception("bus_channels_lost_callback_failed", shard=index)
+
+    def shard_back(self, index: int) -> None:
+        """The shard's subscriber is connected again: it takes part in the merge again."""
+        self._failing_since.pop(index, None)
+        if index in self._down:
+            self._down.discard(index)
+            log.info("sharded_bus_shard_back", shard=index)
 
     async def _tick(self) -> None:
         """While nothing flows, move :attr:`head` with the shards' clocks (an idle stream's

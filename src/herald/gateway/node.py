@@ -106,6 +106,8 @@ class Gateway:
         self.manager.on_close.append(self.open_streams.release_connection_lease)
         if backends.bus_discontinuity is not None:
             backends.bus_discontinuity.append(self.open_streams.on_bus_discontinuity)
+        if backends.channels_lost is not None:
+            backends.channels_lost.append(self.open_streams.on_channels_lost)
 
     async def start(self) -> None:
         await self.bus.start()

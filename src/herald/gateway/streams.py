@@ -124,6 +124,15 @@ class OpenStreams:
         for conn in conns:
             self._manager.send_away(conn, CloseReason.BUS_RESET)
 
+    def on_channels_lost(self, channels: frozenset[str]) -> None:
+        """A shard of the bus is away (D28): close the streams that follow any of its channels,
+        with a spread ``retry``; they come back when it does (and learn whether anything was
+        lost). The other streams are not touched."""
+        conns = [c for c in self._manager.index.all.values() if not c.following.isdisjoint(channels)]
+        log.warning("bus_channels_lost_streams_closed", channels=len(channels), connections=len(conns))
+        for conn in conns:
+            self._manager.send_away(conn, CloseReason.BUS_RESET)
+
     # --- closing: the leases go back
 
     def release_stream_token(self, conn: Connection) -> None:
