@@ -15,10 +15,12 @@ Reading
 One order across shards
     With channels on one shard, notices arrive in cursor order on its
     connection and are delivered at once. With several, a record waits until
-    every shard followed has passed its cursor: the node *probes* each shard
-    (its clock moved past the cursor, then a ``PING`` on the subscriber
-    connection: all the shard published before has arrived), then hands out
-    what is pending in cursor order. The probes also advance :attr:`head`
+    every shard followed has passed its cursor: a shard has passed what its
+    own notices have; one that has been quiet since is *probed* (its clock
+    moved past the cursor, then a ``PING`` on the subscriber connection: all
+    the shard published before has arrived), after 2 ms in which its own
+    traffic may make the probe needless. Then what is pending goes out in
+    cursor order. The probes also advance :attr:`head`
     while nothing flows, so an idle stream's position stays inside the
     window.
 
@@ -36,6 +38,7 @@ those that follow its channels.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
@@ -58,6 +61,7 @@ from herald.wire.cursor import Cursor
 log = structlog.get_logger("herald.bus.sharded")
 
 LOG_REPLACED = "log_replaced"
+_ZERO = Cursor(0, 0)
 
 
 class _Subscriber:
@@ -185,6 +189,7 @@ class ShardedBus:
         ping_seconds: float = 5.0,
         tick_seconds: float = 1.0,
         shard_grace_seconds: float = 3.0,
+        probe_delay_seconds: float = 0.002,
         owns_connections: bool = False,
     ) -> None:
         """``owns_connections``: close the shards' connections on :meth:`stop`."""
@@ -229,6 +234,9 @@ class ShardedBus:
         self._shard_grace_seconds = shard_grace_seconds
         self._failing_since: dict[int, float] = {}
         self._down: set[int] = set()
+        #: Per shard, the newest cursor its notices brought: it has passed everything before.
+        self._seen: dict[int, Cursor] = {}
+        self._probe_delay_seconds = probe_delay_seconds
         self.stopping = False
 
     # --- life cycle
@@ -328,8 +336,19 @@ class ShardedBus:
             mark = await self._watermark(0)
         except BusUnavailable:
             return
-        if not self._pending and self._releasing is None and Cursor(mark, 0) > self._head:
-            self._head = Cursor(mark, 0)
+        target = Cursor(mark, 0)
+        # Every record below the mark has arrived; once those still pending are out, the
+        # node has delivered everything before it.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._catch_up_seconds
+        while self._pending and self._pending[0][0] < target:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), remaining)
+        if target > self._head:
+            self._head = target
             self._signal()
 
     def unfollow(self, channels: Collection[str]) -> None:
@@ -430,6 +449,8 @@ class ShardedBus:
             log.error("sharded_bus_notice_skipped", shard=index, error=repr(exc))
             return
         channel = notice.channel
+        if notice.record.cursor > self._seen.get(index, _ZERO):
+            self._seen[index] = notice.record.cursor  # the shard's notices arrive in cursor order
         if channel not in self.interest:
             return
         last = self._last.get(channel)
@@ -515,34 +536,59 @@ class ShardedBus:
                 self._take(index, channel, (last[0] if last else 0) + 1, record)
 
     async def _release(self) -> None:
-        """Hand out pending records in cursor order once every followed shard has passed them."""
+        """Hand out pending records in cursor order once every followed shard has passed them.
+
+        A shard has passed what its own notices have passed (they arrive in cursor order);
+        only a shard that has been quiet since is probed, after a short wait in which its
+        own traffic may make the probe needless."""
         attempt = 0
         try:
             while self._pending and not self.stopping:
                 newest = max(self._pending)[0]
-                try:
-                    mark = await self._watermark(newest.ms + 1)
-                except BusUnavailable:
-                    await asyncio.sleep(reconnect_delay(attempt))
-                    attempt += 1
-                    continue
+                lagging = [i for i in self._followed_up() if self._seen.get(i, _ZERO) < newest]
+                if lagging and self._probe_delay_seconds:
+                    await asyncio.sleep(self._probe_delay_seconds)
+                    newest = max(self._pending)[0]
+                    lagging = [i for i in self._followed_up() if self._seen.get(i, _ZERO) < newest]
+                marks: dict[int, Cursor] = {}
+                if lagging:
+                    try:
+                        probed = await self._probe_shards(lagging, newest.ms + 1)
+                    except BusUnavailable:
+                        await asyncio.sleep(reconnect_delay(attempt))
+                        attempt += 1
+                        continue
+                    marks = {i: Cursor(mark, 0) for i, mark in probed.items()}
                 attempt = 0
+                followed = self._followed_up()
+                bound = min(
+                    (max(self._seen.get(i, _ZERO), marks.get(i, _ZERO)) for i in followed),
+                    default=newest,
+                )
                 ready = []
-                while self._pending and self._pending[0][0].ms < mark:
+                while self._pending and self._pending[0][0] <= bound:
                     ready.append(heapq.heappop(self._pending)[2])
                 self._deliver(ready)
         finally:
             self._releasing = None
 
+    def _followed_up(self) -> list[int]:
+        """The shards this node follows channels on, less those left out."""
+        return [i for i, names in enumerate(self._by_shard) if names and i not in self._down]
+
     async def _watermark(self, hint_ms: int) -> int:
-        """The millisecond below which every followed shard's records have all arrived.
+        """The millisecond below which every followed shard's records have all arrived."""
+        # The shards followed; with none, all (the head still moves with their clocks).
+        indexes = self._followed_up() or [i for i in range(len(self._shards)) if i not in self._down]
+        marks = await self._probe_shards(indexes, hint_ms)
+        return min(marks.values()) if marks else hint_ms
+
+    async def _probe_shards(self, indexes: list[int], hint_ms: int) -> dict[int, int]:
+        """Each shard's mark: below it, every record it issued has arrived here.
 
         A shard that does not answer for ``shard_grace_seconds`` is left out (its channels'
         streams are closed, :attr:`on_channels_lost`) until its subscriber is back: the
         other shards' records must not wait for it."""
-        # The shards followed; with none, all (the head still moves with their clocks).
-        indexes = [i for i, names in enumerate(self._by_shard) if names] or list(range(len(self._shards)))
-        indexes = [i for i in indexes if i not in self._down]
 
         async def one(index: int) -> int:
             mark = await self._shards[index].probe(hint_ms)
@@ -552,12 +598,12 @@ class ShardedBus:
 
         answers = await asyncio.gather(*(one(i) for i in indexes), return_exceptions=True)
         now = asyncio.get_running_loop().time()
-        marks: list[int] = []
+        marks: dict[int, int] = {}
         failed: BaseException | None = None
         for index, answer in zip(indexes, answers, strict=True):
             if isinstance(answer, int):
                 self._failing_since.pop(index, None)
-                marks.append(answer)
+                marks[index] = answer
                 continue
             if not isinstance(answer, BusUnavailable | TimeoutError):
                 raise answer
@@ -565,11 +611,9 @@ class ShardedBus:
             since = self._failing_since.setdefault(index, now)
             if now - since >= self._shard_grace_seconds:
                 self._lose(index)
-        if failed is not None and not marks:
-            raise BusUnavailable("no shard answers", retry_after=1)
         if failed is not None and any(i not in self._down for i in indexes if i in self._failing_since):
             raise BusUnavailable("a shard does not answer", retry_after=1)
-        return min(marks) if marks else hint_ms
+        return marks
 
     def _lose(self, index: int) -> None:
         """Leave shard ``index`` out of the merge until it is back; close its channels' streams."""
@@ -587,6 +631,7 @@ class ShardedBus:
     def shard_back(self, index: int) -> None:
         """The shard's subscriber is connected again: it takes part in the merge again."""
         self._failing_since.pop(index, None)
+        self._seen.pop(index, None)  # notices were lost meanwhile: probe it until it speaks
         if index in self._down:
             self._down.discard(index)
             log.info("sharded_bus_shard_back", shard=index)
