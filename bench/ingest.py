@@ -29,6 +29,7 @@ import contextlib
 import gc
 import secrets
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -71,7 +72,14 @@ WARMUP_TOPIC = "bench-ingest-warmup"
 TASKS = 200
 #: Bound on one measured run, and on the whole run (quick, full).
 RUN_TIMEOUT = 120.0
-MAX_RUN_SECONDS = {"quick": 180, "full": 900}
+MAX_RUN_SECONDS = {"quick": 180, "full": 1200}
+#: Other processes' share of a core over a run above which it is taken as disturbed (another
+#: job on the machine, which has 2 cores here) and made again, at most :data:`RETRIES` times.
+OTHER_LIMIT = 0.25
+RETRIES = 2
+#: Seconds the whole run may spend waiting for other jobs to quiet down before a run made
+#: again (quick, full): a bound, so that a busy machine makes a noisier run, not an endless one.
+QUIET_BUDGET = {"quick": 45.0, "full": 240.0}
 CPU_NOTE = (
     "node CPU is this process's time.process_time(): Herald's publish path and bus client, and "
     "also the driver's own Kafka/PostgreSQL client work (aiokafka's fetching and decoding, "
@@ -103,6 +111,11 @@ class Run:
     redis_script_calls: int | None
     #: The Kafka broker's or PostgreSQL's CPU over the run (the source's server).
     source_server_cpu_s: float
+    #: CPU the machine spent over the run on anything but this process, redis-server and the
+    #: source's server (another job on the machine skews the figures: see the log line).
+    other_cpu_s: float
+    #: ``other_cpu_s`` above :data:`OTHER_LIMIT` of a core: left out of the summary.
+    disturbed: bool
     #: Events the bus holds afterwards (a check: the records, none twice).
     appended: int
     duplicates: int
@@ -195,6 +208,12 @@ def _process_cpu(process: psutil.Process) -> float:
     thread's time when the thread ends: the JVM's come and go, and the sum went backwards."""
     times = process.cpu_times()
     return float(times.user + times.system)
+
+
+def _machine_busy() -> float:
+    """CPU seconds every core of the machine spent busy so far (``/proc/stat``)."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
 
 
 async def produce(broker: KafkaBroker, topic: str, records: int) -> None:
@@ -331,7 +350,7 @@ class Bench:
                 await started.wait()
             calls0 = self.servers.script_calls() if on_redis else 0
             redis0 = self.servers.redis.cpu_seconds() if on_redis else 0.0
-            server0 = server_cpu()
+            server0, busy0 = server_cpu(), _machine_busy()
             cpu0, t0 = time.process_time(), time.perf_counter()
             try:
                 async with asyncio.timeout(RUN_TIMEOUT):
@@ -339,7 +358,7 @@ class Bench:
             except TimeoutError:
                 raise RuntimeError(f"{source_kind} → {bus_kind} ({path}): {stats.as_dict()}") from None
             t1, cpu1 = time.perf_counter(), time.process_time()
-            server1 = server_cpu()
+            busy1, server1 = _machine_busy(), server_cpu()
             redis1 = self.servers.redis.cpu_seconds() if on_redis else 0.0
             calls1 = self.servers.script_calls() if on_redis else 0
         finally:
@@ -350,6 +369,7 @@ class Bench:
             await drop_outbox(self.servers.postgres.dsn, table)
         wall, node = t1 - t0, cpu1 - cpu0
         redis_cpu = redis1 - redis0 if on_redis else None
+        other = (busy1 - busy0) - node - (redis_cpu or 0.0) - (server1 - server0)
         return Run(
             source=source_kind,
             bus=bus_kind,
@@ -364,12 +384,34 @@ class Bench:
             redis_cpu_us_per_record=round(redis_cpu / records * 1e6, 2) if redis_cpu is not None else None,
             redis_script_calls=calls1 - calls0 if on_redis else None,
             source_server_cpu_s=round(server1 - server0, 4),
+            other_cpu_s=round(other, 3),
+            disturbed=other / wall > OTHER_LIMIT,
             appended=appended,
             duplicates=stats.duplicates,
         )
 
 
-async def run_all(servers: Servers, records: int, rounds: int, warmup: int) -> list[Run]:
+class QuietWait:
+    """Before a run made again: wait until other processes leave the cores alone (what the
+    machine spends while none of ours works is theirs), within a budget for the whole run."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+
+    async def __call__(self) -> None:
+        window = 1.0
+        if self.budget <= 0:
+            return
+        while self.budget > 0:
+            busy0 = _machine_busy()
+            await asyncio.sleep(window)  # between runs: nothing measured meanwhile
+            self.budget -= window
+            if (_machine_busy() - busy0) / window < OTHER_LIMIT:
+                return
+        log("the budget for waiting on other processes is spent: runs go on without waiting")
+
+
+async def run_all(servers: Servers, records: int, rounds: int, warmup: int, quiet: QuietWait) -> list[Run]:
     configure_logging("warning", "console")
     await servers.kafka.create_topics({TOPIC: 1, WARMUP_TOPIC: 1})
     produced = time.perf_counter()
@@ -391,34 +433,46 @@ async def run_all(servers: Servers, records: int, rounds: int, warmup: int) -> l
         for source in SOURCES:
             for bus in BUSES:
                 for path in paths:
-                    run = await bench.run(source, bus, path, round_, records)
-                    runs.append(run)
-                    redis = (
-                        f", redis-server {run.redis_cpu_us_per_record:.1f} µs/record, "
-                        f"{run.redis_script_calls:,} script calls"
-                        if run.redis_cpu_us_per_record is not None and run.redis_script_calls is not None
-                        else ""
-                    )
-                    log(
-                        f"round {round_} {source:6} → {bus:6} {PATH_LABELS[path]:13}: "
-                        f"{run.records_per_s:9,.0f} records/s, "
-                        f"node {run.node_cpu_us_per_record:6.1f} µs/record{redis}"
-                    )
-                    if run.appended != records or run.duplicates:
-                        raise RuntimeError(
-                            f"the bus holds {run.appended} events, {run.duplicates} duplicates"
-                        )
+                    for attempt in range(1 + RETRIES):
+                        if attempt:
+                            await quiet()
+                        run = await bench.run(source, bus, path, round_, records)
+                        runs.append(run)
+                        _log_run(run, again=attempt < RETRIES)
+                        if run.appended != records or run.duplicates:
+                            raise RuntimeError(
+                                f"the bus holds {run.appended} events, {run.duplicates} duplicates"
+                            )
+                        if not run.disturbed:
+                            break
     return runs
 
 
+def _log_run(run: Run, *, again: bool) -> None:
+    redis = (
+        f", redis-server {run.redis_cpu_us_per_record:.1f} µs/record, {run.redis_script_calls:,} script calls"
+        if run.redis_cpu_us_per_record is not None and run.redis_script_calls is not None
+        else ""
+    )
+    other = run.other_cpu_s / run.wall_s
+    log(
+        f"round {run.round} {run.source:6} → {run.bus:6} {PATH_LABELS[run.path]:13}: "
+        f"{run.records_per_s:9,.0f} records/s, node {run.node_cpu_us_per_record:6.1f} µs/record{redis}"
+        + (f" — other processes took {other:.0%} of a core: disturbed" if run.disturbed else "")
+        + (", run again" if run.disturbed and again else "")
+    )
+
+
 def summarize(runs: list[Run]) -> list[dict[str, Any]]:
-    """Per (source, bus, path) the medians over rounds; per (source, bus) batched ÷ one at a time."""
+    """Per (source, bus, path) the medians over rounds, disturbed runs left out (unless every
+    run was); per (source, bus) batched ÷ one at a time."""
     out: list[dict[str, Any]] = []
     for source in SOURCES:
         for bus in BUSES:
             medians: dict[str, dict[str, float | None]] = {}
             for path in PATHS:
                 mine = [r for r in runs if (r.source, r.bus, r.path) == (source, bus, path)]
+                mine = [r for r in mine if not r.disturbed] or mine
                 medians[path] = {
                     "records_per_s": statistics.median(r.records_per_s for r in mine),
                     "node_cpu_us_per_record": statistics.median(r.node_cpu_us_per_record for r in mine),
@@ -427,6 +481,8 @@ def summarize(runs: list[Run]) -> list[dict[str, Any]]:
                         if bus == "redis"
                         else None
                     ),
+                    "runs": len(mine),
+                    "other_cpu_cores": statistics.median(r.other_cpu_s / r.wall_s for r in mine),
                     "redis_script_calls_per_record": (
                         statistics.median((r.redis_script_calls or 0) / r.records for r in mine)
                         if bus == "redis"
@@ -435,10 +491,30 @@ def summarize(runs: list[Run]) -> list[dict[str, Any]]:
                 }
             ratio: dict[str, float | None] = {}
             for key in medians["batched"]:
+                if key in ("runs", "other_cpu_cores"):
+                    continue
                 batched, single = medians["batched"][key], medians["single"][key]
                 ratio[key] = round(batched / single, 3) if batched is not None and single else None
             out.append({"source": source, "bus": bus, **medians, "batched_over_single": ratio})
     return out
+
+
+def _disturbed_note(runs: list[Run]) -> str:
+    disturbed = [r for r in runs if r.disturbed]
+    note = (
+        f"{len(disturbed)} run(s) disturbed (other processes took more than {OTHER_LIMIT:.0%} of a "
+        "core: another job on the machine) were made again and are left out of the medians"
+    )
+    only = sorted(
+        {f"{r.source} → {r.bus} {PATH_LABELS[r.path]}" for r in disturbed if _all_disturbed(runs, r)}
+    )
+    if only:
+        note += f"; every run of {', '.join(only)} was disturbed, and its medians are over those"
+    return note
+
+
+def _all_disturbed(runs: list[Run], run: Run) -> bool:
+    return all(r.disturbed for r in runs if (r.source, r.bus, r.path) == (run.source, run.bus, run.path))
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -450,7 +526,7 @@ def table(doc: dict[str, Any]) -> str:
 
     lines = [
         f"Source → bus ingest, {doc['plan']['records']:,} progress records, coalesce throttle off; "
-        f"medians of {doc['plan']['rounds']} round(s). Node CPU: {CPU_NOTE}.",
+        f"medians of {doc['plan']['rounds']} round(s). Node CPU: {CPU_NOTE}. {doc['notes'][1]}.",
         "",
         "| source → bus | path | records/s | node CPU µs/record | redis-server CPU µs/record |",
         "|---|---|---:|---:|---:|",
@@ -496,11 +572,16 @@ def main(argv: list[str] | None = None) -> int:
         redis_version = client.info("server")["redis_version"]
     postgres_version = (servers.postgres.data / "PG_VERSION").read_text().strip()
     log(f"bench ingest {mode}: {records:,} records per run, {rounds} round(s)")
-    runs = run_guarded(run_all(servers, records, rounds, warmup), servers.close)
-    if runs is None:
-        return 130
     from bench import report
 
+    machine = report.machine()  # the commit measured, before anyone commits meanwhile
+    machine["src_uncommitted"] = subprocess.run(
+        ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True, timeout=10
+    ).stdout.split("\n")[:-1]
+    quiet = QuietWait(QUIET_BUDGET[mode])
+    runs = run_guarded(run_all(servers, records, rounds, warmup, quiet), servers.close)
+    if runs is None:
+        return 130
     settings = Settings(jwt_secret="x" * 32)
     doc: dict[str, Any] = {
         "kind": "ingest",
@@ -516,10 +597,13 @@ def main(argv: list[str] | None = None) -> int:
             "outbox_batch": settings.outbox_batch,
             "coalesce_interval_seconds": 0,
             "event_loop": "uvloop",
+            "disturbed_above_cores": OTHER_LIMIT,
+            "retries": RETRIES,
+            "quiet_wait_budget_s": QUIET_BUDGET[mode],
         },
         "versions": {"redis": redis_version, "kafka": kafka_version(), "postgres": postgres_version},
-        "notes": [CPU_NOTE],
-        "machine": report.machine(),
+        "notes": [CPU_NOTE, _disturbed_note(runs)],
+        "machine": machine,
         "command": "python -m bench.ingest" + (" --quick" if args.quick else ""),
         "argv": sys.argv[1:],
         "summary": summarize(runs),
