@@ -77,14 +77,20 @@ local function shard_state(shard, now, hint_ms, index)
   return {origin, ms, 0}
 end
 
--- The next cursor of the shard (its clock advanced to at least now and the hint).
-local function next_cursor(shard, clock, now, hint_ms, index)
+-- The next cursor of the shard: its clock advanced to at least now and the hint, and the
+-- cursor above the hint (``hint_ms-hint_seq``, the caller's newest), so a caller's
+-- appends, one after another, get increasing cursors whatever shards they go to.
+local function next_cursor(shard, clock, now, hint_ms, hint_seq, index)
   local t = math.max(now, hint_ms)
   if t > clock[2] then
     clock[2] = t
     clock[3] = 0
   else
     clock[3] = clock[3] + 1
+  end
+  if clock[2] == hint_ms then
+    local above = math.floor((hint_seq - index - 1) / MAX_SHARDS) + 1
+    if clock[3] < above then clock[3] = above end
   end
   return fmt(clock[2], clock[3] * MAX_SHARDS + index + 1)
 end
@@ -138,7 +144,7 @@ end
 #: superseded keys.
 #: ARGV: now, window_ms, max_events (per channel), idempotency_window_ms, hint_ms,
 #: shard index, notification channel prefix, items (msgpack: a list of
-#: [channel, has idempotency key (0/1), superseded key count, field, value, ...]).
+#: [channel, has idempotency key (0/1), superseded key count, field, value, ...]), hint_seq.
 #: Each new entry is published on ``prefix .. channel`` as msgpack
 #: [cursor, the channel's sequence, field, value, ...].
 #: Returns {origin, cursor 1, duplicate 1, ...}.
@@ -150,6 +156,7 @@ local now = now_ms(ARGV[1])
 local window_ms, max_events = tonumber(ARGV[2]), tonumber(ARGV[3])
 local idem_window = tonumber(ARGV[4])
 local hint_ms, index, prefix = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local hint_seq = tonumber(ARGV[9])
 local clock = shard_state(shard, now, hint_ms, index)
 if clock.err then return clock end
 local reply = {clock[1]}
@@ -180,7 +187,7 @@ for _, item in ipairs(cmsgpack.unpack(ARGV[8])) do
     local floor = channel_floor(log, meta, clock[1], now, window_ms)
     if redis.call('EXISTS', log) == 0 then redis.call('HSET', meta, 'floor', floor) end
     if redis.call('EXISTS', meta) == 0 then redis.call('HSET', meta, 'floor', floor, 'seq', 0) end
-    cursor = next_cursor(shard, clock, now, hint_ms, index)
+    cursor = next_cursor(shard, clock, now, hint_ms, hint_seq, index)
     local fields = {unpack(item, 4)}
     redis.call('XADD', log, cursor, unpack(fields))
     local remembered = cursor .. ' ' .. string.format('%.0f', now + idem_window)

@@ -92,7 +92,7 @@ class ShardLog:
 
     async def append_many(self, appends: Sequence[Append], hint: Cursor) -> list[BatchResult]:
         """Each of ``appends`` on its channel, in order, in one round trip. ``hint``: the
-        newest cursor the caller has seen (the shard's clock does not go below it)."""
+        newest cursor the caller has seen or was given; every cursor issued is above it."""
         if not appends:
             return []
         k = self.keys
@@ -116,6 +116,7 @@ class ShardLog:
             self.index,
             k.notifications,
             msgpack.packb(items, use_bin_type=False),
+            hint.seq,
         ]
         try:
             reply = await self._append(keys=keys, args=args)

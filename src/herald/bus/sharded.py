@@ -226,6 +226,8 @@ class ShardedBus:
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._head = Cursor(0, 0)
+        #: The newest cursor this node's appends were given.
+        self._appended = Cursor(0, 0)
         self._advanced = asyncio.Event()
         self._origins: list[str] = ["" for _ in shards]
         self.on_discontinuity: list[Callable[[str], None]] = []
@@ -384,9 +386,12 @@ class ShardedBus:
         groups: dict[int, list[int]] = {}
         for position, item in enumerate(appends):
             groups.setdefault(shard_of(channel_of(item.message), count), []).append(position)
+        # Above everything this node delivered or was given: one after another, a node's
+        # appends get increasing cursors, whichever shards they go to.
+        hint = max(self._head, self._appended)
         answers = await asyncio.gather(
             *(
-                self._shards[index].append_many([appends[i] for i in places], self._head)
+                self._shards[index].append_many([appends[i] for i in places], hint)
                 for index, places in groups.items()
             )
         )
@@ -395,6 +400,8 @@ class ShardedBus:
             self._check_origin(index)
             for place, result in zip(places, answer, strict=True):
                 results[place] = result
+                if isinstance(result, AppendResult) and result.cursor > self._appended:
+                    self._appended = result.cursor
         return [r for r in results if r is not None]
 
     # --- replay
