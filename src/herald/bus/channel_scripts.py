@@ -35,32 +35,16 @@ from __future__ import annotations
 
 from typing import Final
 
+from herald.bus.redis_scripts import IDS, TRIM
+
 #: Shards a deployment may have: the shard's index is the low bits of a cursor's sequence.
 MAX_SHARDS: Final = 64
 
-_COMMON: Final = r"""
+_COMMON: Final = (
+    IDS
+    + TRIM
+    + r"""
 local MAX_SHARDS = 64
-
-local function now_ms(arg)
-  if arg ~= '' then return tonumber(arg) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function parse_id(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-
-local function id_le(a, b)
-  local am, as = parse_id(a)
-  local bm, bs = parse_id(b)
-  return am < bm or (am == bm and as <= bs)
-end
-
-local function fmt(ms, seq)
-  return string.format('%.0f-%.0f', ms, seq)
-end
 
 -- The shard's lifetime: {origin, ms, seq}, starting a new one if the shard lost it.
 local function shard_state(shard, now, hint_ms, index)
@@ -117,27 +101,8 @@ local function channel_floor(log, meta, origin, now, window_ms)
   return start
 end
 
--- Drop the channel's entries older than the window or past the count; record the floor.
-local TRIM_BATCH = 100
-local function trim(log, meta, now, window_ms, max_events, appended)
-  local limit = TRIM_BATCH + (appended or 0)
-  local floor = nil
-  local function drop_through(entries)
-    floor = entries[#entries][1]
-    local ms, seq = parse_id(floor)
-    redis.call('XTRIM', log, 'MINID', fmt(ms, seq + 1))
-  end
-  if now > window_ms then
-    local old = redis.call('XRANGE', log, '-', '(' .. fmt(now - window_ms, 0), 'COUNT', limit)
-    if #old > 0 then drop_through(old) end
-  end
-  local excess = redis.call('XLEN', log) - max_events
-  if excess > 0 then
-    drop_through(redis.call('XRANGE', log, '-', '+', 'COUNT', math.min(excess, limit)))
-  end
-  if floor then redis.call('HSET', meta, 'floor', floor) end
-end
 """
+)
 
 #: Appends to channels of one shard, in order, each as if alone.
 #: KEYS: shard, then per item: the channel's log, meta, idempotency key (if any),

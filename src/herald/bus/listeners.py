@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import structlog
@@ -32,3 +33,29 @@ class Listeners:
 
     def clear(self) -> None:
         self._listeners = ()
+
+
+class Progress:
+    """Wakes whoever waits for a bus's position to pass a point (a replay waiting for the
+    node's reader, bounded): :meth:`moved` after every advance."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def moved(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def until(self, done: Callable[[], bool], seconds: float) -> bool:
+        """Whether ``done()`` held within ``seconds`` (checked at each advance)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._event.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True

@@ -60,7 +60,7 @@ from redis.asyncio import Redis
 from herald.bus import redis_scripts
 from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
 from herald.bus.interest import READY, ChannelInterest
-from herald.bus.listeners import Listeners
+from herald.bus.listeners import Listeners, Progress
 from herald.bus.redis_entry import entry_fields, pairs, record_from_entry
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.keys import Keyspace
@@ -146,7 +146,7 @@ class RedisBus:
         self._read_from = Cursor(0, 0)
         self._healthy = False
         self._check_soon = False
-        self._advanced = asyncio.Event()
+        self._progress = Progress()
         self._reader: asyncio.Task[None] | None = None
         self._reader_client: Redis | None = None
         self._stopping = False
@@ -339,17 +339,7 @@ class RedisBus:
 
     async def _reached(self, cursor: Cursor) -> bool:
         """Wait (bounded) until the reader has passed ``cursor``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._catch_up_seconds
-        while self._read_from < cursor:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._advanced.wait(), remaining)
-            except TimeoutError:
-                return False
-        return True
+        return await self._progress.until(lambda: self._read_from >= cursor, self._catch_up_seconds)
 
     # --- the reader
 
@@ -436,8 +426,7 @@ class RedisBus:
             if len(recent) > self._recent_max:
                 recent.popitem(last=False)
             self._listeners.deliver(record)
-        advanced, self._advanced = self._advanced, asyncio.Event()
-        advanced.set()
+        self._progress.moved()
 
     def _decode(self, entry_id: bytes, fields: dict[bytes, bytes]) -> BusRecord | None:
         try:

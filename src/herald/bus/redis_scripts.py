@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import Final
 
-_COMMON: Final = r"""
+#: Lua shared by the scripts of both Redis buses: the clock, cursors as stream ids.
+IDS: Final = r"""
 local function now_ms(arg)
   if arg ~= '' then return tonumber(arg) end
   local t = redis.call('TIME')
@@ -44,7 +45,41 @@ end
 local function fmt(ms, seq)
   return string.format('%.0f-%.0f', ms, seq)
 end
+"""
 
+#: Lua shared by both buses: trimming a stream by the window and a count, recording the floor.
+TRIM: Final = r"""
+-- Drop entries older than the window or past the count; remember the last one dropped.
+-- Both look from the front (cheap: XREVRANGE seeking back from an id costs hundreds of
+-- microseconds on a long stream) and drop at most TRIM_BATCH entries (plus what the
+-- call appended) per call: a backlog after a quiet spell or a lowered limit is worked
+-- off over a few calls.
+local TRIM_BATCH = 100
+local function trim(log, meta, now, window_ms, max_events, appended)
+  local limit = TRIM_BATCH + (appended or 0)
+  local floor = nil
+  local function drop_through(entries)
+    floor = entries[#entries][1]
+    local ms, seq = parse_id(floor)
+    redis.call('XTRIM', log, 'MINID', fmt(ms, seq + 1))
+  end
+  if now > window_ms then
+    local old = redis.call('XRANGE', log, '-', '(' .. fmt(now - window_ms, 0), 'COUNT', limit)
+    if #old > 0 then drop_through(old) end
+  end
+  local excess = redis.call('XLEN', log) - max_events
+  if excess > 0 then
+    drop_through(redis.call('XRANGE', log, '-', '+', 'COUNT', math.min(excess, limit)))
+  end
+  if floor then redis.call('HSET', meta, 'floor', floor) end
+end
+
+"""
+
+_COMMON: Final = (
+    IDS
+    + TRIM
+    + r"""
 local function last_generated(log)
   local info = redis.call('XINFO', 'STREAM', log)
   for i = 1, #info, 2 do
@@ -70,31 +105,6 @@ local function ensure_log(log, meta, now, hint_ms)
   redis.call('DEL', meta)
   redis.call('HSET', meta, 'origin', origin, 'floor', origin)
   return origin
-end
-
--- Drop entries older than the window or past the count; remember the last one dropped.
--- Both look from the front (cheap: XREVRANGE seeking back from an id costs hundreds of
--- microseconds on a long stream) and drop at most TRIM_BATCH entries (plus what the
--- call appended) per call: a backlog after a quiet spell or a lowered limit is worked
--- off over a few calls.
-local TRIM_BATCH = 100
-local function trim(log, meta, now, window_ms, max_events, appended)
-  local limit = TRIM_BATCH + (appended or 0)
-  local floor = nil
-  local function drop_through(entries)
-    floor = entries[#entries][1]
-    local ms, seq = parse_id(floor)
-    redis.call('XTRIM', log, 'MINID', fmt(ms, seq + 1))
-  end
-  if now > window_ms then
-    local old = redis.call('XRANGE', log, '-', '(' .. fmt(now - window_ms, 0), 'COUNT', limit)
-    if #old > 0 then drop_through(old) end
-  end
-  local excess = redis.call('XLEN', log) - max_events
-  if excess > 0 then
-    drop_through(redis.call('XRANGE', log, '-', '+', 'COUNT', math.min(excess, limit)))
-  end
-  if floor then redis.call('HSET', meta, 'floor', floor) end
 end
 
 -- Append one entry with ``fields`` (a list: field, value, ...), unless ``idem`` (a key,
@@ -128,6 +138,7 @@ local function append_entry(log, now, caller_clock, idem, superseded, window, fi
   return id, 0
 end
 """
+)
 
 #: KEYS: log, meta. ARGV: now, hint_ms.
 #: Returns {origin, floor, last-generated id}: what a node needs to start tailing.

@@ -38,7 +38,6 @@ those that follow its channels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
@@ -50,7 +49,7 @@ from redis.asyncio.client import PubSub
 from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
 from herald.bus.channels import GLOBAL_CHANNEL, channel_of, shard_of
 from herald.bus.interest import ChannelInterest
-from herald.bus.listeners import Listeners
+from herald.bus.listeners import Listeners, Progress
 from herald.bus.shard_log import ShardKeys, ShardLog, decode_notification
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.redis_client import RedisConnections
@@ -228,7 +227,7 @@ class ShardedBus:
         self._head = Cursor(0, 0)
         #: The newest cursor this node's appends were given.
         self._appended = Cursor(0, 0)
-        self._advanced = asyncio.Event()
+        self._progress = Progress()
         self._origins: list[str] = ["" for _ in shards]
         self.on_discontinuity: list[Callable[[str], None]] = []
         #: Called with the channels of a shard left out of the merge: their streams must go.
@@ -339,16 +338,14 @@ class ShardedBus:
         except BusUnavailable:
             return
         target = Cursor(mark, 0)
+
         # Every record below the mark has arrived; once those still pending are out, the
         # node has delivered everything before it.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._catch_up_seconds
-        while self._pending and self._pending[0][0] < target:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._advanced.wait(), remaining)
+        def below_delivered() -> bool:
+            return not self._pending or self._pending[0][0] >= target
+
+        if not await self._progress.until(below_delivered, self._catch_up_seconds):
+            return
         if target > self._head:
             self._head = target
             self._signal()
@@ -435,17 +432,7 @@ class ShardedBus:
         return out or {GLOBAL_CHANNEL}
 
     async def _reached(self, cursor: Cursor) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._catch_up_seconds
-        while self._head < cursor:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._advanced.wait(), remaining)
-            except TimeoutError:
-                return False
-        return True
+        return await self._progress.until(lambda: self._head >= cursor, self._catch_up_seconds)
 
     # --- receiving
 
@@ -661,8 +648,7 @@ class ShardedBus:
             self._signal()
 
     def _signal(self) -> None:
-        advanced, self._advanced = self._advanced, asyncio.Event()
-        advanced.set()
+        self._progress.moved()
 
     def _check_origin(self, index: int) -> None:
         origin = self._shards[index].origin
