@@ -59,13 +59,13 @@ from redis.asyncio import Redis
 
 from herald.bus import redis_scripts
 from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
+from herald.bus.group_commit import GroupCommit
 from herald.bus.interest import READY, ChannelInterest
 from herald.bus.listeners import Listeners, Progress
 from herald.bus.redis_entry import entry_fields, pairs, record_from_entry
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections, is_unavailable, stop_reader, unavailable
-from herald.errors import BusUnavailable
 from herald.events.message import SSEMessage
 from herald.wire.cursor import Cursor, parse_cursor
 
@@ -82,10 +82,6 @@ def _cursor(raw: bytes | str) -> Cursor:
     if cursor is None:
         raise ValueError(f"not a stream id: {raw!r}")
     return cursor
-
-
-#: The most queued appends sent in one round trip (the batch endpoint's limit too).
-_MAX_QUEUED_BATCH = 500
 
 
 def _packed(value: object) -> bytes:
@@ -136,9 +132,7 @@ class RedisBus:
         self._listeners = Listeners()
         #: The channels this node's streams follow.
         self.interest = ChannelInterest()
-        #: Appends waiting for the next round trip, and the task writing them.
-        self._queued: list[tuple[Append, asyncio.Future[BatchResult]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._group = GroupCommit(self.append_many, "herald-redis-bus-writer")
         #: Called (on the loop) when this node's listeners may have missed records.
         self.on_discontinuity: list[Callable[[str], None]] = []
         self._origin = ""
@@ -174,8 +168,7 @@ class RedisBus:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._writer is not None:
-            await asyncio.wait({self._writer}, timeout=5.0)  # appends already on their way
+        await self._group.settle()
         if self._reader is not None and self._reader_client is not None:
             await stop_reader(self._reader, self._reader_client)
             self._reader = None
@@ -219,35 +212,8 @@ class RedisBus:
         idempotency_key: str | None = None,
         superseded_keys: Sequence[str] = (),
     ) -> AppendResult:
-        """Appends made while another is on its way to Redis go together in the next
-        round trip (:meth:`_write_queued`): a busy node pays one script call per round
-        trip, not one per event. A lone append goes at once."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[BatchResult] = loop.create_future()
-        self._queued.append((Append(message, data_json, idempotency_key, superseded_keys), waiter))
-        if self._writer is None:
-            self._writer = loop.create_task(self._write_queued(), name="herald-redis-bus-writer")
-        result = await waiter
-        if isinstance(result, BusUnavailable):
-            raise result
-        return result
-
-    async def _write_queued(self) -> None:
-        try:
-            while self._queued:
-                batch, self._queued = self._queued[:_MAX_QUEUED_BATCH], self._queued[_MAX_QUEUED_BATCH:]
-                try:
-                    results = await self.append_many([append for append, _ in batch])
-                except Exception as exc:
-                    for _, waiter in batch:
-                        if not waiter.done():
-                            waiter.set_exception(exc)
-                    continue
-                for (_, waiter), result in zip(batch, results, strict=True):
-                    if not waiter.done():  # a caller that gave up: its event is appended all the same
-                        waiter.set_result(result)
-        finally:
-            self._writer = None
+        """Appends made while another is on its way to Redis go together (group commit)."""
+        return await self._group.append(Append(message, data_json, idempotency_key, superseded_keys))
 
     async def append_many(self, appends: Sequence[Append]) -> list[BatchResult]:
         """One script, one round trip: the batch is appended atomically, in order."""

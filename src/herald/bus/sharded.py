@@ -48,6 +48,7 @@ from redis.asyncio.client import PubSub
 
 from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
 from herald.bus.channels import GLOBAL_CHANNEL, channel_of, shard_of
+from herald.bus.group_commit import GroupCommit
 from herald.bus.interest import ChannelInterest
 from herald.bus.listeners import Listeners, Progress
 from herald.bus.shard_log import ShardKeys, ShardLog, decode_notification
@@ -211,6 +212,7 @@ class ShardedBus:
         self.ping_seconds = ping_seconds
         self._tick_seconds = tick_seconds
         self._listeners = Listeners()
+        self._group = GroupCommit(self.append_many, "herald-sharded-bus-writer")
         self.interest = ChannelInterest()
         self._by_shard: list[set[str]] = [set() for _ in shards]
         self._subscribers: list[_Subscriber] = []
@@ -257,6 +259,7 @@ class ShardedBus:
         log.info("sharded_bus_started", shards=len(self._shards), head=str(self._head))
 
     async def stop(self) -> None:
+        await self._group.settle()
         self.stopping = True
         tasks = [s.task for s in self._subscribers if s.task is not None]
         tasks += [t for t in (self._ticker, self._releasing) if t is not None]
@@ -373,10 +376,8 @@ class ShardedBus:
         idempotency_key: str | None = None,
         superseded_keys: Sequence[str] = (),
     ) -> AppendResult:
-        (result,) = await self.append_many([Append(message, data_json, idempotency_key, superseded_keys)])
-        if isinstance(result, BusUnavailable):
-            raise result
-        return result
+        # Appends made while others are on their way go together (group commit, D27).
+        return await self._group.append(Append(message, data_json, idempotency_key, superseded_keys))
 
     async def append_many(self, appends: Sequence[Append]) -> list[BatchResult]:
         count = len(self._shards)
