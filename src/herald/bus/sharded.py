@@ -219,8 +219,10 @@ class ShardedBus:
         #: Per channel followed: the sequence and cursor of the newest notice taken (-1: the
         #: sequence is not known yet).
         self._last: dict[str, tuple[int, Cursor]] = {}
-        #: Channels being subscribed to, and the head when they were followed.
+        #: Channels being subscribed to, and the head when they were followed; the records
+        #: of each taken meanwhile.
         self._followed_at: dict[str, Cursor] = {}
+        self._catch_taken: dict[str, set[Cursor]] = {}
         self._pending: list[tuple[Cursor, int, BusRecord]] = []
         self._releasing: asyncio.Task[None] | None = None
         self._catching: asyncio.Future[None] | None = None
@@ -296,8 +298,11 @@ class ShardedBus:
         for channel in fresh:
             by_shard.setdefault(shard_of(channel, count), []).append(channel)
         waits: list[asyncio.Future[None]] = []
+        loop = asyncio.get_running_loop()
         for channel in fresh:
             self._followed_at[channel] = self._head
+            self._catch_taken[channel] = set()
+            loop.call_later(2 * self._catch_up_seconds, self._give_up_catch_up, channel, self._head)
         for index, names in by_shard.items():
             self._by_shard[index].update(names)
             if self._subscribers:
@@ -341,6 +346,9 @@ class ShardedBus:
         except BusUnavailable:
             return
         target = Cursor(mark, 0)
+        hold = self._hold()
+        if hold is not None and hold < target:
+            target = hold
 
         # Every record below the mark has arrived; once those still pending are out, the
         # node has delivered everything before it.
@@ -361,6 +369,7 @@ class ShardedBus:
             by_shard.setdefault(shard_of(channel, count), []).append(channel)
             self._last.pop(channel, None)
             self._followed_at.pop(channel, None)
+            self._catch_taken.pop(channel, None)
         for index, names in by_shard.items():
             self._by_shard[index].difference_update(names)
             if self._subscribers:
@@ -460,13 +469,26 @@ class ShardedBus:
         self._take(index, channel, notice.seq, notice.record)
 
     def _take(self, index: int, channel: str, seq: int, record: BusRecord) -> None:
-        self._last[channel] = (seq, record.cursor)
-        if sum(1 for names in self._by_shard if names) <= 1:
+        last = self._last.get(channel)
+        if last is None or record.cursor > last[1]:
+            self._last[channel] = (seq, record.cursor)
+        taken = self._catch_taken.get(channel)
+        if taken is not None:
+            taken.add(record.cursor)
+        if not self._followed_at and sum(1 for names in self._by_shard if names) <= 1:
             self._deliver([record])
             return
         heapq.heappush(self._pending, (record.cursor, index, record))
-        if self._releasing is None:
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._pending and self._releasing is None:
             self._releasing = asyncio.create_task(self._release(), name="herald-sharded-bus-release")
+
+    def _hold(self) -> Cursor | None:
+        """While a channel is being caught up, nothing after the point it was followed from
+        goes out: its missed records must take their place in the order first."""
+        return min(self._followed_at.values()) if self._followed_at else None
 
     async def _fill(self, channel: str, after: Cursor, seq: int, newest: BusRecord) -> None:
         index = shard_of(channel, len(self._shards))
@@ -488,27 +510,33 @@ class ShardedBus:
 
     async def caught_up(self, index: int, channel: str, waiter: asyncio.Future[None] | None) -> None:
         """The shard confirmed a subscription: take what the channel got between the moment
-        it was followed and now (live notices begin only now), then say it is ready."""
-        since = self._followed_at.pop(channel, None)
+        it was followed and now (live notices begin only now), in its place in the order
+        (the merge holds everything after that moment meanwhile), then say it is ready."""
+        since = self._followed_at.get(channel)
         try:
-            if since is not None and channel not in self._last and channel in self.interest:
+            if since is not None and channel in self.interest:
                 replay = await self._shards[index].replay(channel, since)
+                taken = self._catch_taken.get(channel, set())
                 for record in replay.records if replay.exact else ():
-                    last = self._last.get(channel)
-                    if last is not None and record.cursor <= last[1]:
-                        continue
-                    if record.cursor <= self._head:
-                        # Behind the merge already: only streams that just began to follow
-                        # the channel get it, now, before they are told it is ready.
-                        self._last[channel] = (-1, record.cursor)
-                        self._listeners.deliver(record)
-                    else:
+                    if record.cursor not in taken:
                         self._take(index, channel, -1, record)  # -1: the next notice sets the sequence
         except BusUnavailable:
             log.warning("sharded_bus_catch_up_unavailable", channel=channel)
         finally:
+            self._end_catch_up(channel)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+
+    def _end_catch_up(self, channel: str) -> None:
+        self._followed_at.pop(channel, None)
+        self._catch_taken.pop(channel, None)
+        self._kick()
+
+    def _give_up_catch_up(self, channel: str, since: Cursor) -> None:
+        """A subscription the shard never confirmed must not hold the node's merge forever."""
+        if self._followed_at.get(channel) == since:
+            log.warning("sharded_bus_subscription_unconfirmed", channel=channel)
+            self._end_catch_up(channel)
 
     def refill(self, index: int) -> None:
         """The shard's subscriber reconnected: take what its channels got meanwhile."""
@@ -560,10 +588,15 @@ class ShardedBus:
                     (max(self._seen.get(i, _ZERO), marks.get(i, _ZERO)) for i in followed),
                     default=newest,
                 )
+                hold = self._hold()
+                if hold is not None and hold < bound:
+                    bound = hold
                 ready = []
                 while self._pending and self._pending[0][0] <= bound:
                     ready.append(heapq.heappop(self._pending)[2])
                 self._deliver(ready)
+                if not ready and hold is not None:
+                    return  # the catch-up in progress kicks the merge when it is done
         finally:
             self._releasing = None
 
