@@ -93,6 +93,11 @@ async def test_a_killed_shard_touches_only_its_channels_streams(redis_server: Re
             print(f"live again {time.monotonic() - restarted:.2f}s after the restart")
             assert resumed is not None
             assert resumed["recovered"] is aof, resumed
+            # The other shard's stream lived through the kill and the restart (empty or not).
+            after = await api.publish("task.created", "user", kept_user, {"n": 99})
+            await kept.until(lambda e: e.id == after, timeout=10)
+            assert not kept.closed.is_set()
+            assert [e.event for e in kept.events].count("connection.established") == 1
 
 
 def _event(user: str) -> dict[str, object]:

@@ -30,9 +30,8 @@ A shard that does not answer
     refused until its subscriber is back; the others go on. Meanwhile the
     other shards' records wait (at most the grace).
 
-Limits of this first version (docs/architecture.md, D28): a shard that lost
-its data closes every stream of the node (``on_discontinuity``), not only
-those that follow its channels.
+A shard that lost its data (a new lifetime) closes the streams that follow
+its channels; they learn ``recovered: false`` on their return.
 """
 
 from __future__ import annotations
@@ -650,11 +649,20 @@ class ShardedBus:
         self._down.add(index)
         channels = frozenset(self._by_shard[index])
         log.warning("sharded_bus_shard_left_out", shard=index, channels=len(channels))
+        self._channels_lost(channels)
+
+    def _channels_lost(self, channels: frozenset[str]) -> None:
+        """The streams following ``channels`` cannot be promised their records: they must go
+        (and learn, on their return, whether anything was lost). Without anyone to tell, the
+        whole node is told (``on_discontinuity``)."""
+        if not self.on_channels_lost:
+            self._discontinuity(LOG_REPLACED)
+            return
         for callback in tuple(self.on_channels_lost):
             try:
                 callback(channels)
             except Exception:
-                log.exception("bus_channels_lost_callback_failed", shard=index)
+                log.exception("bus_channels_lost_callback_failed")
 
     def shard_back(self, index: int) -> None:
         """The shard's subscriber is connected again: it takes part in the merge again."""
@@ -689,7 +697,13 @@ class ShardedBus:
         if self._origins[index] and origin and origin != self._origins[index]:
             log.warning("sharded_bus_shard_replaced", shard=index, old=self._origins[index], origin=origin)
             self._origins[index] = origin
-            self._discontinuity(LOG_REPLACED)
+            # The shard lost what it held: only the streams of its channels may have missed
+            # records. Their next notices start the new lifetime's sequences.
+            channels = frozenset(self._by_shard[index])
+            self._seen.pop(index, None)
+            for channel in channels:
+                self._last.pop(channel, None)
+            self._channels_lost(channels)
         elif origin:
             self._origins[index] = origin
 
