@@ -142,14 +142,14 @@ async def test_a_channel_trimmed_past_a_cursor_cannot_replay_it_exactly(
     assert (await shard.replay("user:carol", first[-1])).exact
 
 
-async def test_a_channel_never_written_replays_exactly_within_the_window_only(
+async def test_a_channel_never_written_replays_exactly_from_the_shards_lifetime_only(
     shards: list[ShardLog], clock: FakeClock
 ) -> None:
     shard = shards[0]
     recent = cursors(await shard.append_many([item(event("dave", 0))], ZERO))[0]
     assert (await shard.replay("user:nobody-yet", recent)).exact
     old = Cursor(recent.ms - 120_000, 0)
-    assert not (await shard.replay("user:nobody-yet", old)).exact, "older than the window"
+    assert not (await shard.replay("user:nobody-yet", old)).exact, "older than the shard's lifetime"
 
 
 async def test_idempotency_is_per_channel_within_and_across_batches(shards: list[ShardLog]) -> None:

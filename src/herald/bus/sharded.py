@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
 from typing import Any
 
 import structlog
@@ -172,6 +172,19 @@ class _Subscriber:
                 self._pongs.remove(pong)
             raise
         await pong
+
+
+class _Readiness:
+    """What :meth:`ShardedBus.follow` returns: the wait runs only if awaited, so a caller
+    that goes on without waiting (a live subscription change) drops nothing unawaited."""
+
+    __slots__ = ("_bus", "_down", "_waits")
+
+    def __init__(self, bus: ShardedBus, waits: list[asyncio.Future[None]], down: bool) -> None:
+        self._bus, self._waits, self._down = bus, waits, down
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._bus._ready(self._waits, self._down).__await__()
 
 
 class ShardedBus:
@@ -314,7 +327,7 @@ class ShardedBus:
                     if waiter is not None and waiter not in waits:
                         waits.append(waiter)
         down = any(shard_of(channel, count) in self._down for channel in channels)
-        return self._ready(waits, down)
+        return _Readiness(self, waits, down)
 
     async def _ready(self, waits: list[asyncio.Future[None]], down: bool = False) -> None:
         if down:
