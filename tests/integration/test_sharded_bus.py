@@ -5,7 +5,8 @@ and a channel followed only now is caught up from the node's head."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 
 import pytest
@@ -85,3 +86,46 @@ async def test_a_channel_followed_now_is_caught_up_from_the_nodes_head(
     later = await append(writer, user, 2)
     await wait_until(lambda: len(seen) >= 2)
     assert [r.cursor for r in seen] == [after, later]
+
+
+def user_on(shard: int, count: int = 3) -> str:
+    while True:
+        user = f"u{secrets.token_hex(3)}"
+        if shard_of(f"user:{user}", count) == shard:
+            return user
+
+
+async def test_a_channel_on_a_shard_behind_the_nodes_head_gets_cursors_after_it(
+    servers: list[RedisServer],
+) -> None:
+    """A node whose head runs ahead of a shard it follows nothing on (another shard's clock
+    was pulled ahead) starts to follow a channel there: the records the channel gets
+    afterwards come after the head, in order, and none goes out below it."""
+    keys = ShardKeys(f"b{secrets.token_hex(4)}")
+
+    def bus(clock: Callable[[], float] | None = None) -> ShardedBus:
+        shards = [RedisConnections(s.url) for s in servers]
+        return ShardedBus(shards, keys=keys, tick_seconds=0.05, owns_connections=True, clock=clock)
+
+    reader, writer = bus(), bus()
+    hurried = bus(lambda: time.time() + 30)  # a node whose clock is 30 s ahead
+    for each in (reader, writer, hurried):
+        await each.start()
+    try:
+        ahead, behind = user_on(0), user_on(1)
+        seen: list[BusRecord] = []
+        reader.subscribe(seen.append)
+        await reader.follow([f"user:{ahead}"])
+        pulled = await append(hurried, ahead, 0)
+        await wait_until(lambda: reader.head >= pulled)
+        early = await append(writer, behind, 0)
+        assert early < reader.head, "the shard followed by none of the reader's streams is behind"
+        head = reader.head
+        await reader.follow([f"user:{behind}"])
+        later = [await append(writer, behind, n) for n in range(1, 4)]
+        await wait_until(lambda: len(seen) >= 4)
+        assert all(c > head for c in later)
+        assert [r.cursor for r in seen] == [pulled, *later]
+    finally:
+        for each in (reader, writer, hurried):
+            await each.stop()

@@ -136,3 +136,60 @@ async def test_each_node_subscribes_to_exactly_the_channels_of_its_streams(
             await elsewhere.next()
             assert subscribers(shards, prefix, channel) == 2
     await wait_until(lambda: subscribers(shards, prefix, channel) == 0, what="every subscription dropped")
+
+
+async def test_a_resource_added_on_a_live_stream_arrives_in_order_from_live_from_without_gaps(
+    nodes: list[GatewayProcess],
+) -> None:
+    """D17 over shards: the change is asked through the other node while both resources and
+    the user get events; the stream gets the added resource's events after ``live_from``
+    (all those published after the answer among them), every id once and increasing, and
+    a reconnect after the last id repeats nothing."""
+    user = unique("u")
+    first, added = f"novel:{secrets.token_hex(3)}", f"novel:{secrets.token_hex(3)}"
+    token = nodes[1].token(user, resources=[first, added])
+    async with api_client(nodes[0]) as a, open_stream(nodes[1].url, token=token, subscribe=first) as stream:
+        hello = await stream.next()
+        connection_id = hello.json()["connection_id"]
+        published: list[tuple[str, str]] = []  # (channel, cursor)
+
+        async def burst(n: int) -> None:
+            for i in range(n):
+                for channel, (scope, key) in (
+                    (f"user:{user}", ("user", user)),
+                    (first, tuple(first.split(":"))),
+                    (added, tuple(added.split(":"))),
+                ):
+                    published.append((channel, await a.publish("task.created", scope, key, {"i": i})))
+
+        await burst(5)
+        change = await a.client.post(
+            "/api/v1/events/subscriptions",
+            json={"connection_id": connection_id, "add": [added]},
+            headers={"authorization": f"Bearer {token}"},
+        )
+        assert change.status_code == 200, change.text
+        live_from = change.json()["live_from"]
+        changed_at = len(published)
+        await burst(5)
+        marker = await a.marker()
+        got = [e for e in await until_marker(stream, marker, timeout=10) if e.event == "task.created"]
+        got_ids = [e.id for e in got]
+        keys = [tuple(int(x) for x in str(c).split("-")) for c in got_ids]
+        assert keys == sorted(keys), "increasing"
+        assert len(set(got_ids)) == len(got_ids), "each once"
+
+        def key(cursor: str) -> tuple[int, ...]:
+            return tuple(int(x) for x in cursor.split("-"))
+
+        due = [c for ch, c in published if ch != added or key(c) > key(live_from)]
+        assert got_ids == due
+        later = [c for ch, c in published[changed_at:] if ch == added]
+        assert all(key(c) > key(live_from) for c in later), "what is published after the answer is live"
+    async with (
+        api_client(nodes[0]) as a,
+        open_stream(nodes[0].url, token=token, subscribe=f"{first},{added}", last_event_id=marker) as again,
+    ):
+        assert (await again.next()).json()["recovered"] is True
+        after = await a.marker()
+        assert await until_marker(again, after) == [], "a reconnect after the last id repeats nothing"

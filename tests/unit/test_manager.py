@@ -389,7 +389,7 @@ async def test_a_subscription_change_follows_and_unfollows_the_resources_channel
     bus = InterestBus()
     _, manager = await make_manager(bus)
     conn, _ = await connect(manager, "bob", subscriptions=["doc:1"])
-    manager.change_subscriptions(conn, add=["doc:2", "doc:3"], remove=["doc:1"])
+    await manager.change_subscriptions(conn, add=["doc:2", "doc:3"], remove=["doc:1"])
     assert ("follow", frozenset({"doc:2", "doc:3"})) in bus.calls
     assert ("unfollow", frozenset({"doc:1"})) in bus.calls
     assert "doc:1" not in bus.interest

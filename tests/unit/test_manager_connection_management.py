@@ -60,7 +60,7 @@ async def test_an_added_subscription_is_live_from_the_change_and_a_removed_one_s
     bus, manager = setup
     conn, sink = await connect(manager, ("novel:1",))
     before = await publish(bus, novel("2", 0))  # before the change: never sent
-    added, removed, live_from = manager.change_subscriptions(conn, ["novel:2", "novel:1"], ["novel:7"])
+    added, removed, live_from = await manager.change_subscriptions(conn, ["novel:2", "novel:1"], ["novel:7"])
     assert (added, removed, live_from) == (["novel:2"], [], before)  # what it had, or never had: no change
     after = await publish(bus, novel("2", 1))
     await flushed()
@@ -72,7 +72,7 @@ async def test_an_added_subscription_is_live_from_the_change_and_a_removed_one_s
     assert notice[2]["subscriptions"] == ["novel:1", "novel:2"]
     assert [cursor for name, cursor, _ in events[2:]] == [str(after)]
 
-    added, removed, _ = manager.change_subscriptions(conn, [], ["novel:1"])
+    added, removed, _ = await manager.change_subscriptions(conn, [], ["novel:1"])
     assert (added, removed) == ([], ["novel:1"])
     await publish(bus, novel("1", 2))
     assert "novel:1" not in manager.index.by_resource
@@ -85,7 +85,7 @@ async def test_a_reconnect_from_the_notice_with_the_new_list_neither_loses_nor_d
     bus, manager = setup
     conn, sink = await connect(manager)
     await publish(bus, novel("9", 0))  # before the subscription: not the client's
-    manager.change_subscriptions(conn, ["novel:9"], [])
+    await manager.change_subscriptions(conn, ["novel:9"], [])
     live = [await publish(bus, novel("9", n)) for n in (1, 2)]
     await flushed()
     received = [cursor for name, cursor, _ in sink.events() if name == "chapter.draft-created"]
@@ -109,7 +109,7 @@ async def test_the_notice_of_a_backlogged_stream_carries_no_cursor(
     await flushed()
     conn.pause_writing()
     queued = await publish(bus, mine(1))  # waits in the queue, behind the socket
-    manager.change_subscriptions(conn, ["novel:3"], [])
+    await manager.change_subscriptions(conn, ["novel:3"], [])
     await flushed()
     block = b"".join(sink.written).split(b"\n\n")[-2]
     assert block.startswith(b"event: connection.subscriptions-changed\n")

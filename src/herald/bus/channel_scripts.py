@@ -174,11 +174,16 @@ return reply
 )
 
 #: One page of a channel's replay. KEYS: shard, log, meta.
-#: ARGV: now, window_ms, max_events, after, count, origin ('' on the first page), index.
+#: ARGV: now, window_ms, max_events, after, count, origin ('' on the first page), index,
+#: advance_ms ('' for none).
 #: The first page applies the retention, then asks whether ``after`` can be replayed
 #: exactly; later pages, whether the shard's lifetime is the same and trimming has not
-#: passed their start. Returns {0, floor} when not exact ({0} when the shard lost its
-#: lifetime), else {1, origin, entries}.
+#: passed their start. With ``advance_ms``, the first page also moves the shard's clock
+#: to at least it, in the same step: whatever the channel gets after this read has a
+#: cursor above ``advance_ms``-0 (a node catching up a channel it just followed must
+#: not see it get cursors below its head later; a shard without a lifetime starts one).
+#: Returns {0, floor, origin} when not exact ({0} when the shard has no lifetime), else
+#: {1, origin, entries}.
 REPLAY_PAGE: Final = (
     _COMMON
     + r"""
@@ -186,13 +191,21 @@ local shard, log, meta = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms(ARGV[1])
 local window_ms, max_events = tonumber(ARGV[2]), tonumber(ARGV[3])
 local after, origin = ARGV[4], ARGV[6]
+local advance = ARGV[8] and ARGV[8] ~= '' and origin == '' and tonumber(ARGV[8])
+if advance then
+  -- A shard that lost its lifetime starts its next one now, above the clock asked for.
+  local clock = shard_state(shard, now, advance, tonumber(ARGV[7]))
+  if clock.err then return clock end
+  local t = math.max(now, advance)
+  if t > clock[2] then redis.call('HSET', shard, 'ms', t, 'seq', -1) end
+end
 local live_origin = redis.call('HGET', shard, 'origin')
 if not live_origin then return {0} end
 if origin ~= '' and origin ~= live_origin then return {0} end
-if not id_le(live_origin, after) then return {0, live_origin} end
+if not id_le(live_origin, after) then return {0, live_origin, live_origin} end
 if origin == '' then trim(log, meta, now, window_ms, max_events, 0) end
 local floor = channel_floor(log, meta, live_origin, now, window_ms)
-if not id_le(floor, after) then return {0, floor} end
+if not id_le(floor, after) then return {0, floor, live_origin} end
 return {1, live_origin, redis.call('XRANGE', log, '(' .. after, '+', 'COUNT', tonumber(ARGV[5]))}
 """
 )

@@ -130,9 +130,12 @@ class ShardLog:
             for cursor, duplicate in zip(reply[1::2], reply[2::2], strict=True)
         ]
 
-    async def replay(self, channel: str, after: Cursor) -> Replay:
+    async def replay(self, channel: str, after: Cursor, *, advance_ms: int | None = None) -> Replay:
         """The channel's records after ``after``, if nothing after it was lost (D5, per
-        channel); else not exact, with the floor from which a replay would be."""
+        channel); else not exact, with the floor from which a replay would be.
+
+        ``advance_ms``: move the shard's clock to at least it as the first page is read,
+        so the channel's later records all have cursors above ``advance_ms``-0."""
         k = self.keys
         keys = [k.shard, k.log(channel), k.meta(channel)]
         records: list[BusRecord] = []
@@ -146,6 +149,7 @@ class ShardLog:
                 self._replay_page,
                 origin,
                 self.index,
+                "" if advance_ms is None or origin else advance_ms,
             ]
             try:
                 reply = await self._replay(keys=keys, args=args)
@@ -154,6 +158,8 @@ class ShardLog:
                     raise unavailable("replaying a channel", exc) from exc
                 raise
             if not reply[0]:
+                if len(reply) > 2:
+                    self.origin = reply[2].decode()
                 floor = _cursor(reply[1]) if len(reply) > 1 and reply[1] else None
                 return Replay(False, floor=floor)
             origin, entries = reply[1].decode(), reply[2]

@@ -55,7 +55,7 @@ from herald.cluster.backoff import reconnect_delay
 from herald.cluster.redis_client import RedisConnections
 from herald.errors import BusUnavailable
 from herald.events.message import SSEMessage
-from herald.wire.cursor import Cursor
+from herald.wire.cursor import Cursor, parse_cursor
 
 log = structlog.get_logger("herald.bus.sharded")
 
@@ -235,6 +235,9 @@ class ShardedBus:
         #: of each taken meanwhile.
         self._followed_at: dict[str, Cursor] = {}
         self._catch_taken: dict[str, set[Cursor]] = {}
+        #: Gaps being filled from a channel's stream (lost notices, a reconnect): from where.
+        #: Like a catch-up, each holds the merge at its start.
+        self._filling: dict[object, Cursor] = {}
         self._pending: list[tuple[Cursor, int, BusRecord]] = []
         self._releasing: asyncio.Task[None] | None = None
         self._catching: asyncio.Future[None] | None = None
@@ -314,6 +317,9 @@ class ShardedBus:
         for channel in fresh:
             self._followed_at[channel] = self._head
             self._catch_taken[channel] = set()
+            # What the channel had up to the head is before this node followed it: a late
+            # notice of it (a shard whose clock was behind) must not go out below the head.
+            self._last[channel] = (-1, self._head)
             loop.call_later(2 * self._catch_up_seconds, self._give_up_catch_up, channel, self._head)
         for index, names in by_shard.items():
             self._by_shard[index].update(names)
@@ -487,7 +493,13 @@ class ShardedBus:
         taken = self._catch_taken.get(channel)
         if taken is not None:
             taken.add(record.cursor)
-        if not self._followed_at and sum(1 for names in self._by_shard if names) <= 1:
+        if (
+            not self._pending
+            and not self._followed_at
+            and not self._filling
+            and sum(1 for names in self._by_shard if names) <= 1
+        ):
+            # One shard, nothing waiting: its notices arrive in cursor order.
             self._deliver([record])
             return
         heapq.heappush(self._pending, (record.cursor, index, record))
@@ -498,27 +510,36 @@ class ShardedBus:
             self._releasing = asyncio.create_task(self._release(), name="herald-sharded-bus-release")
 
     def _hold(self) -> Cursor | None:
-        """While a channel is being caught up, nothing after the point it was followed from
-        goes out: its missed records must take their place in the order first."""
-        return min(self._followed_at.values()) if self._followed_at else None
+        """While a channel is being caught up, or a gap of one filled, nothing after where
+        it starts goes out: the missed records must take their place in the order first."""
+        holds = [*self._followed_at.values(), *self._filling.values()]
+        return min(holds) if holds else None
 
     async def _fill(self, channel: str, after: Cursor, seq: int, newest: BusRecord) -> None:
         index = shard_of(channel, len(self._shards))
+        token = object()
+        self._filling[token] = after
         try:
-            replay = await self._shards[index].replay(channel, after)
-        except BusUnavailable:
-            replay = Replay(False)
-        if not replay.exact:
-            log.error("sharded_bus_gap_unfillable", channel=channel, after=str(after))
-            self._discontinuity("records_trimmed_unread")
-            return
-        last = self._last.get(channel, (0, after))[1]
-        for record in replay.records:
-            if record.cursor > last and record.cursor < newest.cursor:
-                self._take(index, channel, seq - 1, record)
-                last = record.cursor
-        if newest.cursor > last:
-            self._take(index, channel, seq, newest)
+            try:
+                replay = await self._shards[index].replay(channel, after)
+            except BusUnavailable:
+                replay = Replay(False)
+            if not replay.exact:
+                log.error("sharded_bus_gap_unfillable", channel=channel, after=str(after))
+                self._discontinuity("records_trimmed_unread")
+                return
+            if channel not in self.interest:
+                return
+            last = self._last.get(channel, (0, after))[1]
+            for record in replay.records:
+                if record.cursor > last and record.cursor < newest.cursor:
+                    self._take(index, channel, seq - 1, record)
+                    last = record.cursor
+            if newest.cursor > last:
+                self._take(index, channel, seq, newest)
+        finally:
+            del self._filling[token]
+            self._kick()
 
     async def caught_up(self, index: int, channel: str, waiter: asyncio.Future[None] | None) -> None:
         """The shard confirmed a subscription: take what the channel got between the moment
@@ -527,11 +548,24 @@ class ShardedBus:
         since = self._followed_at.get(channel)
         try:
             if since is not None and channel in self.interest:
-                replay = await self._shards[index].replay(channel, since)
+                # The shard's clock goes past the point followed from as the channel is read:
+                # every record it gets later comes after it (its own shard may have been
+                # behind this node's head, followed by no stream here).
+                # A shard whose lifetime began after that point holds nothing from before it.
+                origin = parse_cursor(self._origins[index])
+                start = origin if origin is not None and origin > since else since
+                replay = await self._shards[index].replay(channel, start, advance_ms=since.ms + 1)
+                replaced = self._check_origin(index)
                 taken = self._catch_taken.get(channel, set())
-                for record in replay.records if replay.exact else ():
+                exact = replay.exact and channel in self.interest
+                for record in replay.records if exact else ():
                     if record.cursor not in taken:
                         self._take(index, channel, -1, record)  # -1: the next notice sets the sequence
+                if not replay.exact and not replaced and channel in self.interest:
+                    # Trimmed past the point followed from (or the shard lost its data):
+                    # its streams cannot be promised what it got meanwhile.
+                    log.warning("sharded_bus_catch_up_not_exact", channel=channel, since=str(since))
+                    self._channels_lost(frozenset({channel}))
         except BusUnavailable:
             log.warning("sharded_bus_catch_up_unavailable", channel=channel)
         finally:
@@ -558,17 +592,23 @@ class ShardedBus:
                 self.spawn(self._refill_channel(index, channel, last[1]))
 
     async def _refill_channel(self, index: int, channel: str, after: Cursor) -> None:
+        token = object()
+        self._filling[token] = after
         try:
-            replay = await self._shards[index].replay(channel, after)
-        except BusUnavailable:
-            return
-        if not replay.exact:
-            self._discontinuity("records_trimmed_unread")
-            return
-        for record in replay.records:
-            last = self._last.get(channel)
-            if last is None or record.cursor > last[1]:
-                self._take(index, channel, (last[0] if last else 0) + 1, record)
+            try:
+                replay = await self._shards[index].replay(channel, after)
+            except BusUnavailable:
+                return
+            if not replay.exact:
+                self._discontinuity("records_trimmed_unread")
+                return
+            for record in replay.records:
+                last = self._last.get(channel)
+                if channel in self.interest and (last is None or record.cursor > last[1]):
+                    self._take(index, channel, -1, record)  # -1: the next notice sets the sequence
+        finally:
+            del self._filling[token]
+            self._kick()
 
     async def _release(self) -> None:
         """Hand out pending records in cursor order once every followed shard has passed them.
@@ -705,7 +745,9 @@ class ShardedBus:
     def _signal(self) -> None:
         self._progress.moved()
 
-    def _check_origin(self, index: int) -> None:
+    def _check_origin(self, index: int) -> bool:
+        """Whether the shard started a new lifetime since last seen (its channels' streams
+        are then closed)."""
         origin = self._shards[index].origin
         if self._origins[index] and origin and origin != self._origins[index]:
             log.warning("sharded_bus_shard_replaced", shard=index, old=self._origins[index], origin=origin)
@@ -717,8 +759,10 @@ class ShardedBus:
             for channel in channels:
                 self._last.pop(channel, None)
             self._channels_lost(channels)
-        elif origin:
+            return True
+        if origin:
             self._origins[index] = origin
+        return False
 
     def _discontinuity(self, reason: str) -> None:
         for callback in tuple(self.on_discontinuity):

@@ -251,5 +251,5 @@ class Gateway:
             self.open_streams.on_evict(command)
             return None
         if op == "subscriptions":
-            return self.live_subscriptions.apply(command)
+            return await self.live_subscriptions.apply(command)
         return None

@@ -94,7 +94,7 @@ class LiveSubscriptions:
             "add": to_add,
             "remove": to_remove,
         }
-        answer = self.apply(command)
+        answer = await self.apply(command)
         if answer is None:
             answer = await self._control.ask(command, _ASK_TIMEOUT)
         if answer is None:
@@ -123,7 +123,7 @@ class LiveSubscriptions:
                 valid.append(key)
         return valid
 
-    def apply(self, command: Command) -> Answer | None:
+    async def apply(self, command: Command) -> Answer | None:
         """Apply a subscription change to a stream of this node; ``None`` if it has none such.
         Called for this node's own requests and for other nodes' ``subscriptions`` commands."""
         conn = self._manager.index.all.get(str(command["connection_id"]))
@@ -137,7 +137,7 @@ class LiveSubscriptions:
             too_many = SubscriptionInvalid(f"at most {MAX_SUBSCRIPTIONS} subscriptions per stream")
             refused = [_refusal(key, too_many) for key in fresh[max(0, room) :]]
             add = [key for key in add if key not in set(fresh[max(0, room) :])]
-        added, removed, position = self._manager.change_subscriptions(
+        added, removed, position = await self._manager.change_subscriptions(
             conn, add, [str(key) for key in command["remove"]]
         )
         log.info(

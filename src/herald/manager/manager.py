@@ -346,7 +346,7 @@ class ConnectionManager:
 
     # --- subscriptions of a live stream
 
-    def change_subscriptions(
+    async def change_subscriptions(
         self, conn: Connection, add: Iterable[str], remove: Iterable[str]
     ) -> tuple[list[str], list[str], Cursor]:
         """Add and remove resource keys on an open stream; what changed, and the cursor
@@ -356,19 +356,24 @@ class ConnectionManager:
         waiting, every record up to this node's position is already ahead of the
         notice, so it carries that position as its ``id`` (as a heartbeat does, D6):
         a reconnect with the new subscription list then replays from the change.
+
+        Returns once the added channels flow (a bus that reads by channel has subscribed
+        to them): what is published after the answer is after ``live_from`` (D28). A
+        stream whose added channels cannot be followed now is sent away to come back.
         """
         current = conn.subscriptions
         added = sorted({key for key in add if key not in current})
         removed = sorted({key for key in remove if key in current} - set(added))
         position = self.position
+        ready = None
         if added or removed:
             self.index.subscribe(conn, added)
             self.index.unsubscribe(conn, removed)
             if conn.following:
-                # Resource keys are their channels' names (herald.bus.channels). Not awaited:
-                # the added channels are live from the bus's position (D17), and a bus that
-                # reads by channel delivers what is appended to them meanwhile (D28).
-                self._bus.follow(added)
+                # Resource keys are their channels' names (herald.bus.channels). The added
+                # channels are live from the bus's position (D17); a bus that reads by
+                # channel delivers what is appended to them meanwhile (D28).
+                ready = self._bus.follow(added)
                 self._bus.unfollow(removed)
                 conn.following = (conn.following | frozenset(added)) - frozenset(removed)
             conn.subscriptions = (current | frozenset(added)) - frozenset(removed)
@@ -383,6 +388,12 @@ class ConnectionManager:
                 removed=removed,
             )
         )
+        if ready is not None:
+            try:
+                await ready
+            except HeraldError as exc:
+                log.warning("stream_subscription_unavailable", connection_id=conn.id, code=exc.code)
+                self.send_away(conn, CloseReason.REPLAY_UNAVAILABLE)
         return added, removed, position
 
     def send_away(self, conn: Connection, reason: str, spread_ms: int | None = None) -> None:
