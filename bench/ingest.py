@@ -3,7 +3,8 @@
 
 Sources: Kafka (one topic, one partition; a single-node KRaft broker, the test harness's:
 ``tests/support/kafka.py``) and the PostgreSQL outbox (``tests/support/postgres.py``). Buses:
-``MemoryBus`` and ``RedisBus`` on a redis-server of the bench's own (``bench.redis_server``).
+``MemoryBus`` and the Redis bus (one shard, ``ShardedBus``) on a redis-server of the bench's
+own (``bench.redis_server``).
 Each source runs in this process as the gateway wires it (``Publishing(Settings(...), bus)``,
 the settings' defaults: Kafka fetches up to 500 records, the outbox claims 100 rows), with the
 coalesce throttle off (``coalesce_interval_seconds=0``), over records of the default
@@ -48,8 +49,8 @@ from bench.redis_server import RedisServer
 from herald.adapter import Adapter, default_mapping
 from herald.bus.base import EventBus
 from herald.bus.memory import MemoryBus
-from herald.bus.redis import RedisBus
-from herald.cluster.keys import Keyspace
+from herald.bus.shard_log import ShardKeys
+from herald.bus.sharded import ShardedBus
 from herald.cluster.redis_client import RedisConnections
 from herald.config import Settings
 from herald.gateway.publishing import Publishing
@@ -283,18 +284,22 @@ class Bench:
         connections = RedisConnections(
             self.servers.redis.url, timeout=settings.redis_timeout_seconds, name="herald:bench-ingest"
         )
-        keys = Keyspace(f"bench-ingest-{secrets.token_hex(4)}")
-        bus = RedisBus(
-            connections,
+        keys = ShardKeys(f"bench-ingest-{secrets.token_hex(4)}")
+        bus = ShardedBus(
+            [connections],
             keys=keys,
             window_seconds=settings.replay_window_seconds,
-            max_events=max(settings.replay_max_events, self.records),
+            max_events_per_channel=max(settings.replay_max_events, self.records),
             idempotency_window_seconds=settings.idempotency_window_seconds,
         )
         await bus.start()
 
         async def length() -> int:
-            return int(await connections.commands.xlen(keys.log))
+            """The records held over every channel's stream."""
+            total = 0
+            async for key in connections.commands.scan_iter(match=f"{keys.prefix}:*:log", count=1000):
+                total += int(await connections.commands.xlen(key))
+            return total
 
         async def close() -> None:
             await bus.stop()

@@ -314,24 +314,28 @@ async def _published(
 
 
 def _append_directly(store: RedisServer, rate: float, seconds: float) -> int:
-    """Append ``rate`` events/s to the log with the bus's own script, pipelined in 10 ms
-    slices (no HTTP, no node's CPU): what many publishing nodes together would add. The
-    events are for a user nobody is, so every node only reads them."""
+    """Append ``rate`` events/s with the bus's own script, pipelined in 10 ms slices (no
+    HTTP, no node's CPU): what many publishing nodes together would add. The events are
+    for a user nobody is: a node that reads only its streams' channels never sees them."""
     import msgpack
 
-    from herald.bus import redis_scripts
+    from herald.bus import channel_scripts
     from herald.bus.redis_entry import entry_fields
+    from herald.bus.shard_log import ShardKeys
     from herald.events.message import build_message, encode_data
 
     client = store.client()
-    script = client.register_script(redis_scripts.APPEND_MANY)
-    keys = [f"{{{PREFIX}}}:log", f"{{{PREFIX}}}:log:meta"]
+    script = client.register_script(channel_scripts.APPEND)
+    shard_keys = ShardKeys(PREFIX)
+    channel = "user:nobody"
+    keys = [shard_keys.shard, shard_keys.log(channel), shard_keys.meta(channel)]
     message = build_message(
         event="bench.tick-sent", scope="user", key="nobody", data={"task_id": "t", "progress": 50}
     )
     fields = entry_fields(message, encode_data(message, 65536))
-    # One event per call, no idempotency or superseded keys: ARGV as RedisBus.append_many.
-    args = ["", 300_000, 100_000, 600_000, 0, msgpack.packb([[0, 0, *fields]], use_bin_type=False)]
+    # One event per call, no idempotency or superseded keys: ARGV as ShardLog.append_many.
+    items = msgpack.packb([[channel, 0, 0, *fields]], use_bin_type=False)
+    args = ["", 300_000, 100_000, 600_000, 0, 0, shard_keys.notifications, items, 0]
     slice_s = 0.01
     per_slice = rate * slice_s
     start = time.monotonic()

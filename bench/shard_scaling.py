@@ -1,12 +1,13 @@
 """``python -m bench.shard_scaling [--quick]``: what a node spends receiving events, as nodes are
-added, on the single log and on the sharded bus (docs/architecture.md, D28; issue 12).
+added, on one Redis and on three shards (docs/architecture.md, D28; issue 12).
 
 1, 2 and 4 Herald nodes, each holding streams of users of its own (one stream per user), on
-three real Redis shards (``HERALD_REDIS_SHARDS``) or on the single log (``HERALD_REDIS_URL``
-alone, D12). Every user gets events at the same rate, appended straight into the bus by this
-process with the bus's own code (no node publishes, so a node's CPU is what it spends
-*receiving*). On the single log every node reads every event, so its CPU grows with the
-nodes; on the sharded bus a node reads its own users' channels only, so it should not.
+three real Redis shards (``HERALD_REDIS_SHARDS``) or on one Redis (``HERALD_REDIS_URL``
+alone: one shard). Every user gets events at the same rate, appended straight into the bus by
+this process with the bus's own code (no node publishes, so a node's CPU is what it spends
+*receiving*). A node reads its own users' channels only, so its CPU should not grow with the
+nodes. (Before D28 became the only Redis bus, the single log's nodes each read every event:
+1.00 → 2.49 → 2.23× from 1 to 4 nodes, docs/scaling.md.)
 
 Reported per (bus, nodes): each node's CPU (% of a core) and µs per event it delivered, the
 ratio to one node, the deliveries against the events due, and Redis's CPU per event (per
@@ -35,10 +36,8 @@ from bench.common import (
 from bench.redis_server import RedisServer
 from bench.run import RESULTS
 from herald.bus.base import Append
-from herald.bus.redis import RedisBus
 from herald.bus.shard_log import ShardKeys
 from herald.bus.sharded import ShardedBus
-from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections
 from herald.events.message import build_message, encode_data
 
@@ -133,7 +132,7 @@ async def run_case(
             bus: Any = ShardedBus(connections, keys=ShardKeys(prefix))
         else:
             connections = [RedisConnections(store.url)]
-            bus = RedisBus(connections[0], keys=Keyspace(prefix))
+            bus = ShardedBus(connections, keys=ShardKeys(prefix))
         everyone = [u for mine in users for u in mine]
         rate = len(everyone) * plan.events_per_user_s
         stores = shards if sharded else [store]
@@ -176,7 +175,7 @@ async def run_case(
             node.stop()
     per_node_events = sent / count
     return {
-        "bus": "sharded" if sharded else "single log",
+        "bus": "three shards" if sharded else "one redis",
         "nodes": count,
         "events": sent,
         "delivered": delivered,
@@ -194,7 +193,7 @@ async def simulate(plan: Plan) -> list[dict[str, Any]]:
     try:
         for sharded in (False, True):
             for count in plan.nodes:
-                log(f"{'sharded' if sharded else 'single log'}: {count} node(s)")
+                log(f"{'three shards' if sharded else 'one redis'}: {count} node(s)")
                 result = await run_case(plan, sharded, count, shards, store)
                 log(f"  {result}")
                 results.append(result)

@@ -18,7 +18,6 @@ from herald.adapter import Adapter, load_mapping
 from herald.auth.stream_tokens import MemoryStreamTokenLeases, StreamTokenLeases
 from herald.bus.base import EventBus
 from herald.bus.memory import MemoryBus
-from herald.bus.redis import RedisBus
 from herald.bus.shard_log import ShardKeys
 from herald.bus.sharded import ShardedBus
 from herald.cluster.counting import ConnectionCounter, MemoryConnectionCounter
@@ -70,16 +69,15 @@ def build_backends(settings: Settings, node: str, bus: EventBus | None = None) -
     )
     keys = Keyspace(settings.redis_prefix)
     backends = Backends(
-        bus=bus or build_redis_bus(settings, redis, keys, node),
+        bus=bus or build_redis_bus(settings, node),
         stream_token_leases=RedisStreamTokenLeases(redis, keys),
         connection_counter=build_presence_counter(settings, node, redis)
         if settings.lifecycle_events != "off"
         else RedisConnectionCounter(redis, keys, lease_seconds=settings.connection_lease_seconds),
         redis=redis,
     )
-    if isinstance(backends.bus, RedisBus | ShardedBus):
-        backends.bus_discontinuity = backends.bus.on_discontinuity
     if isinstance(backends.bus, ShardedBus):
+        backends.bus_discontinuity = backends.bus.on_discontinuity
         backends.channels_lost = backends.bus.on_channels_lost
     return backends
 
@@ -136,30 +134,21 @@ def build_memory_bus(settings: Settings) -> MemoryBus:
     )
 
 
-def build_redis_bus(
-    settings: Settings, redis: RedisConnections, keys: Keyspace, node: str
-) -> RedisBus | ShardedBus:
-    """The single log in ``redis_url`` (D12), or with ``redis_shards`` the sharded bus (D28).
-    Leases, counts and node commands stay in ``redis_url`` either way (for now)."""
-    if settings.redis_shards:
-        shards = [
-            RedisConnections(url, timeout=settings.redis_timeout_seconds, name=f"herald:{node}:shard{index}")
-            for index, url in enumerate(settings.redis_shards)
-        ]
-        return ShardedBus(
-            shards,
-            keys=ShardKeys(settings.redis_prefix),
-            window_seconds=settings.replay_window_seconds,
-            max_events_per_channel=settings.replay_max_events,
-            idempotency_window_seconds=settings.idempotency_window_seconds,
-            owns_connections=True,
-        )
-    return RedisBus(
-        redis,
-        keys=keys,
+def build_redis_bus(settings: Settings, node: str) -> ShardedBus:
+    """The bus over ``redis_shards``, or over ``redis_url`` alone: one shard is the same
+    bus (D28). Leases, counts and node commands stay in ``redis_url`` (for now)."""
+    urls = settings.redis_shards or [settings.redis_url]
+    shards = [
+        RedisConnections(url, timeout=settings.redis_timeout_seconds, name=f"herald:{node}:shard{index}")
+        for index, url in enumerate(urls)
+    ]
+    return ShardedBus(
+        shards,
+        keys=ShardKeys(settings.redis_prefix),
         window_seconds=settings.replay_window_seconds,
-        max_events=settings.replay_max_events,
+        max_events_per_channel=settings.replay_max_events,
         idempotency_window_seconds=settings.idempotency_window_seconds,
+        owns_connections=True,
     )
 
 

@@ -10,10 +10,8 @@ import pytest
 
 from herald.bus.base import EventBus
 from herald.bus.memory import MemoryBus
-from herald.bus.redis import RedisBus
 from herald.bus.shard_log import ShardKeys
 from herald.bus.sharded import ShardedBus
-from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections
 from tests.support.redis import RedisServer, running_redis
 
@@ -41,22 +39,10 @@ def memory_factory(clock: FakeClock, closers: Closers) -> BusFactory:
     return make
 
 
-def redis_factory(clock: FakeClock, closers: Closers, server: RedisServer) -> BusFactory:
-    """Each bus is a log of its own (a fresh key prefix) on the session's real Redis."""
-
-    def make(**options: float | int) -> EventBus:
-        connections = RedisConnections(server.url)
-        bus = RedisBus(connections, keys=Keyspace(f"contract-{secrets.token_hex(6)}"), clock=clock, **options)  # type: ignore[arg-type]
-        closers.append(bus.stop)
-        closers.append(connections.aclose)
-        return bus
-
-    return make
-
-
 def sharded_factory(clock: FakeClock, closers: Closers, servers: list[RedisServer]) -> BusFactory:
-    """Each bus is a deployment of its own (a fresh key prefix) over three real Redis shards;
-    ``max_events`` is per channel (the suite's events are one user's)."""
+    """Each bus is a deployment of its own (a fresh key prefix) over real Redis shards (one
+    is the plain Redis deployment); ``max_events`` is per channel (the suite's events are
+    one user's)."""
 
     def make(**options: float | int) -> EventBus:
         shards = [RedisConnections(server.url) for server in servers]
@@ -89,10 +75,11 @@ def clock() -> FakeClock:
 
 @pytest.fixture(params=["memory", "redis", "sharded"])
 async def make_bus(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[BusFactory]:
-    """``make_bus(window_seconds=…, max_events=…, idempotency_window_seconds=…)``."""
+    """``make_bus(window_seconds=…, max_events=…, idempotency_window_seconds=…)``: the
+    memory bus; one Redis (one shard); three shards."""
     closers: Closers = []
     if request.param == "redis":
-        make = redis_factory(clock, closers, request.getfixturevalue("redis_server"))
+        make = sharded_factory(clock, closers, [request.getfixturevalue("redis_server")])
     elif request.param == "sharded":
         make = sharded_factory(clock, closers, request.getfixturevalue("three_redis_servers"))
     else:

@@ -16,6 +16,9 @@ every shard has issued all it will below ``ms`` may say it has delivered
 everything up to ``ms-0`` (its position when nothing flows). A shard that finds another index recorded
 refuses: the list's order changed, and channels would move.
 
+``now`` is the caller's clock in milliseconds, or empty for Redis's own ``TIME``:
+production uses Redis's clock; tests pass a fake one to move time.
+
 ``origin`` names the shard's lifetime, as the single log's does (D12): a
 shard restarted empty starts a new one, after the caller's hint, so a
 cursor of the lost lifetime is older than the new origin and cannot pass
@@ -35,7 +38,59 @@ from __future__ import annotations
 
 from typing import Final
 
-from herald.bus.redis_scripts import IDS, TRIM
+#: The clock, cursors as stream ids.
+IDS: Final = r"""
+local function now_ms(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function parse_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function id_le(a, b)
+  local am, as = parse_id(a)
+  local bm, bs = parse_id(b)
+  return am < bm or (am == bm and as <= bs)
+end
+
+local function fmt(ms, seq)
+  return string.format('%.0f-%.0f', ms, seq)
+end
+"""
+
+#: Trimming a channel's stream by the window and a count, recording the floor (``XTRIM``
+#: does not record what it removed; only these scripts trim).
+TRIM: Final = r"""
+-- Drop entries older than the window or past the count; remember the last one dropped.
+-- Both look from the front (cheap: XREVRANGE seeking back from an id costs hundreds of
+-- microseconds on a long stream) and drop at most TRIM_BATCH entries (plus what the
+-- call appended) per call: a backlog after a quiet spell or a lowered limit is worked
+-- off over a few calls.
+local TRIM_BATCH = 100
+local function trim(log, meta, now, window_ms, max_events, appended)
+  local limit = TRIM_BATCH + (appended or 0)
+  local floor = nil
+  local function drop_through(entries)
+    floor = entries[#entries][1]
+    local ms, seq = parse_id(floor)
+    redis.call('XTRIM', log, 'MINID', fmt(ms, seq + 1))
+  end
+  if now > window_ms then
+    local old = redis.call('XRANGE', log, '-', '(' .. fmt(now - window_ms, 0), 'COUNT', limit)
+    if #old > 0 then drop_through(old) end
+  end
+  local excess = redis.call('XLEN', log) - max_events
+  if excess > 0 then
+    drop_through(redis.call('XRANGE', log, '-', '+', 'COUNT', math.min(excess, limit)))
+  end
+  if floor then redis.call('HSET', meta, 'floor', floor) end
+end
+
+"""
 
 #: Shards a deployment may have: the shard's index is the low bits of a cursor's sequence.
 MAX_SHARDS: Final = 64
@@ -212,7 +267,11 @@ return {1, live_origin, redis.call('XRANGE', log, '(' .. after, '+', 'COUNT', to
 
 #: Move the shard's clock to at least ``hint_ms`` (and now): every cursor it issues later
 #: is above ``hint_ms``-0. KEYS: shard. ARGV: now, hint_ms, index.
-#: Returns {origin, ms}: the shard issues no cursor below ``ms``-0 from here on.
+#: Returns {origin, ms, clock ms, clock n}: the shard issues no cursor below ``ms``-0
+#: from here on; its clock as it was found (the last cursor it issued is
+#: ``clock ms``-(``clock n`` × 64 + index + 1), none in that ms when n is -1). A clock
+#: behind a cursor the shard is known to have issued means it was restored from an
+#: older snapshot.
 PROBE: Final = (
     _COMMON
     + r"""
@@ -221,12 +280,32 @@ local now = now_ms(ARGV[1])
 local hint_ms, index = tonumber(ARGV[2]), tonumber(ARGV[3])
 local clock = shard_state(shard, now, hint_ms, index)
 if clock.err then return clock end
+local found_ms, found_n = clock[2], clock[3]
 local t = math.max(now, hint_ms)
 if t > clock[2] then
   clock[2] = t
   clock[3] = -1
   save_clock(shard, clock)
 end
-return {clock[1], string.format('%.0f', clock[2])}
+return {clock[1], string.format('%.0f', clock[2]), string.format('%.0f', found_ms), found_n}
+"""
+)
+
+#: Start a new lifetime of a shard that was restored from an older snapshot, unless
+#: another node already did. KEYS: shard. ARGV: now, hint_ms, index, the origin the
+#: caller knew. Returns the shard's origin: a new one after ``hint_ms`` and the clock.
+REBIRTH: Final = (
+    _COMMON
+    + r"""
+local shard = KEYS[1]
+local now = now_ms(ARGV[1])
+local hint_ms, index = tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = shard_state(shard, now, hint_ms, index)
+if clock.err then return clock end
+if clock[1] ~= ARGV[4] then return clock[1] end
+local ms = math.max(now, hint_ms + 1, clock[2] + 1)
+local origin = fmt(ms, 0)
+redis.call('HSET', shard, 'origin', origin, 'ms', ms, 'seq', 0)
+return origin
 """
 )

@@ -87,8 +87,11 @@ class ShardLog:
         self._append = commands.register_script(channel_scripts.APPEND)
         self._replay = commands.register_script(channel_scripts.REPLAY_PAGE)
         self._probe = commands.register_script(channel_scripts.PROBE)
+        self._rebirth = commands.register_script(channel_scripts.REBIRTH)
         #: The lifetime the last answer came from (a change: the shard lost its data).
         self.origin = ""
+        #: The newest cursor the shard had issued, by its clock as the last probe found it.
+        self.issued = Cursor(0, 0)
 
     async def append_many(self, appends: Sequence[Append], hint: Cursor) -> list[BatchResult]:
         """Each of ``appends`` on its channel, in order, in one round trip. ``hint``: the
@@ -174,7 +177,7 @@ class ShardLog:
         """Move the shard's clock to at least ``hint_ms``; the millisecond below which the
         shard has issued every cursor it ever will (for a watermark)."""
         try:
-            origin, ms = await self._probe(
+            origin, ms, found_ms, found_n = await self._probe(
                 keys=[self.keys.shard], args=[self._now_arg(), hint_ms, self.index]
             )
         except Exception as exc:
@@ -182,7 +185,23 @@ class ShardLog:
                 raise unavailable("probing a shard", exc) from exc
             raise
         self.origin = origin.decode()
+        n = int(found_n)
+        self.issued = Cursor(int(found_ms), n * channel_scripts.MAX_SHARDS + self.index + 1 if n >= 0 else 0)
         return int(ms)
+
+    async def rebirth(self, known_origin: str, hint_ms: int) -> str:
+        """Start a new lifetime (the shard was restored from an older snapshot: some of
+        what it issued is gone), unless another node already did; the shard's origin."""
+        try:
+            origin = await self._rebirth(
+                keys=[self.keys.shard], args=[self._now_arg(), hint_ms, self.index, known_origin]
+            )
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise unavailable("renewing a shard's lifetime", exc) from exc
+            raise
+        self.origin = origin.decode()
+        return self.origin
 
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(int(self._clock() * 1000))

@@ -81,14 +81,19 @@ class _Subscriber:
     def name(self, channel: str) -> str:
         return self.bus.keys.notifications + channel
 
-    async def run(self) -> None:
-        attempt = 0
+    async def run(self, attempt: int = 0) -> None:
+        """``attempt``: above 0 when this replaces a connection that was lost (what its
+        channels got meanwhile is taken from their streams once connected)."""
         prefix = self.bus.keys.notifications
         while not self.bus.stopping:
             pubsub = self.client.pubsub()
             try:
                 # A channel of the shard's own keeps the connection in subscribed mode.
                 await pubsub.subscribe(prefix + "~", *(self.name(c) for c in self.wanted()))
+                if attempt:
+                    # Back after an outage: whether the shard kept its data is known before
+                    # any stream is let in on it.
+                    await self.bus.check_lifetime(self.index)
                 self.pubsub = pubsub
                 self.connected.set()
                 self.bus.shard_back(self.index)
@@ -119,6 +124,22 @@ class _Subscriber:
                 attempt += 1
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
+
+    def restart(self) -> None:
+        """The connection looks alive but does not answer (a frozen Redis, a silent network):
+        drop it and connect again."""
+        if self.task is None or self.bus.stopping:
+            return
+        log.warning("sharded_bus_subscriber_unanswering", shard=self.index)
+        self.task.cancel()
+        self.connected.clear()
+        self.pubsub = None
+        self.live.clear()
+        for pong in self._pongs:
+            if not pong.done():
+                pong.set_exception(BusUnavailable("a shard's subscriber is away", retry_after=1))
+        self._pongs.clear()
+        self.task = asyncio.create_task(self.run(attempt=1), name=f"herald-shard-{self.index}-subscriber")
 
     def wanted(self) -> list[str]:
         return list(self.bus.interest_on(self.index))
@@ -256,6 +277,9 @@ class ShardedBus:
         self._down: set[int] = set()
         #: Per shard, the newest cursor its notices brought: it has passed everything before.
         self._seen: dict[int, Cursor] = {}
+        #: Per shard, the newest cursor it is known to have issued in its lifetime (notices
+        #: and appends): a clock found behind it means a restore from an older snapshot.
+        self._known: dict[int, Cursor] = {}
         self._probe_delay_seconds = probe_delay_seconds
         self.stopping = False
 
@@ -273,6 +297,14 @@ class ShardedBus:
             subscriber.task = asyncio.create_task(subscriber.run(), name=f"herald-shard-{index}-subscriber")
             self._subscribers.append(subscriber)
         self._ticker = asyncio.create_task(self._tick(), name="herald-sharded-bus-ticker")
+        # Streams may follow channels as soon as this returns: a shard whose subscriber is
+        # not connected refuses them (it counts as away).
+        connecting = [asyncio.ensure_future(s.connected.wait()) for s in self._subscribers]
+        _, late = await asyncio.wait(connecting, timeout=self._catch_up_seconds)
+        for waiting in late:
+            waiting.cancel()
+        if late:
+            log.warning("sharded_bus_subscribers_not_connected", shards=len(late))
         log.info("sharded_bus_started", shards=len(self._shards), head=str(self._head))
 
     async def stop(self) -> None:
@@ -292,7 +324,16 @@ class ShardedBus:
         self._listeners.clear()
 
     def healthy(self) -> bool:
-        return bool(self._subscribers) and all(s.connected.is_set() for s in self._subscribers)
+        """Every shard's subscriber connected, and no shard failing to answer its probes."""
+        return (
+            bool(self._subscribers)
+            and all(s.connected.is_set() for s in self._subscribers)
+            and not any(i in self._failing_since for i in self._probed())
+        )
+
+    def _probed(self) -> list[int]:
+        """The shards the node probes: those it follows channels on, or all when none."""
+        return self._followed_up() or [i for i in range(len(self._shards)) if i not in self._down]
 
     @property
     def head(self) -> Cursor:
@@ -332,7 +373,10 @@ class ShardedBus:
                     waiter = subscriber.waiting.get(channel)
                     if waiter is not None and waiter not in waits:
                         waits.append(waiter)
-        down = any(shard_of(channel, count) in self._down for channel in channels)
+        down = any(
+            index in self._down or (self._subscribers and not self._subscribers[index].connected.is_set())
+            for index in {shard_of(channel, count) for channel in channels}
+        )
         return _Readiness(self, waits, down)
 
     async def _ready(self, waits: list[asyncio.Future[None]], down: bool = False) -> None:
@@ -423,10 +467,14 @@ class ShardedBus:
         results: list[BatchResult | None] = [None] * len(appends)
         for (index, places), answer in zip(groups.items(), answers, strict=True):
             self._check_origin(index)
+            known = self._known.get(index, _ZERO)
             for place, result in zip(places, answer, strict=True):
                 results[place] = result
-                if isinstance(result, AppendResult) and result.cursor > self._appended:
-                    self._appended = result.cursor
+                if isinstance(result, AppendResult):
+                    if result.cursor > self._appended:
+                        self._appended = result.cursor
+                    if result.cursor > known and not result.duplicate:
+                        known = self._known[index] = result.cursor
         return [r for r in results if r is not None]
 
     # --- replay
@@ -473,6 +521,8 @@ class ShardedBus:
         channel = notice.channel
         if notice.record.cursor > self._seen.get(index, _ZERO):
             self._seen[index] = notice.record.cursor  # the shard's notices arrive in cursor order
+            if notice.record.cursor > self._known.get(index, _ZERO):
+                self._known[index] = notice.record.cursor
         if channel not in self.interest:
             return
         last = self._last.get(channel)
@@ -659,8 +709,7 @@ class ShardedBus:
     async def _watermark(self, hint_ms: int) -> int:
         """The millisecond below which every followed shard's records have all arrived."""
         # The shards followed; with none, all (the head still moves with their clocks).
-        indexes = self._followed_up() or [i for i in range(len(self._shards)) if i not in self._down]
-        marks = await self._probe_shards(indexes, hint_ms)
+        marks = await self._probe_shards(self._probed(), hint_ms)
         return min(marks.values()) if marks else hint_ms
 
     async def _probe_shards(self, indexes: list[int], hint_ms: int) -> dict[int, int]:
@@ -671,9 +720,16 @@ class ShardedBus:
         other shards' records must not wait for it."""
 
         async def one(index: int) -> int:
-            mark = await self._shards[index].probe(hint_ms)
-            await asyncio.wait_for(self._subscribers[index].ping_through(), self._catch_up_seconds)
-            self._check_origin(index)
+            shard = self._shards[index]
+            known = self._known.get(index)  # what it had issued before this probe ran
+            mark = await shard.probe(hint_ms)
+            subscriber = self._subscribers[index]
+            try:
+                await asyncio.wait_for(subscriber.ping_through(), self._catch_up_seconds)
+            except TimeoutError:
+                subscriber.restart()  # the shard answers its scripts, not this connection
+                raise
+            await self._judge_lifetime(index, known)
             return mark
 
         answers = await asyncio.gather(*(one(i) for i in indexes), return_exceptions=True)
@@ -688,12 +744,39 @@ class ShardedBus:
             if not isinstance(answer, BusUnavailable | TimeoutError):
                 raise answer
             failed = answer
-            since = self._failing_since.setdefault(index, now)
-            if now - since >= self._shard_grace_seconds:
-                self._lose(index)
+            self._failing_since.setdefault(index, now)
+        # Only to let the others' records go on: with no followed shard answering (one shard,
+        # or Redis away altogether), everything waits and the streams stay open (D12).
+        if any(i not in self._failing_since for i in self._followed_up()):
+            for index, since in list(self._failing_since.items()):
+                if now - since >= self._shard_grace_seconds:
+                    self._lose(index)
         if failed is not None and any(i not in self._down for i in indexes if i in self._failing_since):
             raise BusUnavailable("a shard does not answer", retry_after=1)
         return marks
+
+    async def check_lifetime(self, index: int) -> None:
+        """Probe the shard: has it lost its data, or come back from an older snapshot?"""
+        known = self._known.get(index)
+        await self._shards[index].probe(0)
+        await self._judge_lifetime(index, known)
+
+    async def _judge_lifetime(self, index: int, known: Cursor | None) -> None:
+        """After a probe: a new lifetime closes its channels' streams; a clock behind what
+        the shard was known (before the probe) to have issued means a rewind."""
+        if not self._check_origin(index) and known is not None and self._shards[index].issued < known:
+            await self._rewound(index, known)
+
+    async def _rewound(self, index: int, known: Cursor) -> None:
+        """The shard's clock is behind a cursor it issued: it came back from an older
+        snapshot, and what it issued after the snapshot is gone. It starts a new lifetime
+        (the first node to see this renews it for all), so every cursor of the old one is
+        stale and the streams of its channels learn ``recovered: false``."""
+        log.warning(
+            "sharded_bus_shard_rewound", shard=index, known=str(known), clock=str(self._shards[index].issued)
+        )
+        await self._shards[index].rebirth(self._origins[index], known.ms)
+        self._check_origin(index)
 
     def _lose(self, index: int) -> None:
         """Leave shard ``index`` out of the merge until it is back; close its channels' streams."""
@@ -756,6 +839,7 @@ class ShardedBus:
             # records. Their next notices start the new lifetime's sequences.
             channels = frozenset(self._by_shard[index])
             self._seen.pop(index, None)
+            self._known.pop(index, None)
             for channel in channels:
                 self._last.pop(channel, None)
             self._channels_lost(channels)

@@ -174,10 +174,9 @@ class ConnectionManager:
             # replay read, so the live records begin where it ends (D4).
             conn.following = channels_followed(conn.user_id, conn.session_id, conn.subscriptions)
             await self._bus.follow(conn.following)
-            if after is None:
-                # A fresh stream starts where the node stands once its channels flow (a bus
-                # reading by channel may have moved its head meanwhile).
-                position = conn.joined_at = self.position
+            # A stream that does not resume exactly starts where the node stands once its
+            # channels flow (a bus reading by channel may have caught up records from before).
+            position = conn.joined_at = self.position
             replay = await self._bus.replay(after, conn.following) if after is not None else None
         except HeraldError as exc:
             # The bus cannot be read now (e.g. Redis is down): the 200 is already
