@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from herald.cluster.keys import Keyspace
+from herald.bus.shard_log import ShardKeys
 from tests.support.api import Api, api_client, unique, until_marker, wait_until
 from tests.support.cluster import cluster_env, running_cluster
 from tests.support.redis import RedisServer, running_redis
@@ -147,8 +147,8 @@ async def test_entries_a_crashed_consumer_left_pending_are_claimed_and_delivered
             HERALD_REDIS_SOURCE_CLAIM_IDLE_SECONDS="1",
         )
         with running_cluster(1, env) as (node,):
-            # Resume from the log's origin: whatever was appended since the node came up.
-            origin = app.hget(Keyspace(prefix).meta, "origin")
+            # Resume from the shard's origin: whatever was appended since the node came up.
+            origin = app.hget(ShardKeys(prefix).shard, "origin")
             assert origin is not None
             async with open_stream(node.url, token=node.token(user), last_event_id=origin.decode()) as stream:
                 assert (await stream.next()).json()["recovered"] is True

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from herald.bus.shard_log import ShardKeys
 from tests.support.api import unique, wait_until
 from tests.support.cluster import cluster_env
 from tests.support.gateway import SECRET, GatewayProcess, running_gateway, start_gateway
@@ -217,7 +218,7 @@ async def test_workers_on_the_redis_bus_share_the_configured_redis(redis_server:
             assert (await established(second))["recovered"] is True
             assert (await second.next()).id == missed
         with redis_server.client() as client:
-            assert client.xlen(f"{{{env['HERALD_REDIS_PREFIX']}}}:log") >= 2
+            assert client.xlen(ShardKeys(env["HERALD_REDIS_PREFIX"]).log(f"user:{user}")) == 2
 
 
 def serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
