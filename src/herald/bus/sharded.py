@@ -248,6 +248,8 @@ class ShardedBus:
         self._group = GroupCommit(self.append_many, "herald-sharded-bus-writer")
         self.interest = ChannelInterest()
         self._by_shard: list[set[str]] = [set() for _ in shards]
+        #: How many shards this node follows channels on (one: no merge needed).
+        self._shards_followed = 0
         self._subscribers: list[_Subscriber] = []
         #: Per channel followed: the sequence and cursor of the newest notice taken (-1: the
         #: sequence is not known yet).
@@ -366,6 +368,7 @@ class ShardedBus:
             self._by_shard[index].update(names)
             if self._subscribers:
                 waits += self._subscribers[index].subscribe(names)
+        self._shards_followed = sum(1 for names in self._by_shard if names)
         if self._subscribers:
             for channel in channels:
                 subscriber = self._subscribers[shard_of(channel, count)]
@@ -436,6 +439,7 @@ class ShardedBus:
             self._by_shard[index].difference_update(names)
             if self._subscribers:
                 self._subscribers[index].unsubscribe(names)
+        self._shards_followed = sum(1 for names in self._by_shard if names)
 
     # --- writing
 
@@ -547,7 +551,7 @@ class ShardedBus:
             not self._pending
             and not self._followed_at
             and not self._filling
-            and sum(1 for names in self._by_shard if names) <= 1
+            and self._shards_followed <= 1
         ):
             # One shard, nothing waiting: its notices arrive in cursor order.
             self._deliver([record])
