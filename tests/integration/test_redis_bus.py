@@ -209,3 +209,30 @@ async def test_appends_made_together_share_round_trips_and_each_gets_its_own_ans
         assert [(r.cursor, r.duplicate) for r in results[150:]] == [(c, True) for c in cursors[:50]]
         await wait_until(lambda: len(seen) == 150)
         assert [r.message.data["n"] for r in seen] == list(range(150))
+
+
+async def test_channels_followed_together_are_subscribed_and_caught_up_together(make_node: Make) -> None:
+    """Streams opening at once (a reconnect storm): their channels reach Redis in a few
+    SUBSCRIBE commands and catch-up calls, not one each, and each is caught up."""
+    with running_redis() as server:
+        keys = ShardKeys(f"storm-{secrets.token_hex(4)}")
+        writer, bus = make_node(server, keys), make_node(server, keys)
+        await writer.start()
+        await bus.start()
+        seen: list[BusRecord] = []
+        bus.subscribe(seen.append)
+        users = [f"s{n}" for n in range(200)]
+        with server.client() as client:
+            client.config_resetstat()
+        readiness = [bus.follow([f"user:{user}"]) for user in users]
+        await asyncio.gather(*readiness)
+        with server.client() as client:
+            stats = client.info("commandstats")
+        assert int(stats["cmdstat_subscribe"]["calls"]) <= 5
+        assert int(stats.get("cmdstat_evalsha", {}).get("calls", 0)) <= 20
+        published = []
+        for user in users[:20]:
+            message = build_message(event="task.created", scope="user", key=user, data={})
+            published.append((await writer.append(message, encode_data(message, 65536))).cursor)
+        await wait_until(lambda: len(seen) == 20)
+        assert [r.cursor for r in seen] == published

@@ -229,16 +229,11 @@ return reply
 )
 
 #: One page of a channel's replay. KEYS: shard, log, meta.
-#: ARGV: now, window_ms, max_events, after, count, origin ('' on the first page), index,
-#: advance_ms ('' for none).
+#: ARGV: now, window_ms, max_events, after, count, origin ('' on the first page), index.
 #: The first page applies the retention, then asks whether ``after`` can be replayed
 #: exactly; later pages, whether the shard's lifetime is the same and trimming has not
-#: passed their start. With ``advance_ms``, the first page also moves the shard's clock
-#: to at least it, in the same step: whatever the channel gets after this read has a
-#: cursor above ``advance_ms``-0 (a node catching up a channel it just followed must
-#: not see it get cursors below its head later; a shard without a lifetime starts one).
-#: Returns {0, floor, origin} when not exact ({0} when the shard has no lifetime), else
-#: {1, origin, entries}.
+#: passed their start. Returns {0, floor, origin} when not exact ({0} when the shard has
+#: no lifetime), else {1, origin, entries}.
 REPLAY_PAGE: Final = (
     _COMMON
     + r"""
@@ -246,14 +241,6 @@ local shard, log, meta = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms(ARGV[1])
 local window_ms, max_events = tonumber(ARGV[2]), tonumber(ARGV[3])
 local after, origin = ARGV[4], ARGV[6]
-local advance = ARGV[8] and ARGV[8] ~= '' and origin == '' and tonumber(ARGV[8])
-if advance then
-  -- A shard that lost its lifetime starts its next one now, above the clock asked for.
-  local clock = shard_state(shard, now, advance, tonumber(ARGV[7]))
-  if clock.err then return clock end
-  local t = math.max(now, advance)
-  if t > clock[2] then redis.call('HSET', shard, 'ms', t, 'seq', -1) end
-end
 local live_origin = redis.call('HGET', shard, 'origin')
 if not live_origin then return {0} end
 if origin ~= '' and origin ~= live_origin then return {0} end
@@ -262,6 +249,46 @@ if origin == '' then trim(log, meta, now, window_ms, max_events, 0) end
 local floor = channel_floor(log, meta, live_origin, now, window_ms)
 if not id_le(floor, after) then return {0, floor, live_origin} end
 return {1, live_origin, redis.call('XRANGE', log, '(' .. after, '+', 'COUNT', tonumber(ARGV[5]))}
+"""
+)
+
+#: Catch up channels a node just followed, in one call: the first replay page of each
+#: (as REPLAY_PAGE), with the shard's clock moved to at least ``advance_ms`` in the same
+#: step: whatever the channels get after this read has a cursor above ``advance_ms``-0
+#: (a node catching up channels it just followed must not see them get cursors below its
+#: head later; a shard without a lifetime starts one). KEYS: shard, then per channel:
+#: log, meta. ARGV: now, window_ms, max_events, count, index, advance_ms, then per
+#: channel: after. Returns {origin, then per channel {1, entries} or {0, floor}}.
+CATCH_UP: Final = (
+    _COMMON
+    + r"""
+local shard = KEYS[1]
+local now = now_ms(ARGV[1])
+local window_ms, max_events, count = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local index, advance = tonumber(ARGV[5]), tonumber(ARGV[6])
+local clock = shard_state(shard, now, advance, index)
+if clock.err then return clock end
+local t = math.max(now, advance)
+if t > clock[2] then redis.call('HSET', shard, 'ms', t, 'seq', -1) end
+local origin = clock[1]
+local reply = {origin}
+local n = 0
+for k = 2, #KEYS, 2 do
+  n = n + 1
+  local log, meta, after = KEYS[k], KEYS[k + 1], ARGV[6 + n]
+  if not id_le(origin, after) then
+    reply[#reply + 1] = {0, origin}
+  else
+    trim(log, meta, now, window_ms, max_events, 0)
+    local floor = channel_floor(log, meta, origin, now, window_ms)
+    if not id_le(floor, after) then
+      reply[#reply + 1] = {0, floor}
+    else
+      reply[#reply + 1] = {1, redis.call('XRANGE', log, '(' .. after, '+', 'COUNT', count)}
+    end
+  end
+end
+return reply
 """
 )
 

@@ -88,6 +88,7 @@ class ShardLog:
         self._replay = commands.register_script(channel_scripts.REPLAY_PAGE)
         self._probe = commands.register_script(channel_scripts.PROBE)
         self._rebirth = commands.register_script(channel_scripts.REBIRTH)
+        self._catch_up = commands.register_script(channel_scripts.CATCH_UP)
         #: The lifetime the last answer came from (a change: the shard lost its data).
         self.origin = ""
         #: The newest cursor the shard had issued, by its clock as the last probe found it.
@@ -133,12 +134,9 @@ class ShardLog:
             for cursor, duplicate in zip(reply[1::2], reply[2::2], strict=True)
         ]
 
-    async def replay(self, channel: str, after: Cursor, *, advance_ms: int | None = None) -> Replay:
+    async def replay(self, channel: str, after: Cursor) -> Replay:
         """The channel's records after ``after``, if nothing after it was lost (D5, per
-        channel); else not exact, with the floor from which a replay would be.
-
-        ``advance_ms``: move the shard's clock to at least it as the first page is read,
-        so the channel's later records all have cursors above ``advance_ms``-0."""
+        channel); else not exact, with the floor from which a replay would be."""
         k = self.keys
         keys = [k.shard, k.log(channel), k.meta(channel)]
         records: list[BusRecord] = []
@@ -152,7 +150,6 @@ class ShardLog:
                 self._replay_page,
                 origin,
                 self.index,
-                "" if advance_ms is None or origin else advance_ms,
             ]
             try:
                 reply = await self._replay(keys=keys, args=args)
@@ -172,6 +169,45 @@ class ShardLog:
                 records.append(record_from_entry(entry_id, pairs(flat)))
             if len(entries) < self._replay_page:
                 return Replay(True, records)
+
+    async def catch_up(self, channels: Sequence[tuple[str, Cursor]], advance_ms: int) -> list[Replay]:
+        """Each channel's records after its cursor, as :meth:`replay` gives them, for many
+        channels in one round trip (their first pages; a longer one is read on), with the
+        shard's clock moved to at least ``advance_ms`` in the same step."""
+        k = self.keys
+        keys = [k.shard]
+        args: list[Any] = [
+            self._now_arg(),
+            self._window_ms,
+            self._max_events,
+            self._replay_page,
+            self.index,
+            advance_ms,
+        ]
+        for channel, after in channels:
+            keys += [k.log(channel), k.meta(channel)]
+            args.append(str(after))
+        try:
+            reply = await self._catch_up(keys=keys, args=args)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise unavailable("catching up channels", exc) from exc
+            raise
+        self.origin = reply[0].decode()
+        replays = []
+        for (channel, _), answer in zip(channels, reply[1:], strict=True):
+            if not answer[0]:
+                replays.append(Replay(False, floor=_cursor(answer[1])))
+                continue
+            records = [record_from_entry(entry_id, pairs(flat)) for entry_id, flat in answer[1]]
+            if len(records) >= self._replay_page:
+                rest = await self.replay(channel, records[-1].cursor)
+                if not rest.exact:
+                    replays.append(rest)
+                    continue
+                records += rest.records
+            replays.append(Replay(True, records))
+        return replays
 
     async def probe(self, hint_ms: int) -> int:
         """Move the shard's clock to at least ``hint_ms``; the millisecond below which the

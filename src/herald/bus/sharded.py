@@ -77,6 +77,8 @@ class _Subscriber:
         self.waiting: dict[str, asyncio.Future[None]] = {}
         self._pongs: list[asyncio.Future[None]] = []
         self.task: asyncio.Task[None] | None = None
+        #: (Un)subscriptions asked this loop turn, in order: sent together at its end.
+        self._changes: list[tuple[bool, list[str]]] = []
 
     def name(self, channel: str) -> str:
         return self.bus.keys.notifications + channel
@@ -152,7 +154,7 @@ class _Subscriber:
             name = message["channel"].decode()
             channel = name[len(prefix) :]
             self.live.add(channel)
-            self.bus.spawn(self.bus.caught_up(self.index, channel, self.waiting.pop(channel, None)))
+            self.bus.confirmed(self.index, channel, self.waiting.pop(channel, None))
         elif kind == "unsubscribe":
             self.live.discard(message["channel"].decode()[len(prefix) :])
         elif kind == "pong" and self._pongs:
@@ -168,15 +170,38 @@ class _Subscriber:
             if waiter is None:
                 waiter = self.waiting[channel] = loop.create_future()
             waits.append(waiter)
-        if self.pubsub is not None:
-            self.bus.spawn(self.pubsub.subscribe(*(self.name(c) for c in channels)))
+        self._change(True, channels)
         return waits
 
     def unsubscribe(self, channels: list[str]) -> None:
         for channel in channels:
             self.waiting.pop(channel, None)
-        if self.pubsub is not None:
-            self.bus.spawn(self.pubsub.unsubscribe(*(self.name(c) for c in channels)))
+        self._change(False, channels)
+
+    def _change(self, subscribe: bool, channels: list[str]) -> None:
+        if self.pubsub is None:
+            return  # the next connection subscribes to what is wanted then
+        if not self._changes:
+            asyncio.get_running_loop().call_soon(self._send_changes)
+        if self._changes and self._changes[-1][0] == subscribe:
+            self._changes[-1][1].extend(channels)
+        else:
+            self._changes.append((subscribe, list(channels)))
+
+    def _send_changes(self) -> None:
+        """One command per run of subscriptions (or of unsubscriptions), in the order asked:
+        a thousand streams opening at once are one ``SUBSCRIBE``."""
+        changes, self._changes = self._changes, []
+        pubsub = self.pubsub
+        if pubsub is None or not changes:
+            return
+
+        async def send() -> None:
+            for subscribe, channels in changes:
+                names = [self.name(c) for c in channels]
+                await (pubsub.subscribe(*names) if subscribe else pubsub.unsubscribe(*names))
+
+        self.bus.spawn(send())
 
     async def ping_through(self) -> None:
         """Return once everything the shard published before now has arrived here."""
@@ -261,6 +286,8 @@ class ShardedBus:
         #: Gaps being filled from a channel's stream (lost notices, a reconnect): from where.
         #: Like a catch-up, each holds the merge at its start.
         self._filling: dict[object, Cursor] = {}
+        #: Per shard, the subscriptions it confirmed this loop turn, caught up together.
+        self._confirmed: dict[int, list[tuple[str, asyncio.Future[None] | None]]] = {}
         self._pending: list[tuple[Cursor, int, BusRecord]] = []
         self._releasing: asyncio.Task[None] | None = None
         self._catching: asyncio.Future[None] | None = None
@@ -547,12 +574,7 @@ class ShardedBus:
         taken = self._catch_taken.get(channel)
         if taken is not None:
             taken.add(record.cursor)
-        if (
-            not self._pending
-            and not self._followed_at
-            and not self._filling
-            and self._shards_followed <= 1
-        ):
+        if not self._pending and not self._followed_at and not self._filling and self._shards_followed <= 1:
             # One shard, nothing waiting: its notices arrive in cursor order.
             self._deliver([record])
             return
@@ -595,37 +617,64 @@ class ShardedBus:
             del self._filling[token]
             self._kick()
 
-    async def caught_up(self, index: int, channel: str, waiter: asyncio.Future[None] | None) -> None:
-        """The shard confirmed a subscription: take what the channel got between the moment
-        it was followed and now (live notices begin only now), in its place in the order
-        (the merge holds everything after that moment meanwhile), then say it is ready."""
-        since = self._followed_at.get(channel)
-        try:
+    def confirmed(self, index: int, channel: str, waiter: asyncio.Future[None] | None) -> None:
+        """The shard confirmed a subscription: its catch-up goes with the others confirmed
+        this loop turn (one script call per shard)."""
+        batch = self._confirmed.get(index)
+        if batch is None:
+            batch = self._confirmed[index] = []
+            asyncio.get_running_loop().call_soon(self._catch_up_confirmed, index)
+        batch.append((channel, waiter))
+
+    def _catch_up_confirmed(self, index: int) -> None:
+        batch = self._confirmed.pop(index, None)
+        if batch:
+            self.spawn(self.caught_up(index, batch))
+
+    async def caught_up(self, index: int, batch: list[tuple[str, asyncio.Future[None] | None]]) -> None:
+        """Take what each confirmed channel got between the moment it was followed and now
+        (live notices begin only now), in its place in the order (the merge holds everything
+        after that moment meanwhile), then say it is ready."""
+        origin = parse_cursor(self._origins[index])
+        due: list[tuple[str, Cursor, Cursor]] = []  # channel, followed at, read from
+        for channel, _ in batch:
+            since = self._followed_at.get(channel)
             if since is not None and channel in self.interest:
-                # The shard's clock goes past the point followed from as the channel is read:
-                # every record it gets later comes after it (its own shard may have been
-                # behind this node's head, followed by no stream here).
                 # A shard whose lifetime began after that point holds nothing from before it.
-                origin = parse_cursor(self._origins[index])
-                start = origin if origin is not None and origin > since else since
-                replay = await self._shards[index].replay(channel, start, advance_ms=since.ms + 1)
+                due.append((channel, since, origin if origin is not None and origin > since else since))
+        try:
+            if due:
+                # The shard's clock goes past the points followed from as the channels are
+                # read: every record it gets later comes after them (the shard may have been
+                # behind this node's head, followed by no stream here).
+                advance = max(since for _, since, _ in due).ms + 1
+                replays = await self._shards[index].catch_up([(c, start) for c, _, start in due], advance)
                 replaced = self._check_origin(index)
-                taken = self._catch_taken.get(channel, set())
-                exact = replay.exact and channel in self.interest
-                for record in replay.records if exact else ():
-                    if record.cursor not in taken:
-                        self._take(index, channel, -1, record)  # -1: the next notice sets the sequence
-                if not replay.exact and not replaced and channel in self.interest:
-                    # Trimmed past the point followed from (or the shard lost its data):
-                    # its streams cannot be promised what it got meanwhile.
-                    log.warning("sharded_bus_catch_up_not_exact", channel=channel, since=str(since))
-                    self._channels_lost(frozenset({channel}))
+                for (channel, since, _), replay in zip(due, replays, strict=True):
+                    self._take_caught_up(index, channel, since, replay, replaced)
         except BusUnavailable:
-            log.warning("sharded_bus_catch_up_unavailable", channel=channel)
+            log.warning("sharded_bus_catch_up_unavailable", shard=index, channels=len(due))
         finally:
-            self._end_catch_up(channel)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            for channel, waiter in batch:
+                self._end_catch_up(channel)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+    def _take_caught_up(
+        self, index: int, channel: str, since: Cursor, replay: Replay, replaced: bool
+    ) -> None:
+        if channel not in self.interest:
+            return
+        if replay.exact:
+            taken = self._catch_taken.get(channel, set())
+            for record in replay.records:
+                if record.cursor not in taken:
+                    self._take(index, channel, -1, record)  # -1: the next notice sets the sequence
+        elif not replaced:
+            # Trimmed past the point followed from (or the shard lost its data): its
+            # streams cannot be promised what it got meanwhile.
+            log.warning("sharded_bus_catch_up_not_exact", channel=channel, since=str(since))
+            self._channels_lost(frozenset({channel}))
 
     def _end_catch_up(self, channel: str) -> None:
         self._followed_at.pop(channel, None)
