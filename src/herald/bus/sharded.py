@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import time
 from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
 from typing import Any
 
@@ -417,9 +418,22 @@ class ShardedBus:
         done, _ = await asyncio.wait([asyncio.shield(w) for w in waits], timeout=self._catch_up_seconds)
         if len(done) < len(waits):
             raise BusUnavailable("a shard did not confirm the subscription in time", retry_after=1)
-        # A node that followed none of these channels may have a head behind the shards':
-        # bring it to now, so a stream starting here starts now (not at a stale position).
-        await self._catch_head()
+        # A node whose head has not moved for a while (nothing delivered, the ticker's probe
+        # due) would start a stream at a stale position, and hand it what its channels got
+        # since: bring the head to now first. A head that moved lately is near enough (the
+        # catch-up gave the stream what came after it), and saves the probe per opening.
+        if (
+            time.time() * 1000 - self._head.ms > 1000 * self._tick_seconds
+            or self._head < self._newest_origin()
+        ):
+            await self._catch_head()
+        elif self._pending:
+            # What the catch-ups took goes out before the stream takes its position.
+            await self._reached(max(self._pending)[0])
+
+    def _newest_origin(self) -> Cursor:
+        """The latest start of a shard's lifetime: a head below it is from before it."""
+        return max((c for c in map(parse_cursor, self._origins) if c is not None), default=_ZERO)
 
     async def _catch_head(self) -> None:
         """Move :attr:`head` to the shards' clocks (one probe in flight, shared by callers)."""
