@@ -292,6 +292,16 @@ return reply
 """
 )
 
+#: The opening of the scripts that take KEYS: shard; ARGV: now, hint_ms, index: the
+#: shard's lifetime and clock (``clock``), started if it has none.
+_SHARD_CLOCK: Final = r"""
+local shard = KEYS[1]
+local now = now_ms(ARGV[1])
+local hint_ms, index = tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = shard_state(shard, now, hint_ms, index)
+if clock.err then return clock end
+"""
+
 #: Move the shard's clock to at least ``hint_ms`` (and now): every cursor it issues later
 #: is above ``hint_ms``-0. KEYS: shard. ARGV: now, hint_ms, index.
 #: Returns {origin, ms, clock ms, clock n}: the shard issues no cursor below ``ms``-0
@@ -301,12 +311,8 @@ return reply
 #: older snapshot.
 PROBE: Final = (
     _COMMON
+    + _SHARD_CLOCK
     + r"""
-local shard = KEYS[1]
-local now = now_ms(ARGV[1])
-local hint_ms, index = tonumber(ARGV[2]), tonumber(ARGV[3])
-local clock = shard_state(shard, now, hint_ms, index)
-if clock.err then return clock end
 local found_ms, found_n = clock[2], clock[3]
 local t = math.max(now, hint_ms)
 if t > clock[2] then
@@ -323,12 +329,8 @@ return {clock[1], string.format('%.0f', clock[2]), string.format('%.0f', found_m
 #: caller knew. Returns the shard's origin: a new one after ``hint_ms`` and the clock.
 REBIRTH: Final = (
     _COMMON
+    + _SHARD_CLOCK
     + r"""
-local shard = KEYS[1]
-local now = now_ms(ARGV[1])
-local hint_ms, index = tonumber(ARGV[2]), tonumber(ARGV[3])
-local clock = shard_state(shard, now, hint_ms, index)
-if clock.err then return clock end
 if clock[1] ~= ARGV[4] then return clock[1] end
 local ms = math.max(now, hint_ms + 1, clock[2] + 1)
 local origin = fmt(ms, 0)

@@ -151,12 +151,7 @@ class ShardLog:
                 origin,
                 self.index,
             ]
-            try:
-                reply = await self._replay(keys=keys, args=args)
-            except Exception as exc:
-                if is_unavailable(exc):
-                    raise unavailable("replaying a channel", exc) from exc
-                raise
+            reply = await self._run(self._replay, keys, args, "replaying a channel")
             if not reply[0]:
                 if len(reply) > 2:
                     self.origin = reply[2].decode()
@@ -187,12 +182,7 @@ class ShardLog:
         for channel, after in channels:
             keys += [k.log(channel), k.meta(channel)]
             args.append(str(after))
-        try:
-            reply = await self._catch_up(keys=keys, args=args)
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise unavailable("catching up channels", exc) from exc
-            raise
+        reply = await self._run(self._catch_up, keys, args, "catching up channels")
         self.origin = reply[0].decode()
         replays = []
         for (channel, _), answer in zip(channels, reply[1:], strict=True):
@@ -212,14 +202,10 @@ class ShardLog:
     async def probe(self, hint_ms: int) -> int:
         """Move the shard's clock to at least ``hint_ms``; the millisecond below which the
         shard has issued every cursor it ever will (for a watermark)."""
-        try:
-            origin, ms, found_ms, found_n = await self._probe(
-                keys=[self.keys.shard], args=[self._now_arg(), hint_ms, self.index]
-            )
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise unavailable("probing a shard", exc) from exc
-            raise
+        args = [self._now_arg(), hint_ms, self.index]
+        origin, ms, found_ms, found_n = await self._run(
+            self._probe, [self.keys.shard], args, "probing a shard"
+        )
         self.origin = origin.decode()
         n = int(found_n)
         self.issued = Cursor(int(found_ms), n * channel_scripts.MAX_SHARDS + self.index + 1 if n >= 0 else 0)
@@ -228,16 +214,20 @@ class ShardLog:
     async def rebirth(self, known_origin: str, hint_ms: int) -> str:
         """Start a new lifetime (the shard was restored from an older snapshot: some of
         what it issued is gone), unless another node already did; the shard's origin."""
-        try:
-            origin = await self._rebirth(
-                keys=[self.keys.shard], args=[self._now_arg(), hint_ms, self.index, known_origin]
-            )
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise unavailable("renewing a shard's lifetime", exc) from exc
-            raise
+        args = [self._now_arg(), hint_ms, self.index, known_origin]
+        origin = await self._run(self._rebirth, [self.keys.shard], args, "renewing a shard's lifetime")
         self.origin = origin.decode()
         return self.origin
+
+    @staticmethod
+    async def _run(script: Any, keys: list[Any], args: list[Any], what: str) -> Any:
+        """One script call; :class:`BusUnavailable` when the shard cannot be reached."""
+        try:
+            return await script(keys=keys, args=args)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise unavailable(what, exc) from exc
+            raise
 
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(int(self._clock() * 1000))

@@ -112,13 +112,7 @@ class _Subscriber:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.connected.clear()
-                self.pubsub = None
-                self.live.clear()
-                for pong in self._pongs:
-                    if not pong.done():
-                        pong.set_exception(BusUnavailable("a shard's subscriber is away", retry_after=1))
-                self._pongs.clear()
+                self._gone()
                 if self.bus.stopping:
                     return
                 if attempt == 0:
@@ -135,6 +129,11 @@ class _Subscriber:
             return
         log.warning("sharded_bus_subscriber_unanswering", shard=self.index)
         self.task.cancel()
+        self._gone()
+        self.task = asyncio.create_task(self.run(attempt=1), name=f"herald-shard-{self.index}-subscriber")
+
+    def _gone(self) -> None:
+        """The connection is lost: no subscription stands, no pong will come."""
         self.connected.clear()
         self.pubsub = None
         self.live.clear()
@@ -142,7 +141,6 @@ class _Subscriber:
             if not pong.done():
                 pong.set_exception(BusUnavailable("a shard's subscriber is away", retry_after=1))
         self._pongs.clear()
-        self.task = asyncio.create_task(self.run(attempt=1), name=f"herald-shard-{self.index}-subscriber")
 
     def wanted(self) -> list[str]:
         return list(self.bus.interest_on(self.index))
