@@ -138,6 +138,15 @@ local function save_clock(shard, clock)
   redis.call('HSET', shard, 'ms', clock[2], 'seq', clock[3])
 end
 
+-- Move the clock to ``t`` if it is behind: no cursor issued later is below ``t``-0.
+local function advance_clock(shard, clock, t)
+  if t > clock[2] then
+    clock[2] = t
+    clock[3] = -1
+    save_clock(shard, clock)
+  end
+end
+
 -- A channel's meta outlives its log (a day at least): a log that expired with its last
 -- entry leaves ``last`` behind, and everything up to it is gone. A channel without meta
 -- had nothing in this lifetime of the shard, or nothing for a day.
@@ -154,6 +163,17 @@ local function channel_floor(log, meta, origin, now, window_ms)
   local start = fmt(math.max(now - math.max(META_KEEP_MS, window_ms), 0), 0)
   if id_le(start, origin) then return origin end
   return start
+end
+
+-- A channel's records after ``after`` (at most ``count``) if D5 lets them be replayed
+-- exactly from there: {1, entries}; else {0, floor}. ``first``: the first page of a read
+-- applies the retention first.
+local function read_after(log, meta, origin, after, now, window_ms, max_events, count, first)
+  if not id_le(origin, after) then return {0, origin} end
+  if first then trim(log, meta, now, window_ms, max_events, 0) end
+  local floor = channel_floor(log, meta, origin, now, window_ms)
+  if not id_le(floor, after) then return {0, floor} end
+  return {1, redis.call('XRANGE', log, '(' .. after, '+', 'COUNT', count)}
 end
 
 """
@@ -244,11 +264,10 @@ local after, origin = ARGV[4], ARGV[6]
 local live_origin = redis.call('HGET', shard, 'origin')
 if not live_origin then return {0} end
 if origin ~= '' and origin ~= live_origin then return {0} end
-if not id_le(live_origin, after) then return {0, live_origin, live_origin} end
-if origin == '' then trim(log, meta, now, window_ms, max_events, 0) end
-local floor = channel_floor(log, meta, live_origin, now, window_ms)
-if not id_le(floor, after) then return {0, floor, live_origin} end
-return {1, live_origin, redis.call('XRANGE', log, '(' .. after, '+', 'COUNT', tonumber(ARGV[5]))}
+local count = tonumber(ARGV[5])
+local page = read_after(log, meta, live_origin, after, now, window_ms, max_events, count, origin == '')
+if page[1] == 0 then return {0, page[2], live_origin} end
+return {1, live_origin, page[2]}
 """
 )
 
@@ -268,25 +287,13 @@ local window_ms, max_events, count = tonumber(ARGV[2]), tonumber(ARGV[3]), tonum
 local index, advance = tonumber(ARGV[5]), tonumber(ARGV[6])
 local clock = shard_state(shard, now, advance, index)
 if clock.err then return clock end
-local t = math.max(now, advance)
-if t > clock[2] then redis.call('HSET', shard, 'ms', t, 'seq', -1) end
-local origin = clock[1]
-local reply = {origin}
+advance_clock(shard, clock, math.max(now, advance))
+local reply = {clock[1]}
 local n = 0
 for k = 2, #KEYS, 2 do
   n = n + 1
   local log, meta, after = KEYS[k], KEYS[k + 1], ARGV[6 + n]
-  if not id_le(origin, after) then
-    reply[#reply + 1] = {0, origin}
-  else
-    trim(log, meta, now, window_ms, max_events, 0)
-    local floor = channel_floor(log, meta, origin, now, window_ms)
-    if not id_le(floor, after) then
-      reply[#reply + 1] = {0, floor}
-    else
-      reply[#reply + 1] = {1, redis.call('XRANGE', log, '(' .. after, '+', 'COUNT', count)}
-    end
-  end
+  reply[#reply + 1] = read_after(log, meta, clock[1], after, now, window_ms, max_events, count, true)
 end
 return reply
 """
@@ -314,12 +321,7 @@ PROBE: Final = (
     + _SHARD_CLOCK
     + r"""
 local found_ms, found_n = clock[2], clock[3]
-local t = math.max(now, hint_ms)
-if t > clock[2] then
-  clock[2] = t
-  clock[3] = -1
-  save_clock(shard, clock)
-end
+advance_clock(shard, clock, math.max(now, hint_ms))
 return {clock[1], string.format('%.0f', clock[2]), string.format('%.0f', found_ms), found_n}
 """
 )
