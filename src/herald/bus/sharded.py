@@ -221,7 +221,7 @@ class _Subscriber:
 
 class _Readiness:
     """What :meth:`ShardedBus.follow` returns: the wait runs only if awaited, so a caller
-    that goes on without waiting (a live subscription change) drops nothing unawaited."""
+    that does not need it leaves no coroutine unawaited (the subscriptions go out anyway)."""
 
     __slots__ = ("_bus", "_down", "_waits")
 
@@ -297,6 +297,9 @@ class ShardedBus:
         self._appended = Cursor(0, 0)
         self._progress = Progress()
         self._origins: list[str] = ["" for _ in shards]
+        #: The same, as cursors (a lifetime starts at its origin), and the newest of them.
+        self._origin_cursors: list[Cursor | None] = [None for _ in shards]
+        self._newest_origin = _ZERO
         self.on_discontinuity: list[Callable[[str], None]] = []
         #: Called with the channels of a shard left out of the merge: their streams must go.
         self.on_channels_lost: list[Callable[[frozenset[str]], None]] = []
@@ -314,11 +317,9 @@ class ShardedBus:
     # --- life cycle
 
     async def start(self) -> None:
-        try:
-            marks = await asyncio.gather(*(shard.probe(0) for shard in self._shards))
-        except BusUnavailable:
-            raise
-        self._origins = [shard.origin for shard in self._shards]
+        marks = await asyncio.gather(*(shard.probe(0) for shard in self._shards))
+        for index, shard in enumerate(self._shards):
+            self._set_origin(index, shard.origin)
         self._head = Cursor(min(marks), 0)
         for index, connections in enumerate(self._connections):
             subscriber = _Subscriber(self, index, connections.subscriber())
@@ -378,33 +379,35 @@ class ShardedBus:
     def follow(self, channels: Collection[str]) -> Awaitable[None]:
         fresh = self.interest.add(channels)
         count = len(self._shards)
+        placed = {channel: shard_of(channel, count) for channel in channels}
         by_shard: dict[int, list[str]] = {}
         for channel in fresh:
-            by_shard.setdefault(shard_of(channel, count), []).append(channel)
-        waits: list[asyncio.Future[None]] = []
-        loop = asyncio.get_running_loop()
-        for channel in fresh:
+            by_shard.setdefault(placed[channel], []).append(channel)
             self._followed_at[channel] = self._head
             self._catch_taken[channel] = set()
             # What the channel had up to the head is before this node followed it: a late
             # notice of it (a shard whose clock was behind) must not go out below the head.
             self._last[channel] = (-1, self._head)
-            loop.call_later(2 * self._catch_up_seconds, self._give_up_catch_up, channel, self._head)
+        if fresh:
+            asyncio.get_running_loop().call_later(
+                2 * self._catch_up_seconds, self._give_up_catch_up, fresh, self._head
+            )
+        waits: list[asyncio.Future[None]] = []
         for index, names in by_shard.items():
             self._by_shard[index].update(names)
             if self._subscribers:
                 waits += self._subscribers[index].subscribe(names)
         self._shards_followed = sum(1 for names in self._by_shard if names)
         if self._subscribers:
-            for channel in channels:
-                subscriber = self._subscribers[shard_of(channel, count)]
+            for channel, index in placed.items():
+                subscriber = self._subscribers[index]
                 if channel not in subscriber.live:
                     waiter = subscriber.waiting.get(channel)
                     if waiter is not None and waiter not in waits:
                         waits.append(waiter)
         down = any(
             index in self._down or (self._subscribers and not self._subscribers[index].connected.is_set())
-            for index in {shard_of(channel, count) for channel in channels}
+            for index in set(placed.values())
         )
         return _Readiness(self, waits, down)
 
@@ -420,18 +423,11 @@ class ShardedBus:
         # due) would start a stream at a stale position, and hand it what its channels got
         # since: bring the head to now first. A head that moved lately is near enough (the
         # catch-up gave the stream what came after it), and saves the probe per opening.
-        if (
-            time.time() * 1000 - self._head.ms > 1000 * self._tick_seconds
-            or self._head < self._newest_origin()
-        ):
+        if time.time() * 1000 - self._head.ms > 1000 * self._tick_seconds or self._head < self._newest_origin:
             await self._catch_head()
         elif self._pending:
             # What the catch-ups took goes out before the stream takes its position.
             await self._reached(max(self._pending)[0])
-
-    def _newest_origin(self) -> Cursor:
-        """The latest start of a shard's lifetime: a head below it is from before it."""
-        return max((c for c in map(parse_cursor, self._origins) if c is not None), default=_ZERO)
 
     async def _catch_head(self) -> None:
         """Move :attr:`head` to the shards' clocks (one probe in flight, shared by callers)."""
@@ -613,8 +609,7 @@ class ShardedBus:
             except BusUnavailable:
                 replay = Replay(False)
             if not replay.exact:
-                log.error("sharded_bus_gap_unfillable", channel=channel, after=str(after))
-                self._discontinuity("records_trimmed_unread")
+                self._unfillable(channel, after)
                 return
             if channel not in self.interest:
                 return
@@ -628,6 +623,13 @@ class ShardedBus:
         finally:
             del self._filling[token]
             self._kick()
+
+    def _unfillable(self, channel: str, after: Cursor) -> None:
+        """The channel's missed records are gone (trimmed, or the shard is away): only the
+        streams that follow it can have missed them, and must be told."""
+        log.error("sharded_bus_gap_unfillable", channel=channel, after=str(after))
+        if channel in self.interest:
+            self._channels_lost(frozenset({channel}))
 
     def confirmed(self, index: int, channel: str, waiter: asyncio.Future[None] | None) -> None:
         """The shard confirmed a subscription: its catch-up goes with the others confirmed
@@ -647,7 +649,7 @@ class ShardedBus:
         """Take what each confirmed channel got between the moment it was followed and now
         (live notices begin only now), in its place in the order (the merge holds everything
         after that moment meanwhile), then say it is ready."""
-        origin = parse_cursor(self._origins[index])
+        origin = self._origin_cursors[index]
         due: list[tuple[str, Cursor, Cursor]] = []  # channel, followed at, read from
         for channel, _ in batch:
             since = self._followed_at.get(channel)
@@ -693,11 +695,12 @@ class ShardedBus:
         self._catch_taken.pop(channel, None)
         self._kick()
 
-    def _give_up_catch_up(self, channel: str, since: Cursor) -> None:
-        """A subscription the shard never confirmed must not hold the node's merge forever."""
-        if self._followed_at.get(channel) == since:
-            log.warning("sharded_bus_subscription_unconfirmed", channel=channel)
-            self._end_catch_up(channel)
+    def _give_up_catch_up(self, channels: list[str], since: Cursor) -> None:
+        """Subscriptions the shards never confirmed must not hold the node's merge forever."""
+        for channel in channels:
+            if self._followed_at.get(channel) == since:
+                log.warning("sharded_bus_subscription_unconfirmed", channel=channel)
+                self._end_catch_up(channel)
 
     def refill(self, index: int) -> None:
         """The shard's subscriber reconnected: take what its channels got meanwhile."""
@@ -715,7 +718,7 @@ class ShardedBus:
             except BusUnavailable:
                 return
             if not replay.exact:
-                self._discontinuity("records_trimmed_unread")
+                self._unfillable(channel, after)
                 return
             for record in replay.records:
                 last = self._last.get(channel)
@@ -899,7 +902,7 @@ class ShardedBus:
         origin = self._shards[index].origin
         if self._origins[index] and origin and origin != self._origins[index]:
             log.warning("sharded_bus_shard_replaced", shard=index, old=self._origins[index], origin=origin)
-            self._origins[index] = origin
+            self._set_origin(index, origin)
             # The shard lost what it held: only the streams of its channels may have missed
             # records. Their next notices start the new lifetime's sequences.
             channels = frozenset(self._by_shard[index])
@@ -910,8 +913,16 @@ class ShardedBus:
             self._channels_lost(channels)
             return True
         if origin:
-            self._origins[index] = origin
+            self._set_origin(index, origin)
         return False
+
+    def _set_origin(self, index: int, origin: str) -> None:
+        if origin == self._origins[index]:
+            return
+        self._origins[index] = origin
+        self._origin_cursors[index] = parse_cursor(origin)
+        # A head below the latest lifetime's start is from before it.
+        self._newest_origin = max((c for c in self._origin_cursors if c is not None), default=_ZERO)
 
     def _discontinuity(self, reason: str) -> None:
         for callback in tuple(self.on_discontinuity):
