@@ -12,7 +12,7 @@ import pytest
 from redis.exceptions import ResponseError
 
 from herald.bus.base import Append, AppendResult, BatchResult
-from herald.bus.channels import channel_of, shard_of
+from herald.bus.channels import channel_of
 from herald.bus.shard_log import ShardKeys, ShardLog, decode_notification
 from herald.cluster.redis_client import RedisConnections
 from herald.events.message import SSEMessage, build_message, encode_data
@@ -20,6 +20,7 @@ from herald.wire.cursor import Cursor
 from tests.contracts.conftest import FakeClock
 from tests.support.api import wait_until
 from tests.support.redis import RedisServer, running_redis
+from tests.support.shards import user_on
 
 ZERO = Cursor(0, 0)
 
@@ -61,14 +62,6 @@ def cursors(results: list[BatchResult]) -> list[Cursor]:
         assert isinstance(result, AppendResult), result
         out.append(result.cursor)
     return out
-
-
-def user_on(shard: int, count: int = 3) -> str:
-    """A user whose channel lives on ``shard`` of ``count``."""
-    while True:
-        user = f"u{secrets.token_hex(4)}"
-        if shard_of(f"user:{user}", count) == shard:
-            return user
 
 
 async def test_cursors_are_one_order_across_shards_and_never_collide(

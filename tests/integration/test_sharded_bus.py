@@ -19,6 +19,7 @@ from herald.cluster.redis_client import RedisConnections
 from herald.events.message import build_message, encode_data
 from herald.wire.cursor import Cursor
 from tests.support.redis import RedisServer, running_redis
+from tests.support.shards import user_on
 from tests.support.waiting import wait_until
 
 
@@ -86,13 +87,6 @@ async def test_a_channel_followed_now_is_caught_up_from_the_nodes_head(
     later = await append(writer, user, 2)
     await wait_until(lambda: len(seen) >= 2)
     assert [r.cursor for r in seen] == [after, later]
-
-
-def user_on(shard: int, count: int = 3) -> str:
-    while True:
-        user = f"u{secrets.token_hex(3)}"
-        if shard_of(f"user:{user}", count) == shard:
-            return user
 
 
 async def test_a_channel_on_a_shard_behind_the_nodes_head_gets_cursors_after_it(

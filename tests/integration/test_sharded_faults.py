@@ -12,22 +12,16 @@ from contextlib import ExitStack
 import pytest
 
 from herald.bus.channels import shard_of
-from tests.support.api import api_client, ids, unique, until_marker, wait_until
+from tests.support.api import api_client, ids, until_marker, wait_until
 from tests.support.gateway import running_gateway
 from tests.support.redis import RedisServer, running_redis
+from tests.support.shards import user_on
 from tests.support.sse import open_stream
 
 SHARDS = 3
 #: The shard killed: not the one holding the global channel.
 VICTIM = next(i for i in range(SHARDS) if i != shard_of("global", SHARDS))
 SURVIVOR = next(i for i in range(SHARDS) if i not in (VICTIM, shard_of("global", SHARDS)))
-
-
-def user_on(shard: int) -> str:
-    while True:
-        user = unique("u")
-        if shard_of(f"user:{user}", SHARDS) == shard:
-            return user
 
 
 @pytest.mark.parametrize("aof", [True, False], ids=["aof", "no-aof"])
@@ -48,7 +42,7 @@ async def test_a_killed_shard_touches_only_its_channels_streams(redis_server: Re
             "HERALD_COALESCE_INTERVAL_SECONDS": "0",
         }
         gateway = stack.enter_context(running_gateway(env))
-        lost_user, kept_user = user_on(VICTIM), user_on(SURVIVOR)
+        lost_user, kept_user = user_on(VICTIM, SHARDS), user_on(SURVIVOR, SHARDS)
         async with (
             api_client(gateway) as api,
             open_stream(gateway.url, token=gateway.token(lost_user)) as lost,
