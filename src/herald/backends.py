@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from herald.adapter import Adapter, load_mapping
 from herald.auth.stream_tokens import MemoryStreamTokenLeases, StreamTokenLeases
@@ -46,8 +46,10 @@ class Backends:
     bus: EventBus
     stream_token_leases: StreamTokenLeases
     connection_counter: ConnectionCounter
-    #: The Redis clients of this node, if it uses Redis; closed last on stop.
+    #: The Redis of node commands, if the node uses Redis.
     redis: RedisConnections | None = None
+    #: Every Redis client of this node (``redis``, the shards); closed last on stop.
+    closing: list[RedisConnections] = field(default_factory=list)
     #: Where to register for "listeners may have missed records" (the Redis bus only).
     bus_discontinuity: list[Callable[[str], None]] | None = None
     #: Where to register for "these channels' streams must close" (the sharded bus only).
@@ -60,21 +62,25 @@ def build_backends(settings: Settings, node: str, bus: EventBus | None = None) -
         return Backends(
             bus=bus or build_memory_bus(settings),
             stream_token_leases=MemoryStreamTokenLeases(),
-            connection_counter=build_presence_counter(settings, node, None)
+            connection_counter=build_presence_counter(settings, node, [])
             if settings.lifecycle_events != "off"
             else MemoryConnectionCounter(),
         )
     redis = RedisConnections(
         settings.redis_url, timeout=settings.redis_timeout_seconds, name=f"herald:{node}"
     )
+    # The bus's channels and each user's state (token leases, counts, presence) share the
+    # shards, placed alike: one Redis holds everything of one user (D28).
+    shards = shard_connections(settings, node)
     keys = Keyspace(settings.redis_prefix)
     backends = Backends(
-        bus=bus or build_redis_bus(settings, node),
-        stream_token_leases=RedisStreamTokenLeases(redis, keys),
-        connection_counter=build_presence_counter(settings, node, redis)
+        bus=bus or build_redis_bus(settings, shards),
+        stream_token_leases=RedisStreamTokenLeases(shards, keys),
+        connection_counter=build_presence_counter(settings, node, shards)
         if settings.lifecycle_events != "off"
-        else RedisConnectionCounter(redis, keys, lease_seconds=settings.connection_lease_seconds),
+        else RedisConnectionCounter(shards, keys, lease_seconds=settings.connection_lease_seconds),
         redis=redis,
+        closing=[*shards, redis],
     )
     if isinstance(backends.bus, ShardedBus):
         backends.bus_discontinuity = backends.bus.on_discontinuity
@@ -82,38 +88,50 @@ def build_backends(settings: Settings, node: str, bus: EventBus | None = None) -
     return backends
 
 
+def shard_connections(settings: Settings, node: str) -> list[RedisConnections]:
+    """``redis_shards``, or ``redis_url`` alone as one shard."""
+    return [
+        RedisConnections(url, timeout=settings.redis_timeout_seconds, name=f"herald:{node}:shard{index}")
+        for index, url in enumerate(settings.redis_shards or [settings.redis_url])
+    ]
+
+
 def build_presence_counter(
-    settings: Settings, node: str, bus_redis: RedisConnections | None
+    settings: Settings, node: str, shards: list[RedisConnections]
 ) -> RedisPresenceCounter:
-    """The per-user count with lifecycle events: in ``lifecycle_redis_url`` (default: the
-    bus's Redis, or ``redis_url`` with the memory bus), where the nodes decide together."""
-    url = settings.lifecycle_redis_url or settings.redis_url
-    owned: RedisConnections | None = None
-    if bus_redis is not None and url == bus_redis.url:
-        redis = bus_redis
-    else:
-        redis = owned = RedisConnections(
-            url, timeout=settings.redis_timeout_seconds, name=f"herald:{node}:lifecycle"
-        )
+    """The per-user count with lifecycle events, where the nodes decide together: in
+    ``lifecycle_redis_url`` when set, else over the bus's ``shards`` (with the memory bus,
+    none: ``redis_url``)."""
+    url = settings.lifecycle_redis_url or (None if shards else settings.redis_url)
+    owned: list[RedisConnections] = []
+    if url is not None:
+        shards = owned = [
+            RedisConnections(url, timeout=settings.redis_timeout_seconds, name=f"herald:{node}:lifecycle")
+        ]
     keys = Keyspace(settings.redis_prefix)
-    relay: KafkaLifecycleRelay | None = None
+    relays: list[KafkaLifecycleRelay] = []
     if settings.lifecycle_events == "kafka":
         bootstrap = settings.lifecycle_kafka_bootstrap or settings.kafka_bootstrap
         assert bootstrap is not None  # the settings refuse kafka without one
         stream = keys.lifecycle_outbox
-        relay = KafkaLifecycleRelay(
-            redis,
-            keys,
-            bootstrap=bootstrap,
-            topic=settings.lifecycle_kafka_topic,
-            node=node,
-            # A relay that dies is replaced when its lock lapses, as its leases do.
-            lock_seconds=settings.connection_lease_seconds,
-        )
+        # One relay per shard (each the leader of its own outbox): a user's announcements
+        # are all on one shard, so each user's stay in order in the topic.
+        relays = [
+            KafkaLifecycleRelay(
+                shard,
+                keys,
+                bootstrap=bootstrap,
+                topic=settings.lifecycle_kafka_topic,
+                node=node,
+                # A relay that dies is replaced when its lock lapses, as its leases do.
+                lock_seconds=settings.connection_lease_seconds,
+            )
+            for shard in shards
+        ]
     else:
         stream = settings.lifecycle_stream or keys.lifecycle
     return RedisPresenceCounter(
-        redis,
+        shards,
         keys,
         lease_seconds=settings.connection_lease_seconds,
         stream=stream,
@@ -121,7 +139,7 @@ def build_presence_counter(
         grace_seconds=settings.lifecycle_grace_seconds,
         sweep_seconds=settings.lifecycle_sweep_seconds,
         maxlen=settings.lifecycle_stream_maxlen,
-        relay=relay,
+        relays=relays,
         owned=owned,
     )
 
@@ -134,21 +152,15 @@ def build_memory_bus(settings: Settings) -> MemoryBus:
     )
 
 
-def build_redis_bus(settings: Settings, node: str) -> ShardedBus:
-    """The bus over ``redis_shards``, or over ``redis_url`` alone: one shard is the same
-    bus (D28). Leases, counts and node commands stay in ``redis_url`` (for now)."""
-    urls = settings.redis_shards or [settings.redis_url]
-    shards = [
-        RedisConnections(url, timeout=settings.redis_timeout_seconds, name=f"herald:{node}:shard{index}")
-        for index, url in enumerate(urls)
-    ]
+def build_redis_bus(settings: Settings, shards: list[RedisConnections]) -> ShardedBus:
+    """The bus over ``shards`` (:func:`shard_connections`): one shard is the same bus (D28).
+    The caller closes the connections."""
     return ShardedBus(
         shards,
         keys=ShardKeys(settings.redis_prefix),
         window_seconds=settings.replay_window_seconds,
         max_events_per_channel=settings.replay_max_events,
         idempotency_window_seconds=settings.idempotency_window_seconds,
-        owns_connections=True,
     )
 
 

@@ -60,7 +60,8 @@ class Settings(BaseSettings):
 
     # --- the event log
     #: ``memory``: one process. ``redis``: several nodes share the log (and the
-    #: stream-token leases and per-user connection counts) in ``redis_url``.
+    #: stream-token leases and per-user connection counts) in ``redis_shards``, or
+    #: ``redis_url`` as the one shard.
     bus: Literal["memory", "redis"] = "memory"
     replay_window_seconds: float = Field(300.0, gt=0)
     replay_max_events: int = Field(100_000, ge=1)
@@ -72,10 +73,13 @@ class Settings(BaseSettings):
     coalesce_interval_seconds: float = Field(1.0, ge=0, le=60)
 
     # --- Redis (the redis bus, and the Redis sources)
+    #: The Redis of node commands (and of the bus, when ``redis_shards`` is empty); the
+    #: first of ``redis_shards`` when those are given and this is not.
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: With the redis bus: standalone Redis primaries (``redis://a,redis://b,…``, at most 64)
-    #: over which the bus spreads its channels (docs/architecture.md, D28); each node reads
-    #: only the channels its streams follow. Empty: the single log in ``redis_url`` (D12).
+    #: over which the bus spreads its channels, and each user's leases and presence with
+    #: their channel (docs/architecture.md, D28); each node reads only the channels its
+    #: streams follow. Empty: ``redis_url`` is the one shard.
     #: The order is part of the data: keep it when adding shards (append at the end).
     redis_shards: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Every key lives under ``{prefix}:``; deployments sharing one Redis choose different ones.
@@ -145,7 +149,8 @@ class Settings(BaseSettings):
     #: Redis Stream), ``kafka`` (to a topic), or ``off``. Needs a Redis (``lifecycle_redis_url``),
     #: where the nodes decide each transition once, even with the memory bus.
     lifecycle_events: Literal["off", "redis", "kafka"] = "off"
-    #: The Redis of presence state and of the lifecycle stream; ``redis_url`` when unset.
+    #: The one Redis of presence state and of the lifecycle stream; when unset, the bus's
+    #: shards (each user's on the shard of their channel), or ``redis_url`` with the memory bus.
     lifecycle_redis_url: str | None = None
     #: The Redis Stream the events go to; ``{prefix}:lifecycle`` when unset (keep a
     #: ``{hash tag}`` shared with the prefix on a Redis Cluster).
@@ -256,6 +261,12 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("kafka_topics must name at least one topic")
         return value
+
+    @model_validator(mode="after")
+    def _commands_on_the_first_shard(self) -> Settings:
+        if self.redis_shards and "redis_url" not in self.model_fields_set:
+            object.__setattr__(self, "redis_url", self.redis_shards[0])  # frozen, still being built
+        return self
 
     @model_validator(mode="after")
     def _lifecycle_kafka_needs_bootstrap(self) -> Settings:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -13,7 +12,7 @@ from herald.bus.memory import MemoryBus
 from herald.bus.shard_log import ShardKeys
 from herald.bus.sharded import ShardedBus
 from herald.cluster.redis_client import RedisConnections
-from tests.support.redis import RedisServer, running_redis
+from tests.support.redis import RedisServer
 
 
 class FakeClock:
@@ -60,12 +59,6 @@ def sharded_factory(clock: FakeClock, closers: Closers, servers: list[RedisServe
         return bus
 
     return make
-
-
-@pytest.fixture(scope="session")
-def three_redis_servers() -> Iterator[list[RedisServer]]:
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(running_redis()) for _ in range(3)]
 
 
 @pytest.fixture

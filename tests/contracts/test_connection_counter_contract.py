@@ -14,25 +14,33 @@ from herald.cluster.redis_counting import RedisConnectionCounter
 from herald.lifecycle.redis_presence import RedisPresenceCounter
 
 
-@pytest.fixture(params=["memory", "redis", "redis-presence"])
+@pytest.fixture(params=["memory", "redis", "redis-presence", "shards", "shards-presence"])
 async def counter(request: pytest.FixtureRequest) -> AsyncIterator[ConnectionCounter]:
+    """The memory counter; the Redis ones over one Redis; and over three shards, where
+    each user's leases and presence live on the shard of their channel."""
     if request.param == "memory":
         counter: ConnectionCounter = MemoryConnectionCounter()
         await counter.start()
         yield counter
         await counter.stop()
         return
-    connections = RedisConnections(request.getfixturevalue("redis_server").url)
+    servers = (
+        [request.getfixturevalue("redis_server")]
+        if request.param.startswith("redis")
+        else request.getfixturevalue("three_redis_servers")
+    )
+    shards = [RedisConnections(server.url) for server in servers]
     keys = Keyspace(f"count-{secrets.token_hex(6)}")
     redis_counter: ConnectionCounter = (
-        RedisConnectionCounter(connections, keys)
-        if request.param == "redis"
-        else RedisPresenceCounter(connections, keys, stream=keys.lifecycle, node="n1")
+        RedisPresenceCounter(shards, keys, stream=keys.lifecycle, node="n1")
+        if request.param.endswith("presence")
+        else RedisConnectionCounter(shards, keys)
     )
     await redis_counter.start()
     yield redis_counter
     await redis_counter.stop()
-    await connections.aclose()
+    for connections in shards:
+        await connections.aclose()
 
 
 async def test_acquire_answers_the_count_including_the_new_connection(counter: ConnectionCounter) -> None:

@@ -22,6 +22,7 @@ from tests.support.cluster import cluster_env, running_cluster
 from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.kafka import KafkaBroker
 from tests.support.redis import RedisServer
+from tests.support.shards import user_on
 from tests.support.sse import Stream, open_stream
 
 LEASE = 1.0
@@ -48,10 +49,33 @@ def stream_key(env: dict[str, str]) -> str:
     return f"{{{env['HERALD_REDIS_PREFIX']}}}:lifecycle"
 
 
-def story(redis: RedisServer, env: dict[str, str], user: str) -> list[dict[str, Any]]:
-    with redis.client() as client:
-        entries = client.xrange(stream_key(env))
+def story(redis: RedisServer | list[RedisServer], env: dict[str, str], user: str) -> list[dict[str, Any]]:
+    """``user``'s announcements, from the stream of one Redis or of every shard."""
+    entries = []
+    for server in redis if isinstance(redis, list) else [redis]:
+        with server.client() as client:
+            entries += client.xrange(stream_key(env))
     return [e for e in (decode(i, f) for i, f in entries) if e["user_id"] == user]
+
+
+@pytest.fixture(params=["one-redis", "three-shards"])
+def placement(
+    request: pytest.FixtureRequest, redis_server: RedisServer
+) -> tuple[list[RedisServer], dict[str, str]]:
+    """Where presence lives: the one Redis of the bus, or three shards (each user's state on
+    the shard of their channel, each shard with its own stream and relay); and the env."""
+    if request.param == "one-redis":
+        return [redis_server], {}
+    shards: list[RedisServer] = request.getfixturevalue("three_redis_servers")
+    return shards, {"HERALD_REDIS_SHARDS": ",".join(s.url for s in shards)}
+
+
+def spread_users(servers: list[RedisServer], *names: str) -> list[str]:
+    """Fresh users, one per shard in turn."""
+    return [
+        user_on(i % len(servers), len(servers)) if len(servers) > 1 else unique(n)
+        for i, n in enumerate(names)
+    ]
 
 
 def steps(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
@@ -160,9 +184,11 @@ async def test_presence_during_the_grace(redis_server: RedisServer) -> None:
 
 
 async def test_the_users_of_a_node_killed_outright_are_declared_gone_in_bounded_time(
-    env: dict[str, str], redis_server: RedisServer
+    env: dict[str, str], placement: tuple[list[RedisServer], dict[str, str]]
 ) -> None:
-    lost, stays = unique("lost"), unique("stays")
+    redis_server, extra = placement
+    env = {**env, **extra}
+    lost, stays = spread_users(redis_server, "lost", "stays")
     with running_cluster(2, env) as (doomed, survivor):
         async with streaming(survivor, stays), streaming(doomed, lost):
             await wait_until(lambda: len(story(redis_server, env, lost)) == 1, what="opened")
@@ -223,7 +249,9 @@ class TopicReader:
 
 
 @pytest.fixture
-async def kafka_env(redis_server: RedisServer, kafka_broker: KafkaBroker) -> dict[str, str]:
+async def kafka_env(
+    redis_server: RedisServer, kafka_broker: KafkaBroker, placement: tuple[list[RedisServer], dict[str, str]]
+) -> dict[str, str]:
     topic = f"lifecycle-{secrets.token_hex(4)}"
     await kafka_broker.create_topics({topic: 3})
     return lifecycle_env(
@@ -231,16 +259,18 @@ async def kafka_env(redis_server: RedisServer, kafka_broker: KafkaBroker) -> dic
         HERALD_LIFECYCLE_EVENTS="kafka",
         HERALD_LIFECYCLE_KAFKA_BOOTSTRAP=kafka_broker.bootstrap,
         HERALD_LIFECYCLE_KAFKA_TOPIC=topic,
+        **placement[1],
     )
 
 
 async def test_lifecycle_events_reach_kafka_in_order_even_when_a_node_is_killed(
-    kafka_env: dict[str, str], kafka_broker: KafkaBroker
+    kafka_env: dict[str, str], kafka_broker: KafkaBroker, placement: tuple[list[RedisServer], dict[str, str]]
 ) -> None:
+    """Over three shards, one relay per shard hands its own users' announcements on."""
     reader = TopicReader(kafka_broker, kafka_env["HERALD_LIFECYCLE_KAFKA_TOPIC"])
     await reader.consumer.start()
     try:
-        lost, stays, passes = unique("lost"), unique("stays"), unique("passes")
+        lost, stays, passes = spread_users(placement[0], "lost", "stays", "passes")
         with running_cluster(2, kafka_env) as (doomed, survivor):
             async with streaming(survivor, passes):
                 pass

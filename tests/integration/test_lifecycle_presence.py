@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from herald.cluster.keys import Keyspace
+from herald.cluster.placement import user_shard
 from herald.cluster.redis_client import RedisConnections
 from herald.lifecycle.events import decode, gone_within
 from herald.lifecycle.redis_presence import RedisPresenceCounter
@@ -30,7 +31,9 @@ SWEEP = 0.05
 @dataclass
 class Nodes:
     keys: Keyspace
-    redis: RedisConnections
+    #: One Redis, or three shards (each user's state on the shard of their channel).
+    servers: list[RedisServer]
+    redis: list[RedisConnections]
     counters: dict[str, RedisPresenceCounter]
 
     def node(self, name: str, *, grace: float = GRACE) -> RedisPresenceCounter:
@@ -46,22 +49,35 @@ class Nodes:
             )
         return self.counters[name]
 
+    def server_of(self, user: str) -> RedisServer:
+        return self.servers[user_shard(user, len(self.servers))]
+
     async def events(self) -> list[dict[str, Any]]:
-        entries = await self.redis.commands.xrange(self.keys.lifecycle)
-        return [decode(entry_id, fields) for entry_id, fields in entries]
+        """Every shard's stream, shard after shard (a user's are all on one)."""
+        events = []
+        for redis in self.redis:
+            entries = await redis.commands.xrange(self.keys.lifecycle)
+            events += [decode(entry_id, fields) for entry_id, fields in entries]
+        return events
 
     async def story(self, user: str) -> list[tuple[str, str | None]]:
         return [(e["event"], e.get("reason")) for e in await self.events() if e["user_id"] == user]
 
 
-@pytest.fixture
-async def nodes(redis_server: RedisServer) -> AsyncIterator[Nodes]:
-    redis = RedisConnections(redis_server.url)
-    cluster = Nodes(Keyspace(f"life-{secrets.token_hex(6)}"), redis, {})
+@pytest.fixture(params=["one-redis", "three-shards"])
+async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[Nodes]:
+    servers: list[RedisServer] = (
+        [request.getfixturevalue("redis_server")]
+        if request.param == "one-redis"
+        else request.getfixturevalue("three_redis_servers")
+    )
+    redis = [RedisConnections(server.url) for server in servers]
+    cluster = Nodes(Keyspace(f"life-{secrets.token_hex(6)}"), servers, redis, {})
     yield cluster
     for counter in cluster.counters.values():
         await counter.stop()
-    await redis.aclose()
+    for connections in redis:
+        await connections.aclose()
 
 
 OPENED = ("connection.opened", None)
@@ -189,12 +205,10 @@ async def test_presence_answers_connected_since_and_grace(nodes: Nodes) -> None:
     assert (nobody.connected, nobody.online_since, nobody.grace_until) == (False, None, None)
 
 
-async def test_a_presence_redis_lost_is_announced_again_by_the_renewal(
-    nodes: Nodes, redis_server: RedisServer
-) -> None:
+async def test_a_presence_redis_lost_is_announced_again_by_the_renewal(nodes: Nodes) -> None:
     a = nodes.node("a")
     await a.acquire("u", "1")
-    with redis_server.client() as admin:
+    with nodes.server_of("u").client() as admin:
         admin.delete(nodes.keys.presence("u"))
     await a.renew()
     events = await nodes.events()
@@ -203,3 +217,27 @@ async def test_a_presence_redis_lost_is_announced_again_by_the_renewal(
         ("connection.opened", 1),
     ]
     assert (await a.presence("u")).online_since is not None
+
+
+async def test_each_users_state_lives_on_the_shard_of_their_channel(nodes: Nodes) -> None:
+    """Leases, presence and announcements of a user are on one Redis (the one of their
+    events); the renewal and the sweeper reach every shard."""
+    users = [f"u{i}" for i in range(30)]
+    a = nodes.node("a")
+    for user in users:
+        await a.acquire(user, "1")
+    await a.renew()
+    for user in users[:10]:
+        await a.release(user, "1", "client_gone")
+    await asyncio.sleep(GRACE)  # the grace is the behaviour under test: it must pass
+    assert await a.sweep() == 10
+    placed = {user: nodes.server_of(user) for user in users}
+    if len(nodes.servers) > 1:
+        assert len({server.url for server in placed.values()}) == len(nodes.servers), "users on every shard"
+    for server in nodes.servers:
+        with server.client() as admin:
+            here = {user for user in users if admin.exists(nodes.keys.connections(user))}
+            announced = {fields[b"user_id"].decode() for _, fields in admin.xrange(nodes.keys.lifecycle)}
+        expected = {user for user, home in placed.items() if home is server}
+        assert here == expected - set(users[:10])
+        assert announced == expected

@@ -89,7 +89,7 @@ async def test_a_release_during_a_renewal_is_not_undone(connections: RedisConnec
         await node.acquire(user, "lease")
     # Hold the renewal between its first and second batch.
     gate, batches = asyncio.Event(), 0
-    renew_batch = node._renew
+    renew_batch = node._renew[0]  # the one shard's renewal script
 
     async def paused(**kwargs: Any) -> Any:
         nonlocal batches
@@ -98,7 +98,7 @@ async def test_a_release_during_a_renewal_is_not_undone(connections: RedisConnec
             await gate.wait()
         return await renew_batch(**kwargs)
 
-    node._renew = paused  # type: ignore[assignment]
+    node._renew[0] = paused  # type: ignore[call-overload]
     renewal = asyncio.create_task(node.renew())
     await wait_until(lambda: batches == 2)
     releases = [asyncio.create_task(node.release(user, "lease")) for user in users[1000:]]

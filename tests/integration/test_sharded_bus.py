@@ -12,9 +12,9 @@ from contextlib import ExitStack
 import pytest
 
 from herald.bus.base import BusRecord
-from herald.bus.channels import shard_of
 from herald.bus.shard_log import ShardKeys
 from herald.bus.sharded import ShardedBus
+from herald.cluster.placement import shard_of
 from herald.cluster.redis_client import RedisConnections
 from herald.events.message import build_message, encode_data
 from herald.wire.cursor import Cursor

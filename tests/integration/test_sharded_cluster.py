@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from herald.bus.channels import shard_of
+from herald.cluster.placement import shard_of
 from tests.support.api import api_client, ids, unique, until_marker, wait_until
 from tests.support.cluster import running_cluster
 from tests.support.gateway import GatewayProcess

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from herald.bus.channels import shard_of
+from herald.cluster.placement import shard_of
 from tests.support.api import api_client, ids, until_marker, wait_until
 from tests.support.gateway import running_gateway
 from tests.support.redis import RedisServer, running_redis
@@ -67,6 +67,10 @@ async def test_a_killed_shard_touches_only_its_channels_streams(redis_server: Re
             # The lost shard's stream is closed; publishing to its user is refused meanwhile.
             await wait_until(lost.closed.is_set, timeout=15, what="the lost shard's stream closed")
             assert (await api.post_event(_event(lost_user), gateway.publisher_token)).status_code == 503
+            # A user's leases and count live on their own shard: the other shard's users
+            # still open streams while it is away.
+            async with open_stream(gateway.url, token=gateway.token(kept_user)) as second:
+                assert (await second.next()).event == "connection.established"
             print(f"\nshard killed: its streams closed {time.monotonic() - killed:.2f}s later")
 
             shards[VICTIM].start()

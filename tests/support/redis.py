@@ -165,3 +165,11 @@ def redis_server() -> Iterator[RedisServer]:
     or restart Redis start their own with :func:`running_redis`."""
     with running_redis() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def three_redis_servers() -> Iterator[list[RedisServer]]:
+    """Three Redis for the session, the shards of a sharded deployment; tests keep apart
+    by key prefix."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(running_redis()) for _ in range(3)]

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herald.bus.channels import GLOBAL_CHANNEL, channel_of, channels_followed, jump_hash, shard_of
+from herald.bus.channels import GLOBAL_CHANNEL, channel_of, channels_followed
 from herald.bus.interest import ChannelInterest
+from herald.cluster.placement import jump_hash, shard_of, user_shard
 from herald.events.message import build_message
 
 
@@ -63,7 +64,7 @@ def test_placement_is_the_same_in_every_process_and_release() -> None:
     where this one does; and a release must not move channels, so the placement of a
     few names is pinned."""
     names = ["user:alice", "session:s1", "novel:42", "global"]
-    code = f"from herald.bus.channels import shard_of; print([shard_of(c, 5) for c in {names!r}])"
+    code = f"from herald.cluster.placement import shard_of; print([shard_of(c, 5) for c in {names!r}])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str([shard_of(c, 5) for c in names])
     assert [shard_of(c, 5) for c in names] == [0, 0, 4, 3]
@@ -84,3 +85,10 @@ def test_a_channel_is_followed_while_one_stream_follows_it() -> None:
     assert "global" in interest
     assert interest.remove(["global", "user:b", "user:never"]) == ["global", "user:b"]
     assert len(interest) == 0
+
+
+def test_a_users_leases_and_presence_live_on_the_shard_of_their_channel() -> None:
+    """One Redis holds everything of one user: their events and their connection state."""
+    for user in ("alice", "bob", "u-42", "ü"):
+        for shards in (1, 3, 7):
+            assert user_shard(user, shards) == shard_of(f"user:{user}", shards)

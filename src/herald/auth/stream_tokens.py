@@ -52,11 +52,12 @@ class StreamToken:
 class StreamTokenLeases(Protocol):
     """Which stream tokens hold an open stream. Shared by every node in a cluster."""
 
-    async def acquire(self, token_id: str, token_expires_at: float) -> bool:
-        """Claim the token's one stream; ``False`` when it already holds one."""
+    async def acquire(self, user_id: str, token_id: str, token_expires_at: float) -> bool:
+        """Claim the one stream of ``user_id``'s token; ``False`` when it already holds one.
+        (The user places the lease where the user's other state is.)"""
         ...
 
-    async def release(self, token_id: str) -> None:
+    async def release(self, user_id: str, token_id: str) -> None:
         """Give the stream back (idempotent)."""
         ...
 
@@ -67,7 +68,7 @@ class MemoryStreamTokenLeases:
         self._expiry: list[tuple[float, str]] = []
         self._clock = clock
 
-    async def acquire(self, token_id: str, token_expires_at: float) -> bool:
+    async def acquire(self, user_id: str, token_id: str, token_expires_at: float) -> bool:
         # A lease outliving its token cannot be contended (the token no longer
         # verifies), so expired entries go; the table stays bounded by the
         # tokens minted in one lifetime.
@@ -83,7 +84,7 @@ class MemoryStreamTokenLeases:
         heapq.heappush(expiry, (token_expires_at, token_id))
         return True
 
-    async def release(self, token_id: str) -> None:
+    async def release(self, user_id: str, token_id: str) -> None:
         self._held.pop(token_id, None)
 
     def __len__(self) -> int:
@@ -158,7 +159,9 @@ class StreamTokens:
     async def acquire(self, principal: Principal) -> None:
         assert principal.stream_token_id is not None
         # The lease lasts as long as the token could be presented again.
-        if not await self.leases.acquire(principal.stream_token_id, self._clock() + self._ttl):
+        if not await self.leases.acquire(
+            principal.user_id, principal.stream_token_id, self._clock() + self._ttl
+        ):
             raise StreamTokenInUse(
                 "this stream token already holds an open stream; a token opens one stream at a time"
             )

@@ -7,16 +7,12 @@ goes to the one channel of its scope and key. Scope names are reserved
 (a resource type is never ``user``, ``session`` or ``global``), so two routing
 keys never name one channel.
 
-A channel lives on one shard of ``HERALD_REDIS_SHARDS``, chosen by jump
-consistent hashing (Lamping and Veach, 2014) of a 64-bit BLAKE2b digest of
-its name: the same on every node and in every release (Python's ``hash`` is
-salted per process), and adding a shard moves only the channels that go to
-the new shard, about one in ``n + 1``.
+A channel lives on one shard of ``HERALD_REDIS_SHARDS``, chosen by
+:func:`herald.cluster.placement.shard_of` of its name.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 from herald.events.message import SSEMessage
@@ -39,21 +35,3 @@ def channels_followed(user_id: str, session_id: str | None, subscriptions: Itera
     if session_id is not None:
         channels.add(f"{SESSION}:{session_id}")
     return frozenset(channels)
-
-
-def shard_of(channel: str, shards: int) -> int:
-    """The index, in ``range(shards)``, of the shard holding ``channel``."""
-    if shards < 1:
-        raise ValueError("there must be at least one shard")
-    digest = hashlib.blake2b(channel.encode(), digest_size=8).digest()
-    return jump_hash(int.from_bytes(digest, "big"), shards)
-
-
-def jump_hash(key: int, buckets: int) -> int:
-    """Jump consistent hash of a 64-bit ``key`` into ``range(buckets)``."""
-    bucket, jump = -1, 0
-    while jump < buckets:
-        bucket = jump
-        key = (key * 2862933555777941757 + 1) & 0xFFFFFFFFFFFFFFFF
-        jump = int((bucket + 1) * ((1 << 31) / ((key >> 33) + 1)))
-    return bucket

@@ -2,7 +2,7 @@
 channels its streams follow, in one cursor order (docs/architecture.md, D28).
 
 Writing
-    An event goes to its channel's shard (:func:`herald.bus.channels.shard_of`);
+    An event goes to its channel's shard (:func:`herald.cluster.placement.shard_of`);
     a batch is one script call per shard, all shards at once
     (:class:`herald.bus.shard_log.ShardLog`).
 
@@ -47,12 +47,13 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
-from herald.bus.channels import GLOBAL_CHANNEL, channel_of, shard_of
+from herald.bus.channels import GLOBAL_CHANNEL, channel_of
 from herald.bus.group_commit import GroupCommit
 from herald.bus.interest import ChannelInterest
 from herald.bus.listeners import Listeners, Progress
 from herald.bus.shard_log import ShardKeys, ShardLog, decode_notification
 from herald.cluster.backoff import reconnect_delay
+from herald.cluster.placement import shard_of
 from herald.cluster.redis_client import RedisConnections
 from herald.errors import BusUnavailable
 from herald.events.message import SSEMessage

@@ -11,17 +11,24 @@ them (restarted empty), so the count heals by itself.
 Renewal and release are serialised on this node: a release issued while a
 renewal is in flight waits for it, so a renewal can never resurrect a
 released lease.
+
+Given several Redis shards, each user's set lives on the shard of the user's
+own channel (:func:`herald.cluster.placement.user_shard`): the counts spread
+over the shards as the events do, and a renewal is one script per shard per
+500 users, the shards renewed together.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Final
 
 import structlog
 
 from herald.cluster.counting import Presence
 from herald.cluster.keys import Keyspace
+from herald.cluster.placement import user_shard
 from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
 
 log = structlog.get_logger("herald.cluster.counting")
@@ -71,23 +78,39 @@ return #KEYS
 _RENEW_BATCH: Final = 500
 
 
+def shard_list(redis: RedisConnections | Sequence[RedisConnections]) -> list[RedisConnections]:
+    """One Redis is a list of one shard."""
+    return [redis] if isinstance(redis, RedisConnections) else list(redis)
+
+
 class RedisConnectionCounter:
     """:class:`herald.cluster.counting.ConnectionCounter` shared through Redis."""
 
-    def __init__(self, redis: RedisConnections, keys: Keyspace, *, lease_seconds: float = 30.0) -> None:
-        commands = redis.commands
-        self._redis = commands
+    def __init__(
+        self,
+        redis: RedisConnections | Sequence[RedisConnections],
+        keys: Keyspace,
+        *,
+        lease_seconds: float = 30.0,
+    ) -> None:
+        """``redis``: one Redis, or the shards the users are spread over (in the bus's order)."""
+        self._shards = shard_list(redis)
+        if not self._shards:
+            raise ValueError("a connection counter needs at least one Redis")
         self._keys = keys
         self._lease_ms = int(lease_seconds * 1000)
-        self._acquire = commands.register_script(_ACQUIRE)
-        self._count = commands.register_script(_COUNT)
-        self._live = commands.register_script(_LEASES)
-        self._renew = commands.register_script(_RENEW)
+        self._acquire = [shard.commands.register_script(_ACQUIRE) for shard in self._shards]
+        self._count = [shard.commands.register_script(_COUNT) for shard in self._shards]
+        self._live = [shard.commands.register_script(_LEASES) for shard in self._shards]
+        self._renew = [shard.commands.register_script(_RENEW) for shard in self._shards]
         #: The leases this node holds (and renews), by user.
         self._leases: dict[str, set[str]] = {}
         self._lock = asyncio.Lock()
         self._renewer: asyncio.Task[None] | None = None
         self._stopping = False
+
+    def _shard(self, user_id: str) -> int:
+        return user_shard(user_id, len(self._shards))
 
     async def start(self) -> None:
         self._renewer = asyncio.create_task(self._run_renewer(), name="herald-connection-lease-renewer")
@@ -104,7 +127,7 @@ class RedisConnectionCounter:
     async def acquire(self, user_id: str, lease_id: str) -> int:
         self._leases.setdefault(user_id, set()).add(lease_id)
         try:
-            count = await self._acquire(
+            count = await self._acquire[self._shard(user_id)](
                 keys=[self._keys.connections(user_id)], args=[self._lease_ms, lease_id]
             )
         except Exception as exc:
@@ -129,11 +152,11 @@ class RedisConnectionCounter:
                 log.warning("connection_lease_release_failed", user_id=user_id, error=repr(exc))
 
     async def _release(self, user_id: str, lease_id: str, reason: str) -> None:
-        await self._redis.zrem(self._keys.connections(user_id), lease_id)
+        await self._shards[self._shard(user_id)].commands.zrem(self._keys.connections(user_id), lease_id)
 
     async def count(self, user_id: str) -> int:
         try:
-            count = await self._count(keys=[self._keys.connections(user_id)])
+            count = await self._count[self._shard(user_id)](keys=[self._keys.connections(user_id)])
         except Exception as exc:
             if is_unavailable(exc):
                 raise unavailable("counting the user's connections", exc) from exc
@@ -145,7 +168,7 @@ class RedisConnectionCounter:
 
     async def leases(self, user_id: str) -> list[str]:
         try:
-            leases = await self._live(keys=[self._keys.connections(user_id)])
+            leases = await self._live[self._shard(user_id)](keys=[self._keys.connections(user_id)])
         except Exception as exc:
             if is_unavailable(exc):
                 raise unavailable("listing the user's connections", exc) from exc
@@ -155,15 +178,28 @@ class RedisConnectionCounter:
     async def renew(self) -> None:
         """Extend every lease this node holds by ``lease_seconds`` from now."""
         async with self._lock:
-            users = [(user, sorted(leases)) for user, leases in self._leases.items()]
-            for start in range(0, len(users), _RENEW_BATCH):
-                await self._renew_batch(users[start : start + _RENEW_BATCH])
+            by_shard: dict[int, list[tuple[str, list[str]]]] = {}
+            for user, leases in self._leases.items():
+                by_shard.setdefault(self._shard(user), []).append((user, sorted(leases)))
+            # Every shard's renewal ends before the lock is let go, failed or not: a release
+            # must never run beside a renewal of its user.
+            outcomes = await asyncio.gather(
+                *(self._renew_shard(shard, users) for shard, users in by_shard.items()),
+                return_exceptions=True,
+            )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
-    async def _renew_batch(self, batch: list[tuple[str, list[str]]]) -> None:
+    async def _renew_shard(self, shard: int, users: list[tuple[str, list[str]]]) -> None:
+        for start in range(0, len(users), _RENEW_BATCH):
+            await self._renew_batch(shard, users[start : start + _RENEW_BATCH])
+
+    async def _renew_batch(self, shard: int, batch: list[tuple[str, list[str]]]) -> None:
         args: list[str | int] = [self._lease_ms]
         for _, leases in batch:
             args += [len(leases), *leases]
-        await self._renew(keys=[self._keys.connections(user) for user, _ in batch], args=args)
+        await self._renew[shard](keys=[self._keys.connections(user) for user, _ in batch], args=args)
 
     async def _run_renewer(self) -> None:
         interval = self._lease_ms / 3000

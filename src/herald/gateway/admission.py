@@ -213,7 +213,7 @@ class Admission:
     async def abandon(self, grant: StreamGrant) -> None:
         """Undo :meth:`admit_stream` for a stream that never opened."""
         if grant.principal.stream_token_id is not None:
-            await self._stream_tokens.leases.release(grant.principal.stream_token_id)
+            await self._stream_tokens.leases.release(grant.principal.user_id, grant.principal.stream_token_id)
         if grant.lease_id:
             await self._connection_counts.release(grant.principal.user_id, grant.lease_id, ABANDONED)
 

@@ -57,7 +57,7 @@ class Gateway:
         self.node = node_name()
         backends = build_backends(settings, self.node, bus)
         self.bus = backends.bus
-        self._redis = backends.redis
+        self._redis = backends.closing
         self.connection_counts = backends.connection_counter
         self.manager = ConnectionManager(
             self.bus,
@@ -128,9 +128,10 @@ class Gateway:
         await self.authorizer.aclose()
         await self.open_streams.settle()
         await self.connection_counts.stop()
-        for redis in (self._source_redis, self._redis):
-            if redis is not None:
-                await redis.aclose()
+        if self._source_redis is not None:
+            await self._source_redis.aclose()
+        for redis in self._redis:
+            await redis.aclose()
 
     # --- publishing (publishing.py)
 

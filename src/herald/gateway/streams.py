@@ -138,7 +138,7 @@ class OpenStreams:
     def release_stream_token(self, conn: Connection) -> None:
         token_id = self._stream_token_of.pop(conn.id, None)
         if token_id is not None:
-            self._in_background(self._stream_tokens.leases.release(token_id))
+            self._in_background(self._stream_tokens.leases.release(conn.user_id, token_id))
 
     def release_connection_lease(self, conn: Connection) -> None:
         lease = self._lease_of.pop(conn.id, None)

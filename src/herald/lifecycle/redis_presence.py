@@ -28,11 +28,20 @@ application's lifecycle stream, or the outbox the Kafka relay drains.
 Every key carries the deployment's hash tag, so each script's keys share
 one Redis Cluster slot; the sweeper reads the due users first and then
 names their keys to the script that settles them.
+
+Given several Redis shards, a user's leases and presence live on the shard
+of the user's channel (:func:`herald.cluster.placement.user_shard`), and
+each shard has its own sorted set of due users and its own ``stream``
+(the same key name on every shard): a user's transitions are all decided
+on one shard, so they stay in order, and the sweeper settles each shard
+apart. A consumer reads the stream of every shard (or the Kafka topic, to
+which one relay per shard hands them on).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
 import structlog
@@ -40,7 +49,7 @@ import structlog
 from herald.cluster.counting import Presence
 from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
-from herald.cluster.redis_counting import LUA_NOW, RedisConnectionCounter
+from herald.cluster.redis_counting import LUA_NOW, RedisConnectionCounter, shard_list
 from herald.lifecycle.events import NODE_LOST
 
 log = structlog.get_logger("herald.lifecycle")
@@ -207,7 +216,7 @@ class RedisPresenceCounter(RedisConnectionCounter):
 
     def __init__(
         self,
-        redis: RedisConnections,
+        redis: RedisConnections | Sequence[RedisConnections],
         keys: Keyspace,
         *,
         lease_seconds: float = 30.0,
@@ -216,13 +225,13 @@ class RedisPresenceCounter(RedisConnectionCounter):
         grace_seconds: float = 15.0,
         sweep_seconds: float = 1.0,
         maxlen: int = 100_000,
-        relay: Relay | None = None,
-        owned: RedisConnections | None = None,
+        relays: Sequence[Relay] = (),
+        owned: RedisConnections | Sequence[RedisConnections] = (),
     ) -> None:
-        """``stream``: where announcements go. ``relay``: started and stopped with the
-        counter. ``owned``: Redis connections this counter closes when it stops."""
+        """``redis``: one Redis, or the shards the users are spread over. ``stream``: where
+        announcements go, on each shard. ``relays``: started and stopped with the counter.
+        ``owned``: Redis connections this counter closes when it stops."""
         super().__init__(redis, keys, lease_seconds=lease_seconds)
-        commands = redis.commands
         self._stream = stream
         self._node = node
         self._grace_ms = int(grace_seconds * 1000)
@@ -233,14 +242,15 @@ class RedisPresenceCounter(RedisConnectionCounter):
         # every renewal: it only expires when no node serves the user and nobody swept
         # (lifecycle events turned off meanwhile).
         self._presence_ttl_ms = 3 * (self._lease_ms + self._grace_ms) + 60_000
-        self._p_acquire = commands.register_script(_ACQUIRE)
-        self._p_release = commands.register_script(_RELEASE)
-        self._p_renew = commands.register_script(_RENEW)
-        self._p_due = commands.register_script(_DUE)
-        self._p_settle = commands.register_script(_SETTLE)
-        self._p_presence = commands.register_script(_PRESENCE)
-        self._relay = relay
-        self._owned = owned
+        commands = [shard.commands for shard in self._shards]
+        self._p_acquire = [c.register_script(_ACQUIRE) for c in commands]
+        self._p_release = [c.register_script(_RELEASE) for c in commands]
+        self._p_renew = [c.register_script(_RENEW) for c in commands]
+        self._p_due = [c.register_script(_DUE) for c in commands]
+        self._p_settle = [c.register_script(_SETTLE) for c in commands]
+        self._p_presence = [c.register_script(_PRESENCE) for c in commands]
+        self._relays = list(relays)
+        self._owned = shard_list(owned)
         self._sweeper: asyncio.Task[None] | None = None
         #: Announcements this node made.
         self.opened_announced = 0
@@ -249,8 +259,8 @@ class RedisPresenceCounter(RedisConnectionCounter):
     async def start(self) -> None:
         await super().start()
         self._sweeper = asyncio.create_task(self._run_sweeper(), name="herald-lifecycle-sweeper")
-        if self._relay is not None:
-            await self._relay.start()
+        for relay in self._relays:
+            await relay.start()
 
     async def stop(self) -> None:
         await super().stop()
@@ -258,10 +268,10 @@ class RedisPresenceCounter(RedisConnectionCounter):
             self._sweeper.cancel()
             await asyncio.wait({self._sweeper}, timeout=5.0)
             self._sweeper = None
-        if self._relay is not None:
-            await self._relay.stop()
-        if self._owned is not None:
-            await self._owned.aclose()
+        for relay in self._relays:
+            await relay.stop()
+        for redis in self._owned:
+            await redis.aclose()
 
     # --- the count, with presence
 
@@ -269,7 +279,7 @@ class RedisPresenceCounter(RedisConnectionCounter):
         self._leases.setdefault(user_id, set()).add(lease_id)
         keys = self._keys
         try:
-            count, opened = await self._p_acquire(
+            count, opened = await self._p_acquire[self._shard(user_id)](
                 keys=[keys.connections(user_id), keys.presence(user_id), keys.presence_due, self._stream],
                 args=[self._lease_ms, lease_id, user_id, self._maxlen, self._node, self._presence_ttl_ms],
             )
@@ -282,22 +292,22 @@ class RedisPresenceCounter(RedisConnectionCounter):
 
     async def _release(self, user_id: str, lease_id: str, reason: str) -> None:
         keys = self._keys
-        await self._p_release(
+        await self._p_release[self._shard(user_id)](
             keys=[keys.connections(user_id), keys.presence(user_id), keys.presence_due],
             args=[lease_id, user_id, self._grace_ms, reason, self._presence_ttl_ms],
         )
 
-    async def _renew_batch(self, batch: list[tuple[str, list[str]]]) -> None:
+    async def _renew_batch(self, shard: int, batch: list[tuple[str, list[str]]]) -> None:
         keys: list[str] = [self._keys.presence_due, self._stream]
         args: list[str | int] = [self._lease_ms, self._maxlen, self._node, self._presence_ttl_ms]
         for user, leases in batch:
             keys += [self._keys.connections(user), self._keys.presence(user)]
             args += [user, len(leases), *leases]
-        await self._p_renew(keys=keys, args=args)
+        await self._p_renew[shard](keys=keys, args=args)
 
     async def presence(self, user_id: str) -> Presence:
         try:
-            count, since, empty = await self._p_presence(
+            count, since, empty = await self._p_presence[self._shard(user_id)](
                 keys=[self._keys.connections(user_id), self._keys.presence(user_id)]
             )
         except Exception as exc:
@@ -314,10 +324,20 @@ class RedisPresenceCounter(RedisConnectionCounter):
     # --- the sweeper
 
     async def sweep(self) -> int:
-        """Settle every user whose time has come; the ``connection.closed`` announced."""
+        """Settle every user whose time has come, on every shard; the ``connection.closed``
+        announced. A shard that fails is left to the next sweep, after the others."""
+        outcomes = await asyncio.gather(
+            *(self._sweep_shard(shard) for shard in range(len(self._shards))), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return sum(outcome for outcome in outcomes if isinstance(outcome, int))
+
+    async def _sweep_shard(self, shard: int) -> int:
         closed = 0
         while True:
-            due: list[Any] = await self._p_due(keys=[self._keys.presence_due], args=[_SWEEP_BATCH])
+            due: list[Any] = await self._p_due[shard](keys=[self._keys.presence_due], args=[_SWEEP_BATCH])
             if not due:
                 return closed
             users = [user.decode() if isinstance(user, bytes) else str(user) for user in due]
@@ -325,7 +345,9 @@ class RedisPresenceCounter(RedisConnectionCounter):
             for user in users:
                 keys += [self._keys.connections(user), self._keys.presence(user)]
             announced = int(
-                await self._p_settle(keys=keys, args=[self._grace_ms, self._maxlen, self._node, *users])
+                await self._p_settle[shard](
+                    keys=keys, args=[self._grace_ms, self._maxlen, self._node, *users]
+                )
             )
             closed += announced
             self.closed_announced += announced
