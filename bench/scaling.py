@@ -377,6 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-docs", action="store_true")
     p.add_argument("--report", metavar="JSON", help="run nothing: document an earlier run")
+    p.add_argument(
+        "--shard-scaling",
+        metavar="JSON",
+        help="the sharded bus's per-event costs (default: the newest bench.shard_scaling full run)",
+    )
+    p.add_argument(
+        "--peers", metavar="JSON", help="the publish path's costs (default: the newest bench.peers run)"
+    )
     args = p.parse_args(argv)
     if args.report:
         path = Path(args.report).resolve()
@@ -422,10 +430,32 @@ def main(argv: list[str] | None = None) -> int:
     measured = scaling_model.coefficients(doc)
     print(scaling_model.coefficients_text(measured))
     print(scaling_model.check_text(doc, measured))
+    costs = _shard_costs(args.shard_scaling, args.peers)
+    if costs is not None:
+        print(scaling_model.sharded_plan_markdown(measured, costs))
     if not args.no_docs:
         written = scaling_model.write_docs(doc, measured, path)
+        if costs is not None:
+            scaling_model.write_sharded_plan(measured, costs)
         log(f"wrote {written.relative_to(ROOT)}")
     return 0
+
+
+def _shard_costs(shard_path: str | None, peers_path: str | None) -> scaling_model.ShardCosts | None:
+    shard_file = Path(shard_path) if shard_path else _newest("*-shard-scaling-full.json")
+    peers_file = Path(peers_path) if peers_path else _newest("*-peers-*.json")
+    if shard_file is None or peers_file is None:
+        return None
+    peers = json.loads(peers_file.read_text())
+    if not any((r["server"], r["engine"]) == ("herald", "redis") for r in peers["results"]):
+        return None
+    source = f"`{shard_file.relative_to(ROOT)}`, `{peers_file.relative_to(ROOT)}`"
+    return scaling_model.shard_costs(json.loads(shard_file.read_text()), peers, source)
+
+
+def _newest(pattern: str) -> Path | None:
+    found = sorted(RESULTS.glob(pattern))
+    return found[-1] if found else None
 
 
 if __name__ == "__main__":

@@ -449,3 +449,161 @@ def write_docs(doc: dict[str, Any], k: Coefficients, json_path: Path) -> Path:
         text = f"{before}{start}\n{body}\n{end}{after}"
     DOC.write_text(text)
     return DOC
+
+
+# --- the sharded bus (D28): each process receives only what its own streams follow
+
+
+@dataclass(frozen=True)
+class ShardCosts:
+    """What the sharded bus costs per event, from ``bench.shard_scaling`` (and the publish
+    path from ``bench.peers``), measured after issue 12."""
+
+    source: str
+    #: A process's CPU per event its own streams receive (one stream each): the notice, the
+    #: merge across shards, the delivery; the worst over 1, 2 and 4 nodes on several shards.
+    receive_us: float
+    #: Redis CPU per event over the whole deployment (append, notice, probes), worst case.
+    redis_us_per_event: float
+    #: The publishing process's CPU per event: single HTTP publishes, and batches of 100.
+    ingest_single_us: float
+    ingest_batch_us: float
+    #: Redis memory per channel active within the window (its first listpack node, D28).
+    channel_bytes: float = 4.5 * 1024
+
+
+def shard_costs(shard_doc: dict[str, Any], peers_doc: dict[str, Any], source: str) -> ShardCosts:
+    sharded = [r for r in shard_doc["results"] if r["bus"] != "one redis"]
+    publish = next(
+        r["publish"]
+        for r in peers_doc["results"]
+        if (r["server"], r["engine"], r["cores"]) == ("herald", "redis", 1)
+    )
+    return ShardCosts(
+        source=source,
+        receive_us=max(r["node_cpu_us_per_own_event"] for r in sharded),
+        redis_us_per_event=max(sum(r["redis_cpu_us_per_event"]) for r in sharded),
+        ingest_single_us=publish["single"]["server_cpu_us_per_event"],
+        ingest_batch_us=publish["batch"]["server_cpu_us_per_event"],
+    )
+
+
+@dataclass(frozen=True)
+class ShardedSizing:
+    connections: int
+    events_per_s: float
+    deliveries_per_s: float
+    #: The events a process's own streams receive per second, and what receiving them costs.
+    received_per_process: float
+    processes: int
+    machines: int
+    memory_gib_per_machine: float
+    shards: int
+    redis_cores_per_shard: float
+    redis_memory_gib_per_shard: float
+    kafka_partitions: int
+    #: Cores the whole deployment spends: receiving, delivering, idle, ingest.
+    cores_receive: float
+    cores_deliver: float
+    cores_idle: float
+    cores_ingest: float
+    limit: str
+
+
+def size_sharded(
+    connections: int,
+    mix: Mix,
+    k: Coefficients,
+    s: ShardCosts,
+    *,
+    batched: bool = False,
+    cores_per_machine: int = 8,
+    target: float = 0.6,
+    redis_target: float = 0.6,
+    max_conns_per_process: int = 20_000,
+    window_seconds: float = 300.0,
+    kernel_kib_floor: float = 8.0,
+) -> ShardedSizing:
+    """Processes and shards for ``connections`` at ``mix`` on the sharded bus: a process
+    receives an event once if any of its streams follows the event's channel (a user's
+    events on one process, a resource's on up to ``resource_receivers``, the global ones
+    on every process), and every shard stays under ``redis_target`` of a core."""
+    events, global_events, deliveries = load(connections, mix)
+    ingest_us = s.ingest_batch_us if batched else s.ingest_single_us
+    # Receiving: the delivery inside ``receive_us`` is counted with the deliveries.
+    receive_us = max(0.0, s.receive_us - k.deliver_us)
+    scoped_receptions = connections * (mix.user_events + mix.resource_events * mix.resource_receivers)
+    spread = (
+        scoped_receptions * receive_us
+        + deliveries * k.deliver_us
+        + connections * k.idle_us_per_conn_s
+        + events * ingest_us
+    ) / 1e6
+    fixed = global_events * receive_us / 1e6  # every process receives every global event
+    by_cpu = math.ceil(spread / (target - fixed))
+    by_conns = math.ceil(connections / max_conns_per_process)
+    processes = max(by_cpu, by_conns)
+    machines = math.ceil(processes / cores_per_machine)
+    per_conn_kib = k.rss_kib_per_conn + max(k.kernel_kib_per_conn, kernel_kib_floor)
+    memory = (
+        processes / machines * (k.base_rss_mib * MiB + connections / processes * per_conn_kib * 1024)
+    ) / 2**30
+    redis_cores = (events * s.redis_us_per_event + connections * k.redis_idle_us_per_conn_s) / 1e6
+    shards = max(1, math.ceil(redis_cores / redis_target))
+    # Channels active within the window: every user's (an event every 20 s on average) and
+    # the resources' (one per user, as many as users at this mix), plus leases and presence.
+    channels = 2 * connections
+    redis_memory = (channels * s.channel_bytes + connections * k.redis_bytes_per_conn) / shards / 2**30
+    return ShardedSizing(
+        connections=connections,
+        events_per_s=events,
+        deliveries_per_s=deliveries,
+        received_per_process=scoped_receptions / processes + global_events,
+        processes=processes,
+        machines=machines,
+        memory_gib_per_machine=memory,
+        shards=shards,
+        redis_cores_per_shard=redis_cores / shards,
+        redis_memory_gib_per_shard=redis_memory,
+        kafka_partitions=max(12, math.ceil(events / 1000)),
+        cores_receive=(scoped_receptions + global_events * processes) * receive_us / 1e6,
+        cores_deliver=deliveries * k.deliver_us / 1e6,
+        cores_idle=connections * k.idle_us_per_conn_s / 1e6,
+        cores_ingest=events * ingest_us / 1e6,
+        limit="connections per process" if by_conns >= by_cpu else "CPU",
+    )
+
+
+def sharded_plan_markdown(k: Coefficients, s: ShardCosts, mix: Mix | None = None) -> str:
+    mix = mix or Mix()
+    lines = [
+        f"Per-event costs: {s.source}. A process receives {s.receive_us:.0f} µs per event its streams "
+        f"follow (delivery included); Redis {s.redis_us_per_event:.0f} µs per event over the shards; "
+        f"ingest {s.ingest_single_us:.0f} µs per single publish, {s.ingest_batch_us:.1f} µs per event "
+        "in batches of 100. Idle, delivery and memory per stream as measured above.",
+        "",
+        "| connections | publishing | events/s | deliveries/s | received per process /s | processes (cores) "
+        "| 8-core machines | memory per machine | Redis shards | Redis cores per shard | Redis memory per "
+        "shard | cores: receive / deliver / idle / ingest | limited by |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for connections in (100_000, 1_000_000):
+        for batched in (False, True):
+            z = size_sharded(connections, mix, k, s, batched=batched)
+            lines.append(
+                f"| {connections:,} | {'batches of 100' if batched else 'single'} | {_f(z.events_per_s)} | "
+                f"{_f(z.deliveries_per_s)} | {_f(z.received_per_process)} | {z.processes:,} | {z.machines} | "
+                f"{_f(z.memory_gib_per_machine, 2)} GiB | {z.shards} | {_f(z.redis_cores_per_shard, 2)} | "
+                f"{_f(z.redis_memory_gib_per_shard, 2)} GiB | {_f(z.cores_receive)} / "
+                f"{_f(z.cores_deliver)} / {_f(z.cores_idle)} / {_f(z.cores_ingest)} | {z.limit} |"
+            )
+    return "\n".join([*lines, ""])
+
+
+def write_sharded_plan(k: Coefficients, s: ShardCosts) -> Path:
+    text = DOC.read_text()
+    start, end = "<!-- scaling:sharded:start -->", "<!-- scaling:sharded:end -->"
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    DOC.write_text(f"{before}{start}\n{sharded_plan_markdown(k, s)}\n{end}{after}")
+    return DOC

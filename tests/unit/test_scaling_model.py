@@ -5,7 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from bench.scaling_model import Coefficients, Mix, load, read_us_at, shards_needed, size
+from bench.scaling_model import (
+    Coefficients,
+    Mix,
+    ShardCosts,
+    load,
+    read_us_at,
+    shards_needed,
+    size,
+    size_sharded,
+)
 
 K = Coefficients(
     nodes=4,
@@ -85,3 +94,43 @@ def test_processes_follow_cpu_or_connections_whichever_needs_more() -> None:
 def test_more_readers_cost_redis_more() -> None:
     cheap = dataclasses.replace(K, redis_read_us_per_reader=0.0)
     assert size(100_000, Mix(), cheap).redis_cores_per_shard < size(100_000, Mix(), K).redis_cores_per_shard
+
+
+S = ShardCosts(
+    source="test", receive_us=110.0, redis_us_per_event=100.0, ingest_single_us=140.0, ingest_batch_us=20.0
+)
+
+
+def test_on_the_sharded_bus_a_process_costs_what_its_own_streams_receive() -> None:
+    """No fixed per-process read term: ten times the users is ten times the processes,
+    each receiving the same."""
+    small = size_sharded(100_000, Mix(), K, S, max_conns_per_process=10**9)
+    large = size_sharded(1_000_000, Mix(), K, S, max_conns_per_process=10**9)
+    assert 10 * (small.processes - 1) < large.processes <= 10 * small.processes  # rounded up
+    for term in ("cores_deliver", "cores_idle", "cores_ingest"):
+        assert getattr(large, term) == pytest.approx(10 * getattr(small, term), rel=1e-3)
+    assert large.received_per_process == pytest.approx(
+        small.received_per_process * small.processes / large.processes * 10, rel=1e-3
+    )
+    # 100,000 users × 0.08 receptions/s each, at 100 µs beyond the delivery.
+    assert small.cores_receive == pytest.approx((100_000 * 0.08 + small.processes / 60) * 100e-6)
+
+
+def test_batches_cut_only_the_ingest_term() -> None:
+    single = size_sharded(1_000_000, Mix(), K, S)
+    batched = size_sharded(1_000_000, Mix(), K, S, batched=True)
+    assert batched.cores_ingest == pytest.approx(single.cores_ingest / 7)
+    assert (batched.cores_receive, batched.cores_deliver) == (single.cores_receive, single.cores_deliver)
+
+
+def test_shards_follow_redis_cpu_per_event() -> None:
+    z = size_sharded(1_000_000, Mix(), K, S)
+    redis_cores = (60_000 + 1 / 60) * 100e-6 + 1_000_000 * 1.2e-6
+    assert z.shards == -(-redis_cores // 0.6)
+    assert z.redis_cores_per_shard <= 0.6
+    assert z.redis_cores_per_shard == pytest.approx(redis_cores / z.shards)
+
+
+def test_connections_per_process_cap_the_processes_when_cpu_does_not() -> None:
+    z = size_sharded(1_000_000, Mix(), K, S, max_conns_per_process=20_000)
+    assert (z.processes, z.limit) == (50, "connections per process")
