@@ -8,7 +8,6 @@ bus records every ``append_many`` call, which shows they were offered together."
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -17,27 +16,11 @@ import pytest
 from herald.adapter import Adapter, default_mapping
 from herald.config import Settings
 from herald.gateway.publishing import Publishing
-from herald.sources.outbox import OutboxSource, create_table, enqueue
+from herald.sources.outbox import OutboxSource, enqueue
 from tests.integration.test_kafka_batches import BatchBus
 from tests.integration.test_outbox_source import progress, statuses
 from tests.support.api import wait_until
 from tests.support.postgres import PostgresServer
-
-
-@pytest.fixture
-async def db(postgres_server: PostgresServer) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(postgres_server.dsn)
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-async def table(db: asyncpg.Connection) -> str:
-    name = f"outbox_{secrets.token_hex(4)}"
-    await create_table(db, name)
-    return name
 
 
 @pytest.fixture

@@ -3,16 +3,14 @@ retention, concurrent pollers."""
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 
 from herald.adapter import Adapter, default_mapping
-from herald.sources.outbox import OutboxSource, create_table, enqueue
+from herald.sources.outbox import OutboxSource, enqueue
 from tests.support.api import wait_until
 from tests.support.postgres import PostgresServer
 from tests.support.recording_bus import SwitchableBus
@@ -22,23 +20,6 @@ ADAPTER = Adapter(default_mapping())
 
 def progress(n: int, user: str = "u1") -> dict[str, Any]:
     return {"user_id": user, "task_id": f"t{n}", "progress": n % 101}
-
-
-@pytest.fixture
-async def db(postgres_server: PostgresServer) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(postgres_server.dsn)
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-async def table(db: asyncpg.Connection) -> str:
-    name = f"outbox_{secrets.token_hex(4)}"
-    await create_table(db, name)
-    await create_table(db, name)  # idempotent
-    return name
 
 
 def outbox(
