@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import pytest
 
@@ -68,6 +69,51 @@ async def test_notices_lost_while_the_subscriber_was_cut_off_are_filled_in_order
     await wait_until(lambda: len(seen) == 40, timeout=10)
     assert [r.cursor for r in seen] == cursors, "every record once, in cursor order"
     assert [r.message.data["n"] for r in seen] == list(range(40))
+
+
+@dataclass(frozen=True, slots=True)
+class _Muted(ShardKeys):
+    """The same channels' keys, their notices sent where no node listens."""
+
+    @property
+    def notifications(self) -> str:
+        return f"{self.prefix}:muted:"
+
+
+async def test_a_gap_whose_records_were_trimmed_closes_only_that_channels_streams(
+    buses: tuple[ShardedBus, ShardedBus], servers: list[RedisServer]
+) -> None:
+    """Notices lost while the channel's history moved past them (trimmed by its
+    per-channel bound): the gap cannot be filled, so the streams of that channel are told
+    (``on_channels_lost``), never silently skipped; another channel goes on untouched."""
+    reader, writer = buses
+    lost: list[frozenset[str]] = []
+    reader.on_channels_lost.append(lost.append)
+    seen: list[BusRecord] = []
+    reader.subscribe(seen.append)
+    victim, bystander = f"u{secrets.token_hex(3)}", f"u{secrets.token_hex(3)}"
+    await reader.follow([f"user:{victim}", f"user:{bystander}"])
+    first = await append(writer, victim, 0)
+    await wait_until(lambda: [r.cursor for r in seen] == [first])
+    # Five records whose notices nobody gets, on a channel bounded to two.
+    silent = ShardedBus(
+        [RedisConnections(s.url) for s in servers],
+        keys=_Muted(reader.keys.prefix),
+        max_events_per_channel=2,
+        owns_connections=True,
+    )
+    await silent.start()
+    try:
+        for n in range(1, 6):
+            await append(silent, victim, n)
+    finally:
+        await silent.stop()
+    assert lost == []
+    await append(writer, victim, 6)  # its notice shows the gap
+    await wait_until(lambda: lost == [frozenset({f"user:{victim}"})], timeout=5)
+    other = await append(writer, bystander, 0)
+    await wait_until(lambda: seen[-1].cursor == other, timeout=5)
+    assert [r.message.data["n"] for r in seen if r.message.key == victim] == [0], "nothing skipped silently"
 
 
 async def test_a_channel_followed_now_is_caught_up_from_the_nodes_head(
