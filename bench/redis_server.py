@@ -22,9 +22,11 @@ HOST = "127.0.0.1"
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
+        """``args``: more redis-server options (``--cluster-enabled yes`` …)."""
         self.dir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
         self.port = free_port()
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -36,7 +38,7 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (scripts/install-system-deps.sh installs it)")
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-             "--maxmemory-policy", "noeviction", "--dir", str(self.dir)],
+             "--maxmemory-policy", "noeviction", "--dir", str(self.dir), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         with self.client() as client:
