@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import socket
 import subprocess
 import sys
 import time
@@ -31,7 +33,7 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from bench.common import ROOT, log, save_run
+from bench.common import ROOT, free_port, log, save_run
 from bench.redis_server import HOST, RedisServer
 
 RESULTS = ROOT / "bench" / "results"
@@ -39,12 +41,22 @@ PAYLOAD = b"x" * 300
 SCRIPT = "return redis.call('INCR', KEYS[1])"
 
 
+def cluster_port() -> int:
+    """A free port whose cluster-bus port (10,000 above: Redis refuses to start without it)
+    exists and is free too."""
+    while True:
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with contextlib.suppress(OSError), socket.socket() as sock:
+            sock.bind((HOST, port + 10_000))
+            return port
+
+
 def start_cluster(stack: ExitStack, nodes: int = 3) -> list[RedisServer]:
+    options = ("--cluster-enabled", "yes", "--cluster-node-timeout", "5000")
     servers = [
-        stack.enter_context(
-            _running(RedisServer("--cluster-enabled", "yes", "--cluster-node-timeout", "5000"))
-        )
-        for _ in range(nodes)
+        stack.enter_context(_running(RedisServer(*options, port=cluster_port()))) for _ in range(nodes)
     ]
     subprocess.run(
         ["redis-cli", "--cluster", "create", *(f"{HOST}:{s.port}" for s in servers),

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psutil
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bench.common import cpu_seconds, free_port
 
@@ -22,10 +24,10 @@ HOST = "127.0.0.1"
 
 
 class RedisServer:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, port: int | None = None) -> None:
         """``args``: more redis-server options (``--cluster-enabled yes`` …)."""
         self.dir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
-        self.port = free_port()
+        self.port = port or free_port()
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -46,11 +48,15 @@ class RedisServer:
                 with contextlib.suppress(redis.ConnectionError):
                     if client.ping():
                         return self
+                if self.proc.poll() is not None:
+                    break  # it refused to start: no point in waiting
                 time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        self.stop()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.port)
+        # No retries: a server that is not up yet answers at the next poll.
+        return redis.Redis(host=HOST, port=self.port, retry=Retry(NoBackoff(), 0))
 
     def cpu_seconds(self) -> float:
         if self.proc is None:
@@ -61,7 +67,8 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
+            if self.proc.poll() is None:
+                self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
