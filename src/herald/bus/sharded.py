@@ -54,7 +54,7 @@ from herald.bus.listeners import Listeners, Progress
 from herald.bus.shard_log import ShardKeys, ShardLog, decode_notification
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.placement import shard_of
-from herald.cluster.redis_client import RedisConnections
+from herald.cluster.redis_client import RedisConnections, is_unavailable
 from herald.errors import BusUnavailable
 from herald.events.message import SSEMessage
 from herald.wire.cursor import Cursor, parse_cursor
@@ -213,9 +213,12 @@ class _Subscriber:
         self._pongs.append(pong)
         try:
             await pubsub.ping()
-        except BaseException:
+        except BaseException as exc:
             if pong in self._pongs:
                 self._pongs.remove(pong)
+            if isinstance(exc, Exception) and is_unavailable(exc):
+                # The connection broke under the ping: the subscriber reconnects by itself.
+                raise BusUnavailable("a shard's subscriber is away", retry_after=1) from exc
             raise
         await pong
 
@@ -884,7 +887,11 @@ class ShardedBus:
             await asyncio.sleep(self._tick_seconds)
             if self._pending or self._releasing is not None:
                 continue
-            await self._catch_head()
+            try:
+                await self._catch_head()
+            except Exception:
+                # A ticker that died would leave idle streams' positions behind, silently.
+                log.exception("sharded_bus_tick_failed")
 
     def _deliver(self, records: list[BusRecord]) -> None:
         for record in records:
