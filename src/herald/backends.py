@@ -125,8 +125,9 @@ def build_presence_counter(
                 node=node,
                 # A relay that dies is replaced when its lock lapses, as its leases do.
                 lock_seconds=settings.connection_lease_seconds,
+                shard=index if len(shards) > 1 else None,
             )
-            for shard in shards
+            for index, shard in enumerate(shards)
         ]
     else:
         stream = settings.lifecycle_stream or keys.lifecycle

@@ -65,9 +65,17 @@ def test_decode(entry_id: bytes | str, fields: dict[bytes, bytes], expected: dic
 
 
 def test_a_kafka_record_is_keyed_by_user_and_carries_the_entry_id() -> None:
-    key, value = kafka_record(b"1767225661000-3", CLOSED_FIELDS)
-    assert key == b"bob"
+    key, value, event_id = kafka_record(b"1767225661000-3", CLOSED_FIELDS)
+    assert (key, event_id) == (b"bob", "1767225661000-3")
     assert orjson.loads(value) == decode(b"1767225661000-3", CLOSED_FIELDS)
+
+
+def test_with_several_shards_a_kafka_records_id_names_its_shard() -> None:
+    """Two shards' streams may issue one entry id; the records must not look like duplicates."""
+    ids = {kafka_record(b"1767225661000-0", CLOSED_FIELDS, shard)[2] for shard in (0, 1, 2)}
+    assert ids == {"1767225661000-0@0", "1767225661000-0@1", "1767225661000-0@2"}
+    _, value, event_id = kafka_record(b"1767225661000-0", CLOSED_FIELDS, 1)
+    assert orjson.loads(value)["id"] == event_id
 
 
 @pytest.mark.parametrize(

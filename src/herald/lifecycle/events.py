@@ -16,7 +16,8 @@ events"), whose id is the event's ``id``:
 
 Times are Redis's clock, milliseconds since the epoch. On Kafka the record's
 key is the user id and its value the same fields as a JSON object, numbers
-as numbers, plus ``id``.
+as numbers, plus ``id``: with several shards (each with its own stream, whose
+entry ids may coincide) the entry id and the shard, ``ms-seq@shard``.
 """
 
 from __future__ import annotations
@@ -47,11 +48,14 @@ def decode(entry_id: bytes | str, fields: Fields) -> dict[str, object]:
     return event
 
 
-def kafka_record(entry_id: bytes | str, fields: Fields) -> tuple[bytes, bytes]:
-    """The Kafka key (the user id: one user's events stay in one partition, in order)
-    and value of one announcement."""
+def kafka_record(entry_id: bytes | str, fields: Fields, shard: int | None = None) -> tuple[bytes, bytes, str]:
+    """The Kafka key (the user id: one user's events stay in one partition, in order),
+    value and ``id`` of one announcement; ``shard``: the stream's shard, when there are
+    several."""
     event = decode(entry_id, fields)
-    return str(event.get("user_id", "")).encode(), orjson.dumps(event)
+    event_id = _text(entry_id) if shard is None else f"{_text(entry_id)}@{shard}"
+    event["id"] = event_id
+    return str(event.get("user_id", "")).encode(), orjson.dumps(event), event_id
 
 
 def gone_within(*, lease_seconds: float, grace_seconds: float, sweep_seconds: float) -> float:

@@ -80,7 +80,11 @@ class KafkaLifecycleRelay:
         lock_seconds: float = 10.0,
         block_seconds: float = 1.0,
         batch: int = 500,
+        shard: int | None = None,
     ) -> None:
+        """``shard``: which shard's outbox this relays, when there are several (each has one
+        relay; the records' ids then name the shard, entry ids being unique per shard only)."""
+        self._shard = shard
         self._connections = redis
         self._commands = redis.commands
         self._keys = keys
@@ -169,9 +173,11 @@ class KafkaLifecycleRelay:
         producer = await self._producer_started()
         sent = []
         for entry_id, fields in entries:
-            key, value = kafka_record(entry_id, fields)
+            key, value, event_id = kafka_record(entry_id, fields, self._shard)
             sent.append(
-                await producer.send(self.topic, value, key=key, headers=[("herald-event-id", entry_id)])
+                await producer.send(
+                    self.topic, value, key=key, headers=[("herald-event-id", event_id.encode())]
+                )
             )
         await asyncio.gather(*sent)
         last_id = entries[-1][0]
