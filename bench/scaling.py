@@ -443,19 +443,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _shard_costs(shard_path: str | None, peers_path: str | None) -> scaling_model.ShardCosts | None:
     shard_file = Path(shard_path) if shard_path else _newest("*-shard-scaling-full.json")
-    peers_file = Path(peers_path) if peers_path else _newest("*-peers-*.json")
+    peers_file = Path(peers_path) if peers_path else _newest("*-peers-*.json", _publishes_on_redis)
     if shard_file is None or peers_file is None:
         return None
     peers = json.loads(peers_file.read_text())
-    if not any((r["server"], r["engine"]) == ("herald", "redis") for r in peers["results"]):
+    if not _publishes_on_redis(peers):
         return None
     source = f"`{shard_file.relative_to(ROOT)}`, `{peers_file.relative_to(ROOT)}`"
     return scaling_model.shard_costs(json.loads(shard_file.read_text()), peers, source)
 
 
-def _newest(pattern: str) -> Path | None:
-    found = sorted(RESULTS.glob(pattern))
-    return found[-1] if found else None
+def _newest(pattern: str, wanted: Any = None) -> Path | None:
+    """The newest result matching ``pattern`` (and, given ``wanted``, whose JSON it accepts)."""
+    for path in sorted(RESULTS.glob(pattern), reverse=True):
+        if wanted is None or wanted(json.loads(path.read_text())):
+            return path
+    return None
+
+
+def _publishes_on_redis(peers: dict[str, Any]) -> bool:
+    """A peers run that measured Herald's publishing on one worker of the Redis bus."""
+    return any(
+        (r["server"], r["engine"], r["cores"]) == ("herald", "redis", 1) and "publish" in r
+        for r in peers.get("results", [])
+    )
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@ and a channel followed only now is caught up from the node's head."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -169,3 +171,40 @@ async def test_a_channel_on_a_shard_behind_the_nodes_head_gets_cursors_after_it(
     finally:
         for each in (reader, writer, hurried):
             await each.stop()
+
+
+async def test_a_reconnect_storm_reads_each_channel_once_and_every_replay_is_whole(
+    buses: tuple[ShardedBus, ShardedBus],
+) -> None:
+    """200 streams come back at once with one cursor: one read of the channel from Redis,
+    the rest served from its tail, sharing the records; appends racing the storm are in
+    every later replay, exactly as Redis holds them."""
+    reader, writer = buses
+    channel = "global"
+    before = (await writer.append(*_broadcast(0))).cursor
+    missed = [(await writer.append(*_broadcast(n))).cursor for n in range(1, 31)]
+    await reader.follow([channel])
+    reads = reader.replay_reads
+    storm = await asyncio.gather(*(reader.replay(before, [channel]) for _ in range(200)))
+    assert reader.replay_reads - reads == 1
+    assert all(r.exact and [x.cursor for x in r.records] == missed for r in storm)
+    assert all(r.records[0] is storm[0].records[0] for r in storm), "one record object, one frame"
+
+    async def appending() -> list[Cursor]:
+        return [(await writer.append(*_broadcast(n))).cursor for n in range(31, 61)]
+
+    async def replaying() -> None:
+        for _ in range(30):
+            await reader.replay(missed[-1], [channel])
+
+    late, _ = await asyncio.gather(appending(), replaying())
+    await wait_until(lambda: reader.head >= late[-1], timeout=5)
+    cached = await reader.replay(before, [channel])
+    truth = await reader._shards[shard_of(channel, 3)].replay(channel, before)
+    assert [r.cursor for r in cached.records] == [r.cursor for r in truth.records] == missed + late
+    assert reader.replay_reads - reads == 1, "all of it from the tail"
+
+
+def _broadcast(n: int) -> tuple[Any, bytes]:
+    message = build_message(event="system.notice", scope="global", key=None, data={"n": n})
+    return message, encode_data(message, 65536)

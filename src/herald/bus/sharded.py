@@ -52,6 +52,7 @@ from herald.bus.group_commit import GroupCommit
 from herald.bus.interest import ChannelInterest
 from herald.bus.listeners import Listeners, Progress
 from herald.bus.shard_log import ShardKeys, ShardLog, decode_notification
+from herald.bus.tails import ChannelTails
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.placement import shard_of
 from herald.cluster.redis_client import RedisConnections, is_unavailable
@@ -310,6 +311,16 @@ class ShardedBus:
         self._shard_grace_seconds = shard_grace_seconds
         self._failing_since: dict[int, float] = {}
         self._down: set[int] = set()
+        #: Recent records of followed channels, and the reads of them from Redis in flight:
+        #: a reconnect storm reads each channel once, and its streams share the records.
+        self.tails = ChannelTails(
+            window_seconds=window_seconds,
+            max_events_per_channel=max_events_per_channel,
+            clock=clock or time.time,
+        )
+        self._reads: dict[tuple[str, Cursor], asyncio.Future[Replay]] = {}
+        #: Channel reads sent to Redis for replays.
+        self.replay_reads = 0
         #: Per shard, the newest cursor its notices brought: it has passed everything before.
         self._seen: dict[int, Cursor] = {}
         #: Per shard, the newest cursor it is known to have issued in its lifetime (notices
@@ -355,6 +366,7 @@ class ShardedBus:
             for connections in self._connections:
                 await connections.aclose()
         self._listeners.clear()
+        self.tails.clear()
 
     def healthy(self) -> bool:
         """Every shard's subscriber connected, and no shard failing to answer its probes."""
@@ -474,6 +486,7 @@ class ShardedBus:
             self._last.pop(channel, None)
             self._followed_at.pop(channel, None)
             self._catch_taken.pop(channel, None)
+        self.tails.drop(gone)
         for index, names in by_shard.items():
             self._by_shard[index].difference_update(names)
             if self._subscribers:
@@ -529,10 +542,7 @@ class ShardedBus:
             await self._catch_head()
             await self._reached(after)
         followed = list(channels) if channels is not None else sorted(self.interest_all())
-        count = len(self._shards)
-        replays = await asyncio.gather(
-            *(self._shards[shard_of(channel, count)].replay(channel, after) for channel in followed)
-        )
+        replays = await asyncio.gather(*(self._replay_channel(channel, after) for channel in followed))
         if not all(r.exact for r in replays):
             floors = [r.floor for r in replays if not r.exact and r.floor is not None]
             return Replay(False, floor=max(floors) if floors else None)
@@ -543,6 +553,35 @@ class ShardedBus:
         if after > head:
             return Replay(False)
         return Replay(True, [r for r in records if r.cursor <= head])
+
+    async def _replay_channel(self, channel: str, after: Cursor) -> Replay:
+        """From the channel's tail when it holds everything after ``after``; else one read
+        from Redis, shared by every replay asking the same meanwhile, whose records the tail
+        keeps if the channel is followed."""
+        cached = self.tails.read(channel, after)
+        if cached is not None:
+            return Replay(True, cached)
+        key = (channel, after)
+        read = self._reads.get(key)
+        if read is None:
+            if channel in self.interest:
+                self.tails.collect(channel)  # before the read is sent: nothing falls between
+            read = asyncio.ensure_future(
+                self._shards[shard_of(channel, len(self._shards))].replay(channel, after)
+            )
+            self._reads[key] = read
+            self.replay_reads += 1
+
+            def done(finished: asyncio.Future[Replay]) -> None:
+                self._reads.pop(key, None)
+                if finished.cancelled() or finished.exception() is not None:
+                    return
+                replay = finished.result()
+                if replay.exact and channel in self.interest:
+                    self.tails.found(channel, after, replay.records)
+
+            read.add_done_callback(done)
+        return await asyncio.shield(read)
 
     def interest_all(self) -> set[str]:
         out: set[str] = set()
@@ -863,6 +902,7 @@ class ShardedBus:
         """The streams following ``channels`` cannot be promised their records: they must go
         (and learn, on their return, whether anything was lost). Without anyone to tell, the
         whole node is told (``on_discontinuity``)."""
+        self.tails.drop(channels)
         if not self.on_channels_lost:
             self._discontinuity(LOG_REPLACED)
             return
@@ -894,9 +934,12 @@ class ShardedBus:
                 log.exception("sharded_bus_tick_failed")
 
     def _deliver(self, records: list[BusRecord]) -> None:
+        tails = self.tails if self.tails.active else None
         for record in records:
             if record.cursor > self._head:
                 self._head = record.cursor
+            if tails is not None:
+                tails.delivered(channel_of(record.message), record)
             self._listeners.deliver(record)
         if records:
             self._signal()
@@ -933,6 +976,7 @@ class ShardedBus:
         self._newest_origin = max((c for c in self._origin_cursors if c is not None), default=_ZERO)
 
     def _discontinuity(self, reason: str) -> None:
+        self.tails.clear()
         for callback in tuple(self.on_discontinuity):
             try:
                 callback(reason)
