@@ -17,6 +17,7 @@ from herald.cluster.redis_counting import RedisConnectionCounter
 from tests.support.api import Api, api_client, ids, unique, until_marker, wait_until
 from tests.support.cluster import cluster_env, running_cluster
 from tests.support.gateway import GatewayProcess
+from tests.support.metrics import scrape
 from tests.support.redis import RedisServer, running_redis
 from tests.support.sse import StreamRefused, open_stream
 
@@ -137,6 +138,40 @@ async def test_health_reports_the_redis_bus(apis: list[Api]) -> None:
         health = await api.health()
         assert health["status"] == "ok"
         assert health["bus"] == {"backend": "redis", "healthy": True}
+
+
+async def test_replays_on_a_node_that_follows_the_channels_come_from_its_tails(
+    nodes: list[GatewayProcess], apis: list[Api]
+) -> None:
+    """Streams coming back with one cursor to a node that follows their channels: the
+    first replay reads each channel from Redis, the others are served from memory, and all
+    get exactly what they missed."""
+    user = unique("u")
+    node, api = nodes[0], apis[0]
+
+    async def reads() -> tuple[float, float]:
+        samples = await scrape(api.client)
+
+        def read(source: str) -> float:
+            return samples.get(("herald_replay_channel_reads_total", (("source", source),)), 0.0)
+
+        return read("tail"), read("redis")
+
+    async with open_stream(node.url, token=node.token(user)) as live:
+        await live.next()
+        cursor = await api.publish("task.created", "user", user, {"n": 0})
+        missed = [await api.publish("task.created", "user", user, {"n": n}) for n in range(1, 4)]
+        await live.until(lambda e: e.id == missed[-1])
+        tail_before, redis_before = await reads()
+        for _ in range(5):
+            async with open_stream(node.url, token=node.token(user), last_event_id=cursor) as again:
+                assert (await again.next()).json()["recovered"] is True
+                got = await again.until(lambda e: e.id == missed[-1])
+                assert [e.id for e in got if e.event == "task.created"] == missed
+        tail_after, redis_after = await reads()
+    channels = redis_after - redis_before  # the first replay's: its user and the global channel
+    assert 1 <= channels <= 3
+    assert tail_after - tail_before == 4 * channels
 
 
 async def test_a_killed_nodes_connections_stop_counting_and_closed_ones_count_once(

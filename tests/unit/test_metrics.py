@@ -29,6 +29,7 @@ def test_the_collector_exposes_readings_with_bounded_labels() -> None:
         coalesced=[0, 6, 0],
         replay_hits=1,
         replay_misses={"stale": 2},
+        replay_reads={"tail": 199, "redis": 1},
         write_latency=latency,
         sources={"kafka": {"received": 9, "published": 8, "lag": 3, "partitions": 2}},
         source_lag={"kafka": 3.0},
@@ -49,6 +50,7 @@ def test_the_collector_exposes_readings_with_bounded_labels() -> None:
     assert samples[("herald_replays_total", (("outcome", "stale"),))] == 2
     assert samples[("herald_replays_total", (("outcome", "malformed"),))] == 0
     assert samples[("herald_publish_to_write_seconds_bucket", (("le", "0.1"),))] == 1
+    assert samples[("herald_replay_channel_reads_total", (("source", "tail"),))] == 199
     assert samples[("herald_source_messages_total", (("outcome", "published"), ("source", "kafka")))] == 8
     # a source's other numbers are not counters of messages
     assert ("herald_source_messages_total", (("outcome", "lag"), ("source", "kafka"))) not in samples

@@ -96,6 +96,7 @@ class NodeHealth:
             replay_hits=stats.replay_hits,
             replay_misses=dict(stats.replay_miss_reasons),
             replay_sizes=stats.replay_sizes,
+            replay_reads=_replay_reads(self._bus),
             write_latency=stats.write_latency,
             subscriptions_added=stats.subscriptions_added,
             subscriptions_removed=stats.subscriptions_removed,
@@ -105,6 +106,14 @@ class NodeHealth:
             backends=self._backends_up(),
             accepting=manager.accepting,
         )
+
+
+def _replay_reads(bus: EventBus) -> dict[str, int]:
+    """Where the Redis bus read its replays' channels from (nothing for the memory bus)."""
+    tails, reads = getattr(bus, "tails", None), getattr(bus, "replay_reads", None)
+    if tails is None or not isinstance(reads, int):
+        return {}
+    return {"tail": int(tails.hits), "redis": reads}
 
 
 def _source_up(source: object) -> bool | None:

@@ -81,6 +81,8 @@ class Readings:
     replay_hits: int = 0
     replay_misses: Mapping[str, int] = field(default_factory=dict)
     replay_sizes: Histogram | None = None
+    #: The Redis bus: channel reads for replays, from a channel's tail or from Redis.
+    replay_reads: Mapping[str, int] = field(default_factory=dict)
     write_latency: Histogram | None = None
     subscriptions_added: int = 0
     subscriptions_removed: int = 0
@@ -152,6 +154,13 @@ class HeraldCollector(Collector):
         yield replays
         if r.replay_sizes is not None:
             yield _histogram("herald_replay_events", "Events written by each exact replay", r.replay_sizes)
+        if r.replay_reads:
+            yield _labelled_counter(
+                "herald_replay_channel_reads",
+                "Channels read for replays on the Redis bus, by where from (tail: this node's memory)",
+                "source",
+                r.replay_reads,
+            )
         if r.write_latency is not None:
             yield _histogram(
                 "herald_publish_to_write_seconds",
