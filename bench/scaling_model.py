@@ -261,12 +261,7 @@ def size(
     by_conns = math.ceil(connections / max_conns_per_process)
     processes = max(by_cpu, by_conns, shards)
     machines = math.ceil(processes / cores_per_machine)
-    # The kernel's share is read from the machine's free memory, which other processes move:
-    # never less than ``kernel_kib_floor``.
-    per_conn_kib = k.rss_kib_per_conn + max(k.kernel_kib_per_conn, kernel_kib_floor)
-    memory = (
-        processes / machines * (k.base_rss_mib * MiB + connections / processes * per_conn_kib * 1024)
-    ) / 2**30
+    memory = _memory_per_machine(k, connections, processes, machines, kernel_kib_floor)
     # Each shard: its events appended once and read by the processes serving its users.
     readers = max(1.0, processes / shards)
     redis_cpu = (
@@ -292,6 +287,18 @@ def size(
             "kafka_partitions": max(12, math.ceil(events / 1000)),
             "limit": "connections per process" if by_conns >= by_cpu else "CPU",
         }
+    )
+
+
+def _memory_per_machine(
+    k: Coefficients, connections: int, processes: int, machines: int, kernel_kib_floor: float
+) -> float:
+    """GiB per machine: its processes' base and their streams. The kernel's share is read
+    from the machine's free memory, which other processes move: never less than
+    ``kernel_kib_floor`` per stream."""
+    per_conn_kib = k.rss_kib_per_conn + max(k.kernel_kib_per_conn, kernel_kib_floor)
+    return (
+        processes / machines * (k.base_rss_mib * MiB + connections / processes * per_conn_kib * 1024) / 2**30
     )
 
 
@@ -521,7 +528,6 @@ def size_sharded(
     target: float = 0.6,
     redis_target: float = 0.6,
     max_conns_per_process: int = 20_000,
-    window_seconds: float = 300.0,
     kernel_kib_floor: float = 8.0,
 ) -> ShardedSizing:
     """Processes and shards for ``connections`` at ``mix`` on the sharded bus: a process
@@ -544,10 +550,7 @@ def size_sharded(
     by_conns = math.ceil(connections / max_conns_per_process)
     processes = max(by_cpu, by_conns)
     machines = math.ceil(processes / cores_per_machine)
-    per_conn_kib = k.rss_kib_per_conn + max(k.kernel_kib_per_conn, kernel_kib_floor)
-    memory = (
-        processes / machines * (k.base_rss_mib * MiB + connections / processes * per_conn_kib * 1024)
-    ) / 2**30
+    memory = _memory_per_machine(k, connections, processes, machines, kernel_kib_floor)
     redis_cores = (events * s.redis_us_per_event + connections * k.redis_idle_us_per_conn_s) / 1e6
     shards = max(1, math.ceil(redis_cores / redis_target))
     # Channels active within the window: every user's (an event every 20 s on average) and
