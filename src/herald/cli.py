@@ -82,7 +82,8 @@ def serve(
     if plan.note:
         import structlog
 
-        structlog.get_logger("herald.server").warning("herald_workers_reduced", reason=plan.note)
+        # The embedded default: one process is a whole Herald, nothing is wrong (issue 13).
+        structlog.get_logger("herald.server").info("herald_workers_reduced", reason=plan.note)
     from herald.adapter import MappingInvalid
     from herald.errors import BusUnavailable
 

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -189,6 +190,56 @@ async def test_a_killed_worker_is_replaced_and_the_others_keep_their_streams() -
             assert alive(pids[2])
 
 
+async def test_a_killed_shared_log_is_started_again_and_its_streams_learn_what_was_lost() -> None:
+    """The workers' private redis-server killed outright: the supervisor starts it again,
+    publishing works within seconds, and the streams that relied on it are closed and told
+    ``recovered: false`` when they come back (what it held is gone), never left hanging."""
+    with running_gateway(WORKERS) as gateway:
+        log_pid = log_lines(gateway, "herald_shared_log_started")[0]["pid"]
+        user = unique("u")
+        token = gateway.token(user)
+        async with open_stream(gateway.url, token=token) as stream:
+            await established(stream)
+            cursor = publish(gateway, user, 1)
+            assert (await stream.next()).id == cursor
+            os.kill(log_pid, signal.SIGKILL)
+            killed = time.monotonic()
+            closing = await stream.until(lambda e: e.event == "connection.closing", timeout=20)
+            assert closing[-1].json()["reason"] == "bus_reset"
+            closed_after = time.monotonic() - killed
+
+        async def publishes() -> bool:
+            async with httpx.AsyncClient(timeout=5) as client:
+                response = await client.post(
+                    f"{gateway.url}/api/v1/events",
+                    json={"event": "task.created", "scope": "user", "key": user, "data": {"n": 2}},
+                    headers={"authorization": f"Bearer {gateway.publisher_token}"},
+                )
+            return response.status_code == 202
+
+        await wait_until(publishes, timeout=20, interval=0.2, what="publishing again")
+        print(f"\nshared log killed: streams closed after {closed_after:.2f}s, publishing after "
+              f"{time.monotonic() - killed:.2f}s")  # fmt: skip
+        exited = log_lines(gateway, "herald_shared_log_exited")
+        assert [(e["pid"], e["signal"]) for e in exited] == [(log_pid, "SIGKILL")]
+        restarted = log_lines(gateway, "herald_shared_log_restarted")
+        assert len(restarted) == 1
+        assert restarted[0]["pid"] != log_pid
+        # A worker that has not yet seen the new lifetime may still send a stream away (with
+        # a retry), as a client reconnecting then would see; whoever admits it says the truth.
+        told: list[bool] = []
+
+        async def back() -> bool:
+            async with open_stream(gateway.url, token=token, last_event_id=cursor) as again:
+                first = await again.next()
+                if first.event == "connection.established":
+                    told.append(first.json()["recovered"])
+                return bool(told)
+
+        await wait_until(back, timeout=20, interval=0.2, what="the stream back")
+        assert told == [False]
+
+
 async def test_a_cursor_from_before_the_memory_log_restarted_is_not_replayed() -> None:
     """The embedded log lives as long as the supervisor: after a restart of the whole
     server (not of one worker) the old cursors are stale, and clients are told so."""
@@ -238,6 +289,8 @@ def test_several_workers_on_the_memory_bus_without_redis_server_are_refused() ->
 
 
 def test_the_default_falls_back_to_one_worker_without_redis_server_and_says_so() -> None:
+    """The embedded default starts without a warning (issue 13): one process is a whole
+    Herald; the log says, as information, why there is only one."""
     gateway = start_gateway(
         {"HERALD_WORKERS": "0", "HERALD_EMBEDDED_REDIS_SERVER": "/nonexistent/redis-server"}
     )
@@ -245,6 +298,8 @@ def test_the_default_falls_back_to_one_worker_without_redis_server_and_says_so()
         reduced = log_lines(gateway, "herald_workers_reduced")
         assert len(reduced) == 1
         assert "redis-server" in reduced[0]["reason"]
+        assert reduced[0]["level"] == "info"
+        assert not [line for line in gateway.logs() if line.get("level") in ("warning", "error")]
         assert "workers" not in gateway.listening  # today's single process
     finally:
         gateway.stop()

@@ -10,6 +10,10 @@ persistence (it dies with Herald, as the memory bus's log does),
 
 It is started before the workers and stopped after them, and the kernel
 stops it if the supervisor is killed outright (:mod:`herald.server.parent_death`).
+If it dies meanwhile, the supervisor starts it again on the same socket
+(:meth:`restart`): empty, so the workers see a new lifetime of their shard and
+close the streams that followed it, which learn ``recovered: false`` on their
+return (docs/architecture.md, D25).
 """
 
 from __future__ import annotations
@@ -56,6 +60,26 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         """Start the server and wait until it answers; its URL."""
+        try:
+            self._launch()
+        except EmbeddedRedisFailed:
+            self.stop()
+            raise
+        return self.url
+
+    def restart(self) -> None:
+        """Start it again after it died, on the same socket (the workers reconnect there)."""
+        dead, self.process = self.process, None
+        if dead is not None and dead.poll() is None:
+            dead.kill()
+            dead.wait()
+        self._launch()
+
+    def exited(self) -> int | None:
+        """Its exit code (negative: the signal) if it is no longer running."""
+        return self.process.poll() if self.process is not None else None
+
+    def _launch(self) -> None:
         log_file = self.dir / "redis.log"
         self.process = subprocess.Popen(  # noqa: S603 - the configured binary, fixed arguments
             [
@@ -81,10 +105,11 @@ class EmbeddedRedis:
         while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
-                self.stop()
+                if self.process.poll() is None:
+                    self.process.kill()
+                    self.process.wait()
                 raise EmbeddedRedisFailed(f"{self.binary} did not start: {tail.strip() or 'no log'}")
             time.sleep(0.02)
-        return self.url
 
     def _answers(self) -> bool:
         """A PING over the socket, spoken by hand (only the Redis modules use redis-py)."""

@@ -12,7 +12,8 @@ thundering herd). The supervisor itself serves nothing:
   only to listening sockets);
 - with the memory bus it starts the workers' shared log, a private
   redis-server (:mod:`herald.server.embedded_redis`), before them and
-  stops it after them;
+  stops it after them, and starts it again if it dies meanwhile (with the
+  same growing delay as a worker that keeps dying);
 - it restarts a worker that dies (at once after a worker that ran a while,
   with a growing delay while one keeps dying at start:
   :func:`herald.server.workers.restart_delay`);
@@ -59,6 +60,8 @@ log = structlog.get_logger("herald.server.supervisor")
 STARTUP_TIMEOUT = 60.0
 #: Beyond the shutdown grace, the time workers get for their remaining shutdown steps.
 STOP_MARGIN = 10.0
+#: How often the supervisor looks whether the shared log is still running.
+LOG_POLL_SECONDS = 0.2
 
 
 def available_cpus() -> int:
@@ -140,6 +143,8 @@ class Supervisor:
                 shared_log="embedded" if log_store is not None else self.settings.bus,
             )
             self._tasks = [loop.create_task(self._keep(worker)) for worker in self._workers]
+            if log_store is not None:
+                self._tasks.append(loop.create_task(self._keep_log(log_store)))
             failed = await self._first_ready(stop)
             if failed is not None:
                 return failed
@@ -234,6 +239,39 @@ class Supervisor:
             )
             if delay:
                 await asyncio.sleep(delay)
+
+    async def _keep_log(self, store: EmbeddedRedis) -> None:
+        """Start the shared log again whenever it dies. It comes back empty: the workers see
+        a new lifetime of their shard, close the streams that followed it (they learn
+        ``recovered: false`` when they return), and their leases are renewed into it;
+        meanwhile publishing answers 503 and the workers' readiness says the bus is down."""
+        fast_exits = 0
+        started = time.monotonic()
+        while not self._stopping:
+            returncode = store.exited()
+            if returncode is None:
+                await asyncio.sleep(LOG_POLL_SECONDS)
+                continue
+            fast_exits = fast_exits_after(fast_exits, time.monotonic() - started)
+            delay = restart_delay(fast_exits)
+            log.warning(
+                "herald_shared_log_exited",
+                pid=store.pid,
+                returncode=returncode,
+                signal=signal.Signals(-returncode).name if returncode < 0 else None,
+                restart_in_s=delay,
+            )
+            if delay:
+                await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(store.restart)
+            except EmbeddedRedisFailed as exc:
+                log.error("herald_shared_log_restart_failed", error=str(exc))
+                continue
+            log.info("herald_shared_log_restarted", pid=store.pid)
 
     async def _spawn(self, worker: _Worker) -> asyncio.subprocess.Process:
         worker.started_at = time.monotonic()

@@ -32,7 +32,8 @@ class WorkerPlan:
     workers: int
     #: Start a private redis-server for the log and the workers' shared state.
     embedded_log: bool = False
-    #: Why fewer workers run than the default would give (logged as a warning).
+    #: Why fewer workers run than one per core (logged, as information: one process is the
+    #: embedded default's whole deployment).
     note: str | None = None
 
 
