@@ -172,6 +172,12 @@ class Settings(BaseSettings):
     retry_ms: int = Field(3000, ge=0)
     #: Bytes a connection may have waiting (ours + the socket's) before it counts as slow.
     slow_consumer_bytes: int = Field(256 * 1024, ge=4096)
+    #: What the kernel may hold unsent per connection (``SO_SNDBUF``; Linux doubles the
+    #: value for its bookkeeping). Unset: half of ``slow_consumer_bytes``, so a client that
+    #: never reads holds no more than the budget in the kernel either. 0: the kernel's own
+    #: autotuning (up to ``net.ipv4.tcp_wmem``, megabytes). ``herald serve`` only.
+    socket_send_buffer_bytes: int | None = Field(None, ge=0)
+
     #: Grace period for streams to close on shutdown.
     shutdown_grace_seconds: float = Field(5.0, ge=0)
     #: A stream whose peer acknowledges nothing for this long is dropped (TCP_USER_TIMEOUT),
@@ -304,6 +310,12 @@ class Settings(BaseSettings):
         if asymmetric and not (self.jwt_public_key or self.jwks_url):
             raise ValueError(f"{asymmetric} need jwt_public_key or jwks_url")
         return self
+
+    def send_buffer_bytes(self) -> int:
+        """The ``SO_SNDBUF`` to set on stream sockets; 0: leave it to the kernel."""
+        if self.socket_send_buffer_bytes is not None:
+            return self.socket_send_buffer_bytes
+        return self.slow_consumer_bytes // 2
 
     def public_key_pem(self) -> str | None:
         if self.jwt_public_key is None:

@@ -79,6 +79,7 @@ async def serve(
         )
     for listening in servers:
         watch_for_dead_peers(listening, settings.dead_peer_seconds)
+        cap_send_buffers(listening, settings.send_buffer_bytes())
     host, port = server.sockets[0].getsockname()[:2]
     ctx.server_address = (str(host), int(port))
     background = [loop.create_task(extra(gateway)) for extra in extras or []]
@@ -120,6 +121,20 @@ def watch_for_dead_peers(server: asyncio.Server, seconds: float) -> None:
     for sock in server.sockets:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
+
+
+def cap_send_buffers(server: asyncio.Server, size: int) -> None:
+    """``SO_SNDBUF`` on the listening sockets, which accepted sockets inherit.
+
+    The slow-consumer budget counts Herald's queue and the transport's buffer; the
+    kernel's send buffer comes on top, and with autotuning it grows to megabytes for a
+    client that never reads. Capped, a never-reading stream holds at most the budget in
+    the kernel too, whatever the machine's ``tcp_wmem`` (issue 13)."""
+    if size <= 0:
+        return
+    for sock in server.sockets:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 async def shutdown(
