@@ -89,6 +89,35 @@ async def test_a_repeated_idempotency_key_publishes_once(gateway: GatewayProcess
         assert received[0].json()["task_id"] == "t1"
 
 
+async def test_an_idempotency_key_is_the_publishers_own(gateway: GatewayProcess, api: Api) -> None:
+    """Two services that happen to choose one key publish two events: a key only ever
+    suppresses a repeat from the publisher (the JWT's ``sub``) that sent it first, on the
+    single and the batch endpoint alike."""
+    user, key = unique("u"), unique("idem")
+    billing = gateway.token("billing-service", publisher=True)
+    writer = gateway.token("writer-service", publisher=True)
+    async with open_stream(gateway.url, token=gateway.token(user)) as stream:
+        await stream.next()
+        first = await api.post_event(body(key=user, idempotency_key=key), billing)
+        second = await api.post_event(body(key=user, idempotency_key=key), writer)
+        batched = await api.client.post(
+            "/api/v1/events/batch",
+            json={"events": [body(key=user, idempotency_key=key)]},
+            headers={"authorization": f"Bearer {writer}"},
+        )
+        repeat = await api.post_event(body(key=user, idempotency_key=key), billing)
+        assert (first.json()["duplicate"], second.json()["duplicate"]) == (False, False)
+        assert first.json()["id"] != second.json()["id"]
+        assert batched.json()["results"][0] == {
+            "id": second.json()["id"],
+            "duplicate": True,
+            "coalesced": False,
+        }
+        assert repeat.json() == {"id": first.json()["id"], "duplicate": True, "coalesced": False}
+        marker = await api.marker()
+        assert ids(await until_marker(stream, marker)) == [first.json()["id"], second.json()["id"]]
+
+
 @pytest.mark.parametrize(
     "event",
     [

@@ -26,6 +26,7 @@ from herald.bus.base import AppendResult
 from herald.errors import BatchInvalid, BatchTooLarge, BodyTooLarge, BusUnavailable, HeraldError, InvalidEvent
 from herald.events.message import SSEMessage
 from herald.gateway import Gateway
+from herald.gateway.publishing import publisher_key
 
 router = APIRouter()
 
@@ -77,9 +78,9 @@ async def publish_batch(request: Request, authorization: Annotated[str | None, H
     as a single publish does (it may be held, and answers once appended or replaced).
     """
     gateway: Gateway = request.app.state.gateway
-    await gateway.authenticate_publisher(authorization)
+    publisher = await gateway.authenticate_publisher(authorization)
     items = parse_batch(await _bounded_body(request))
-    results = await publish_items(gateway, items)
+    results = await publish_items(gateway, items, publisher.user_id)
     status, answer = batch_answer(results)
     return Response(
         orjson.dumps(answer),
@@ -139,9 +140,14 @@ def _parse_item(raw: object) -> Item:
     return message, request.idempotency_key
 
 
-async def publish_items(gateway: Gateway, items: list[Item]) -> list[AppendResult | HeraldError]:
-    """The gateway's answer for the valid items, merged with the refusals, in order."""
-    valid = [item for item in items if not isinstance(item, HeraldError)]
+async def publish_items(
+    gateway: Gateway, items: list[Item], publisher: str
+) -> list[AppendResult | HeraldError]:
+    """The gateway's answer for the valid items, merged with the refusals, in order; their
+    idempotency keys scoped to ``publisher``."""
+    valid = [
+        (item[0], publisher_key(publisher, item[1])) for item in items if not isinstance(item, HeraldError)
+    ]
     published = iter(await gateway.publish_batch(valid) if valid else [])
     return [item if isinstance(item, HeraldError) else next(published) for item in items]
 

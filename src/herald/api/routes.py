@@ -23,6 +23,7 @@ from herald.api.schemas import (
     SubscriptionsResponse,
 )
 from herald.gateway import Gateway
+from herald.gateway.publishing import publisher_key
 from herald.obs.metrics import CONTENT_TYPE, exposition
 
 router = APIRouter()
@@ -76,8 +77,10 @@ async def publish(
     when the bus is back; a retry with the same `idempotency_key` answers it.
     """
     gateway = _gateway(request)
-    await gateway.authenticate_publisher(authorization)
-    result = await gateway.publish(body.message(source="http"), idempotency_key=body.idempotency_key)
+    publisher = await gateway.authenticate_publisher(authorization)
+    result = await gateway.publish(
+        body.message(source="http"), idempotency_key=publisher_key(publisher.user_id, body.idempotency_key)
+    )
     return PublishResponse(id=str(result.cursor), duplicate=result.duplicate, coalesced=result.coalesced)
 
 

@@ -22,7 +22,11 @@ class PublishRequest(BaseModel):
     )
     idempotency_key: str | None = Field(
         None,
-        description="publishing the same key again appends nothing and answers the first id",
+        description=(
+            "publishing the same key again appends nothing and answers the first id; a key is "
+            "the publisher's own (the JWT's sub): another publisher's event with the same key "
+            "is another event"
+        ),
         min_length=1,
         max_length=256,
     )

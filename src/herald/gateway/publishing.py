@@ -23,6 +23,14 @@ from herald.sources.incoming import OfferItem
 _MAX_SOURCE_LABELS = 16
 
 
+def publisher_key(publisher: str, key: str | None) -> str | None:
+    """``key`` as the bus stores it for an HTTP publisher (the JWT's ``sub``): scoped to that
+    publisher, so that one service can never suppress another's event by reusing its key
+    (issue 13). Length-prefixed, so no two (publisher, key) pairs meet. Keys the sources
+    make (``kafka:topic:partition:offset``, ``outbox:…``) are theirs and unscoped."""
+    return None if key is None else f"pub:{len(publisher)}:{publisher}:{key}"
+
+
 class Publishing:
     def __init__(self, settings: Settings, bus: EventBus) -> None:
         self._settings = settings

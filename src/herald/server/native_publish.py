@@ -27,6 +27,7 @@ from herald.api import paths
 from herald.api.batch import batch_answer, batch_headers, parse_batch, publish_items
 from herald.api.schemas import PublishRequest
 from herald.errors import HeraldError
+from herald.gateway.publishing import publisher_key
 from herald.server import http11
 
 if TYPE_CHECKING:
@@ -94,8 +95,11 @@ class NativePublish:
         except ValidationError:
             return None  # the app's answer: 422 REQUEST_INVALID with the problems listed
         gateway = self.protocol.ctx.gateway
-        await gateway.authenticate_publisher(self._header(b"authorization"))
-        result = await gateway.publish(body.message(source="http"), idempotency_key=body.idempotency_key)
+        publisher = await gateway.authenticate_publisher(self._header(b"authorization"))
+        result = await gateway.publish(
+            body.message(source="http"),
+            idempotency_key=publisher_key(publisher.user_id, body.idempotency_key),
+        )
         payload = orjson.dumps(
             {"id": str(result.cursor), "duplicate": result.duplicate, "coalesced": result.coalesced}
         )
@@ -103,8 +107,8 @@ class NativePublish:
 
     async def _publish_batch(self) -> tuple[int, bytes, dict[str, str]]:
         gateway = self.protocol.ctx.gateway
-        await gateway.authenticate_publisher(self._header(b"authorization"))
-        results = await publish_items(gateway, parse_batch(self.request.body))
+        publisher = await gateway.authenticate_publisher(self._header(b"authorization"))
+        results = await publish_items(gateway, parse_batch(self.request.body), publisher.user_id)
         status, answer = batch_answer(results)
         return status, orjson.dumps(answer), batch_headers(status, results)
 
