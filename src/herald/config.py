@@ -210,6 +210,10 @@ class Settings(BaseSettings):
     #: Sent to the authorizer as ``Authorization: Bearer …``, so it knows Herald asks.
     authorizer_token: str | None = None
     authorizer_cache_seconds: float = Field(10.0, ge=0)
+    #: Open streams' resources are asked about again this often (an HTTP or embedded
+    #: authorizer; the token's claim cannot change): a withdrawn grant drops that
+    #: subscription with ``connection.subscriptions-changed``. 0: only at open and change.
+    authorizer_recheck_seconds: float = Field(60.0, ge=0)
     authorizer_timeout_seconds: float = Field(2.0, gt=0, le=30)
 
     # --- CORS (docs/operations.md, "CORS"): nothing but the gateway's own origin by default

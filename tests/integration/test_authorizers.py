@@ -72,6 +72,8 @@ def gateway(application: Application) -> Iterator[GatewayProcess]:
         "HERALD_AUTHORIZER_TOKEN": SECRET,
         "HERALD_AUTHORIZER_CACHE_SECONDS": "2",
         "HERALD_HEARTBEAT_SECONDS": "30",
+        # Asked only at admission and on changes here: these tests count the questions.
+        "HERALD_AUTHORIZER_RECHECK_SECONDS": "0",
     }
     with running_gateway(env) as process:
         yield process
@@ -160,3 +162,44 @@ async def test_an_application_that_cannot_answer_refuses_with_503(
     # A stream without subscriptions does not need the application.
     async with open_stream(gateway.url, token=gateway.token(user)) as stream:
         assert (await stream.next()).event == "connection.established"
+
+
+async def test_a_grant_withdrawn_while_the_stream_is_open_drops_that_subscription(
+    application: Application,
+) -> None:
+    """Asked again every recheck interval: the resource the application no longer grants
+    leaves the open stream (connection.subscriptions-changed, its events stop), the
+    others stay; an application that cannot answer withdraws nothing."""
+    env = {
+        "HERALD_AUTHORIZER": "http",
+        "HERALD_AUTHORIZER_URL": application.url,
+        "HERALD_AUTHORIZER_CACHE_SECONDS": "0",
+        "HERALD_AUTHORIZER_RECHECK_SECONDS": "0.3",
+        "HERALD_HEARTBEAT_SECONDS": "30",
+    }
+    user = unique("u")
+    kept, lost = f"novel:{unique('n')}", f"novel:{unique('n')}"
+    with application.lock:
+        application.grants[user] = {kept, lost}
+    with running_gateway(env) as gateway:
+        async with (
+            api_client(gateway) as api,
+            open_stream(gateway.url, token=gateway.token(user), subscribe=f"{kept},{lost}") as stream,
+        ):
+            hello = (await stream.next()).json()
+            assert sorted(hello["subscriptions"]) == sorted([kept, lost])
+            with application.lock:
+                application.failing = True
+            asked = application.asked()
+            await wait_until(lambda: application.asked() >= asked + 2, timeout=10, what="two rechecks")
+            with application.lock:
+                application.failing = False
+                application.grants[user] = {kept}
+            changed = await stream.until(lambda e: e.event == "connection.subscriptions-changed", timeout=10)
+            assert changed[-1].json()["removed"] == [lost]
+            assert changed[-1].json()["subscriptions"] == [kept]
+            assert [e.event for e in changed[:-1]] == [], "the failing rounds withdrew nothing"
+            await api.publish("chapter.draft-created", "novel", lost.split(":")[1], {"n": 1})
+            after = await api.publish("chapter.draft-created", "novel", kept.split(":")[1], {"n": 2})
+            got = await stream.until(lambda e: e.id == after, timeout=10)
+            assert [e.id for e in got] == [after], "the withdrawn resource's event never came"

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from herald.auth.authorizers import ResourceAuthorizer
+from herald.auth.authorizers import ClaimsAuthorizer, ResourceAuthorizer
 from herald.auth.principal import Principal
 from herald.auth.stream_tokens import StreamTokens, stream_key
 from herald.auth.tokens import TokenVerifier
@@ -29,6 +29,7 @@ from herald.config import Settings
 from herald.errors import HeraldError
 from herald.events.message import SSEMessage
 from herald.gateway.admission import Admission, StreamGrant, build_authorizer
+from herald.gateway.grants import GrantRecheck
 from herald.gateway.health import NodeHealth
 from herald.gateway.publishing import Publishing
 from herald.gateway.streams import OpenStreams
@@ -102,6 +103,11 @@ class Gateway:
             self.admission,
             self.live_subscriptions,
         )
+        #: Grants asked again on open streams, where the authorizer can change its mind.
+        self.grants: GrantRecheck | None = None
+        if settings.authorizer_recheck_seconds > 0 and not isinstance(self.authorizer, ClaimsAuthorizer):
+            self.grants = GrantRecheck(self.manager, self.authorizer, settings.authorizer_recheck_seconds)
+            self.manager.on_close.append(self.grants.forget)
         self.manager.on_close.append(self.open_streams.release_stream_token)
         self.manager.on_close.append(self.open_streams.release_connection_lease)
         if backends.bus_discontinuity is not None:
@@ -114,6 +120,8 @@ class Gateway:
         await self.connection_counts.start()
         await self.manager.start()
         await self.control.start(self._on_command)
+        if self.grants is not None:
+            self.grants.start()
         for source in self.sources:
             await source.start()
 
@@ -122,6 +130,8 @@ class Gateway:
         await self.flush_held()
         for source in self.sources:
             await source.stop()
+        if self.grants is not None:
+            await self.grants.stop()
         await self.manager.stop()
         await self.control.stop()
         await self.bus.stop()
@@ -204,7 +214,10 @@ class Gateway:
     # --- open streams (streams.py)
 
     def register_stream(self, sink: Sink, grant: StreamGrant) -> Connection:
-        return self.open_streams.register(sink, grant)
+        conn = self.open_streams.register(sink, grant)
+        if self.grants is not None:
+            self.grants.remember(conn, grant.principal)
+        return conn
 
     async def presence(self, user_id: str) -> Presence:
         """Whether ``user_id`` has a stream open anywhere in the cluster (:meth:`OpenStreams.presence`)."""
