@@ -25,6 +25,7 @@ from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections
 from herald.cluster.redis_counting import RedisConnectionCounter
 from herald.cluster.redis_leases import RedisStreamTokenLeases
+from herald.cluster.redis_rates import RedisConnectRates
 from herald.config import Settings
 from herald.lifecycle.kafka_relay import KafkaLifecycleRelay
 from herald.lifecycle.redis_presence import RedisPresenceCounter
@@ -48,6 +49,8 @@ class Backends:
     connection_counter: ConnectionCounter
     #: The Redis of node commands, if the node uses Redis.
     redis: RedisConnections | None = None
+    #: The cluster's connect-rate buckets (the Redis bus).
+    connect_rates: RedisConnectRates | None = None
     #: Every Redis client of this node (``redis``, the shards); closed last on stop.
     closing: list[RedisConnections] = field(default_factory=list)
     #: Where to register for "listeners may have missed records" (the Redis bus only).
@@ -80,6 +83,7 @@ def build_backends(settings: Settings, node: str, bus: EventBus | None = None) -
         if settings.lifecycle_events != "off"
         else RedisConnectionCounter(shards, keys, lease_seconds=settings.connection_lease_seconds),
         redis=redis,
+        connect_rates=RedisConnectRates(shards, keys),
         closing=[*shards, redis],
     )
     if isinstance(backends.bus, ShardedBus):

@@ -11,7 +11,7 @@ import pytest
 from tests.support.api import api_client, unique, wait_until
 from tests.support.cluster import cluster_env, running_cluster
 from tests.support.gateway import GatewayProcess, running_gateway
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, running_redis
 from tests.support.sse import Stream, StreamRefused, open_stream
 
 QUIET = {"HERALD_HEARTBEAT_SECONDS": "30"}
@@ -21,6 +21,15 @@ QUIET = {"HERALD_HEARTBEAT_SECONDS": "30"}
 def gateway_with(**env: str) -> Iterator[GatewayProcess]:
     with running_gateway({**QUIET, **{f"HERALD_{k.upper()}": v for k, v in env.items()}}) as gateway:
         yield gateway
+
+
+async def _admission(url: str, token: str) -> str | tuple[int, str]:
+    """``admitted``, or the refusal's status and code."""
+    try:
+        async with open_stream(url, token=token):
+            return "admitted"
+    except StreamRefused as exc:
+        return exc.status, str(exc.body["code"])
 
 
 async def refused(url: str, **kwargs: str) -> StreamRefused:
@@ -184,6 +193,34 @@ async def test_a_user_opening_streams_too_fast_gets_429_rate_limit_exceeded() ->
                 return False
 
         await wait_until(refilled, timeout=5, interval=0.25, what="a token refilled")
+
+
+async def test_connect_rates_hold_across_the_nodes_and_fall_back_to_each_node_without_redis() -> None:
+    """On the Redis bus a user's bucket is the cluster's (issue 13): two streams on one node
+    and a third on another exhaust a burst of two. With Redis away each node's own bucket
+    decides: a fresh user is not refused for the rate."""
+    with running_redis() as redis:
+        env = cluster_env(redis, HERALD_CONNECT_RATE_PER_USER="0.2", HERALD_CONNECT_BURST_PER_USER="2")
+        with running_cluster(2, env) as (one, two):
+            token = one.token(unique("u"))
+            for _ in range(2):
+                async with open_stream(one.url, token=token) as stream:
+                    await stream.next()
+            error = await refused(two.url, token=token)
+            assert (error.status, error.body["code"], error.body["limit"]) == (
+                429,
+                "RATE_LIMIT_EXCEEDED",
+                "user",
+            )
+            assert 1 <= int(error.headers["retry-after"]) <= 5
+            # Another user of the same nodes has a bucket of their own.
+            async with open_stream(two.url, token=two.token(unique("v"))) as other:
+                await other.next()
+            redis.kill()
+            fresh = two.token(unique("w"))
+            for node in (one, two):
+                outcome = await _admission(node.url, fresh)
+                assert outcome in ("admitted", (503, "BUS_UNAVAILABLE")), outcome
 
 
 async def test_a_client_ip_opening_streams_too_fast_is_refused_before_its_token_is_checked() -> None:

@@ -34,6 +34,10 @@ class Keyspace:
     def stream_token(self, token_id: str) -> str:
         return self._key("stream-token", token_id)
 
+    def connect_rate(self, kind: str, key: str) -> str:
+        """The cluster's connect-rate bucket of a ``user`` or an ``ip``: when it is full again."""
+        return self._key("rate", kind, key)
+
     def connections(self, user_id: str) -> str:
         """A sorted set of the user's connection leases, scored by expiry."""
         return self._key("conns", user_id)

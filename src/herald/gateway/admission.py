@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -69,6 +70,12 @@ class StreamGrant:
 _OVERLOAD_RETRY_AFTER = (5, 15)
 
 
+class ClusterRates(Protocol):
+    """Connect-rate buckets shared by the cluster (:class:`herald.cluster.redis_rates.RedisConnectRates`)."""
+
+    async def take(self, kind: str, key: str, *, rate: float, burst: float) -> float: ...
+
+
 class Admission:
     def __init__(
         self,
@@ -78,7 +85,11 @@ class Admission:
         stream_tokens: StreamTokens,
         connection_counts: ConnectionCounter,
         authorizer: ResourceAuthorizer,
+        cluster_rates: ClusterRates | None = None,
     ) -> None:
+        """``cluster_rates``: the cluster's connect-rate buckets (the Redis bus), asked when
+        this node's own bucket allows a connect."""
+        self._cluster_rates = cluster_rates
         self._settings = settings
         self._manager = manager
         self._verifier = verifier
@@ -128,7 +139,7 @@ class Admission:
             now = time.monotonic()
             ip = client_address(client_ip, forwarded_for, self._trusted_proxies)
             if ip is not None:
-                self._take_connect_token(self._ip_rate, ip, now, "ip")
+                await self._take_connect_token(self._ip_rate, ip, now, "ip")
             self._admitting += 1
             try:
                 grant = await self._admit(authorization, stream_token, subscribe, now)
@@ -148,7 +159,7 @@ class Admission:
             principal = self._stream_tokens.verify(stream_token)
         else:
             principal = await self.authenticate(authorization)
-        self._take_connect_token(self._user_rate, principal.user_id, now, "user")
+        await self._take_connect_token(self._user_rate, principal.user_id, now, "user")
         subscriptions = await self._authorize(principal, parse_subscriptions(subscribe))
         if principal.stream_token_id is not None:
             await self._stream_tokens.acquire(principal)
@@ -190,13 +201,20 @@ class Admission:
                 fallback="polling",
             )
 
-    @staticmethod
-    def _take_connect_token(limiter: RateLimiter, key: str, now: float, what: str) -> None:
+    async def _take_connect_token(self, limiter: RateLimiter, key: str, now: float, what: str) -> None:
+        """This node's bucket first (a flood on one node is cut without a round trip), then
+        the cluster's; while the cluster's cannot answer, this node's decides."""
         take = limiter.take(key, now)
-        if not take.allowed:
+        wait = take.retry_after
+        if take.allowed and limiter.enabled and self._cluster_rates is not None:
+            try:
+                wait = await self._cluster_rates.take(what, key, rate=limiter.rate, burst=limiter.burst)
+            except BusUnavailable:
+                wait = 0.0
+        if not take.allowed or wait > 0:
             raise RateLimited(
                 f"too many streams opened for this {'client IP' if what == 'ip' else what}; slow down",
-                retry_after=max(1, math.ceil(take.retry_after)),
+                retry_after=max(1, math.ceil(wait)),
                 limit=what,
             )
 

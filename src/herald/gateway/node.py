@@ -85,7 +85,13 @@ class Gateway:
             else SingleNodeControl()
         )
         self.admission = Admission(
-            settings, self.manager, self.verifier, self.stream_tokens, self.connection_counts, self.authorizer
+            settings,
+            self.manager,
+            self.verifier,
+            self.stream_tokens,
+            self.connection_counts,
+            self.authorizer,
+            cluster_rates=backends.connect_rates,
         )
         self.open_streams = OpenStreams(
             settings, self.bus, self.manager, self.stream_tokens, self.connection_counts, self.control
