@@ -32,7 +32,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, STREAM_PATH, USER_GROUPS, log, mint, raise_nofile, save_run, start_server
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.common import (
+    ROOT,
+    STREAM_PATH,
+    USER_GROUPS,
+    ServerProcess,
+    log,
+    mint,
+    raise_nofile,
+    save_run,
+    start_server,
+)
 from bench.common import forget as forget_server
 from bench.loadgen.pool import WorkerPool
 from bench.loadgen.publisher import Publisher
@@ -67,7 +80,7 @@ class Result:
     hostile_closed_after_s: float | None
     rss_baseline_mib: float
     rss_peak_mib: float
-    #: Once the never-readers are gone and their sockets' last grace (5 s) has passed.
+    #: Once the never-readers are gone, their sockets too.
     rss_after_mib: float
     #: The same after a second wave of as many never-readers.
     rss_after_second_mib: float
@@ -100,20 +113,27 @@ async def open_never_reading(port: int, count: int) -> list[socket.socket]:
     return opened
 
 
-async def connections(port: int) -> int:
+async def connections(client: httpx.AsyncClient) -> int:
     """The node's open streams, from its metrics."""
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        writer.write(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        body = await reader.read()
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    for line in body.decode(errors="replace").splitlines():
-        if line.startswith("herald_connections "):
-            return int(float(line.split()[1]))
-    return -1
+    text = (await client.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "herald_connections":
+            return int(family.samples[0].value)
+    raise RuntimeError("the node's metrics have no herald_connections")
+
+
+def sockets(server: ServerProcess) -> int:
+    """The node's TCP sockets, as the kernel lists them (a closed stream's socket may
+    linger a few seconds for its last bytes: herald.server.protocol's close timeout)."""
+    return len(server.ps.net_connections(kind="tcp"))
+
+
+async def sockets_back_to(server: ServerProcess, count: int) -> None:
+    """Wait (30 s at most) until the node holds no more sockets than ``count``."""
+    for _ in range(120):
+        if sockets(server) <= count:
+            return
+        await asyncio.sleep(0.25)
 
 
 async def simulate(n: int, rate: float, seconds: float, budget: int, send_buffer: int | None) -> Result:
@@ -129,6 +149,7 @@ async def simulate(n: int, rate: float, seconds: float, budget: int, send_buffer
     pool.start()
     publisher = Publisher(HOST, server.port, mint("bench-publisher", publisher=True))
     hostile: list[socket.socket] = []
+    metrics = httpx.AsyncClient(base_url=f"http://{HOST}:{server.port}", timeout=10)
     try:
         await publisher.start()
         tokens = {f"u{g}": mint(f"u{g}") for g in range(USER_GROUPS)}
@@ -144,6 +165,7 @@ async def simulate(n: int, rate: float, seconds: float, budget: int, send_buffer
         log(f"  baseline: p99 {baseline.p99_ms} ms, {baseline.deliveries_per_s:.0f} deliveries/s")
         await settle(pool, good)
 
+        quiet_sockets = sockets(server)
         hostile = await open_never_reading(server.port, n)
         log(f"  {len(hostile)} never-reading streams opened")
         opened_at = time.monotonic()
@@ -155,7 +177,7 @@ async def simulate(n: int, rate: float, seconds: float, budget: int, send_buffer
             while True:
                 peak_rss = max(peak_rss, server.rss())
                 peak_tcp = max(peak_tcp, tcp_memory_bytes())
-                if closed_after is None and await connections(server.port) <= good:
+                if closed_after is None and await connections(metrics) <= good:
                     closed_after = time.monotonic() - opened_at
                 await asyncio.sleep(0.25)
 
@@ -172,7 +194,7 @@ async def simulate(n: int, rate: float, seconds: float, budget: int, send_buffer
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        await asyncio.sleep(6.0)  # a closed stream's socket may linger 5 s for its last bytes
+        await sockets_back_to(server, quiet_sockets)
         rss_after = server.rss()
         # A second wave: memory the first one left is either reused (the allocator kept it)
         # or added to (something of theirs is still held).
@@ -180,9 +202,9 @@ async def simulate(n: int, rate: float, seconds: float, budget: int, send_buffer
             sock.close()
         hostile = await open_never_reading(server.port, n)
         deadline = time.monotonic() + 60
-        while await connections(server.port) > good and time.monotonic() < deadline:
+        while await connections(metrics) > good and time.monotonic() < deadline:
             await publisher.run(rate, 1.0, "global", lambda i: None)
-        await asyncio.sleep(6.0)
+        await sockets_back_to(server, quiet_sockets)
         rss_second = server.rss()
         log(
             f"  RSS after the first wave {rss_after / 2**20:.0f} MiB, "
@@ -211,6 +233,7 @@ async def simulate(n: int, rate: float, seconds: float, budget: int, send_buffer
         for sock in hostile:
             sock.close()
         publisher.close()
+        await metrics.aclose()
         with contextlib.suppress(Exception):
             await pool.all("close", 30)
         pool.stop()

@@ -79,9 +79,8 @@ class ChannelTails:
         self._clock = clock
         self._tails: OrderedDict[str, _Tail] = OrderedDict()
         self._count = 0
-        #: Replays served from a tail, and those that had to read Redis.
+        #: Replays served from a tail (those that read Redis: ``ShardedBus.replay_reads``).
         self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return self._count
@@ -124,11 +123,9 @@ class ChannelTails:
         """``channel``'s records after ``after``, or None if this tail cannot say them all."""
         tail = self._tails.get(channel)
         if tail is None or tail.complete_after is None:
-            self.misses += 1
             return None
         self._bound(tail)
         if after < tail.complete_after:
-            self.misses += 1
             return None
         self._tails.move_to_end(channel)
         self.hits += 1

@@ -196,3 +196,8 @@ class RedisConnections:
             await client.aclose()
         self._own.clear()
         await self._pool.aclose()
+
+
+def shard_list(redis: RedisConnections | Sequence[RedisConnections]) -> list[RedisConnections]:
+    """One Redis is a list of one shard."""
+    return [redis] if isinstance(redis, RedisConnections) else list(redis)

@@ -29,7 +29,7 @@ import structlog
 from herald.cluster.counting import Presence
 from herald.cluster.keys import Keyspace
 from herald.cluster.placement import user_shard
-from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
+from herald.cluster.redis_client import RedisConnections, is_unavailable, shard_list, unavailable
 
 log = structlog.get_logger("herald.cluster.counting")
 
@@ -76,11 +76,6 @@ return #KEYS
 )
 #: Users renewed per script call: bounded work for Redis per call.
 _RENEW_BATCH: Final = 500
-
-
-def shard_list(redis: RedisConnections | Sequence[RedisConnections]) -> list[RedisConnections]:
-    """One Redis is a list of one shard."""
-    return [redis] if isinstance(redis, RedisConnections) else list(redis)
 
 
 class RedisConnectionCounter:

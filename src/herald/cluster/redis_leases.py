@@ -18,8 +18,7 @@ import structlog
 
 from herald.cluster.keys import Keyspace
 from herald.cluster.placement import user_shard
-from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
-from herald.cluster.redis_counting import shard_list
+from herald.cluster.redis_client import RedisConnections, is_unavailable, shard_list, unavailable
 
 log = structlog.get_logger("herald.cluster.leases")
 

@@ -17,8 +17,8 @@ from typing import Final
 
 from herald.cluster.keys import Keyspace
 from herald.cluster.placement import shard_of, user_shard
-from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
-from herald.cluster.redis_counting import LUA_NOW, shard_list
+from herald.cluster.redis_client import RedisConnections, is_unavailable, shard_list, unavailable
+from herald.cluster.redis_counting import LUA_NOW
 
 #: KEYS: the key's bucket. ARGV: ms per token, burst. Returns ms to wait, 0 when allowed.
 #: The bucket stores its "theoretical arrival time": full again at ``tat``.

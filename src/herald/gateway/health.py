@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from herald.bus.base import EventBus
+from herald.bus.sharded import ShardedBus
 from herald.cluster.control import NodeControl
 from herald.config import Settings
 from herald.gateway.admission import Admission
@@ -110,10 +111,9 @@ class NodeHealth:
 
 def _replay_reads(bus: EventBus) -> dict[str, int]:
     """Where the Redis bus read its replays' channels from (nothing for the memory bus)."""
-    tails, reads = getattr(bus, "tails", None), getattr(bus, "replay_reads", None)
-    if tails is None or not isinstance(reads, int):
+    if not isinstance(bus, ShardedBus):
         return {}
-    return {"tail": int(tails.hits), "redis": reads}
+    return {"tail": bus.tails.hits, "redis": bus.replay_reads}
 
 
 def _source_up(source: object) -> bool | None:

@@ -48,8 +48,8 @@ import structlog
 
 from herald.cluster.counting import Presence
 from herald.cluster.keys import Keyspace
-from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
-from herald.cluster.redis_counting import LUA_NOW, RedisConnectionCounter, shard_list
+from herald.cluster.redis_client import RedisConnections, is_unavailable, shard_list, unavailable
+from herald.cluster.redis_counting import LUA_NOW, RedisConnectionCounter
 from herald.lifecycle.events import NODE_LOST
 
 log = structlog.get_logger("herald.lifecycle")

@@ -233,7 +233,7 @@ class Supervisor:
                 worker=worker.id,
                 pid=process.pid,
                 returncode=returncode,
-                signal=signal.Signals(-returncode).name if returncode < 0 else None,
+                signal=_signal_of(returncode),
                 ran_s=round(ran, 3),
                 restart_in_s=delay,
             )
@@ -258,7 +258,7 @@ class Supervisor:
                 "herald_shared_log_exited",
                 pid=store.pid,
                 returncode=returncode,
-                signal=signal.Signals(-returncode).name if returncode < 0 else None,
+                signal=_signal_of(returncode),
                 restart_in_s=delay,
             )
             if delay:
@@ -344,6 +344,11 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         log.info("herald_workers_stopped", killed=killed)
+
+
+def _signal_of(returncode: int) -> str | None:
+    """The signal that ended a process (a negative return code), by name."""
+    return signal.Signals(-returncode).name if returncode < 0 else None
 
 
 def _json_line(line: bytes) -> dict[str, Any] | None:
