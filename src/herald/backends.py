@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from herald.adapter import Adapter, load_mapping
+from herald.auth.redis_revocations import RedisRevocations
+from herald.auth.revocations import MemoryRevocations, Revocations
 from herald.auth.stream_tokens import MemoryStreamTokenLeases, StreamTokenLeases
 from herald.bus.base import EventBus
 from herald.bus.memory import MemoryBus
@@ -47,6 +49,8 @@ class Backends:
     bus: EventBus
     stream_token_leases: StreamTokenLeases
     connection_counter: ConnectionCounter
+    #: Revoked credentials: in this process, or in Redis for every node.
+    revocations: Revocations = field(default_factory=MemoryRevocations)
     #: The Redis of node commands, if the node uses Redis.
     redis: RedisConnections | None = None
     #: The cluster's connect-rate buckets (the Redis bus).
@@ -82,6 +86,7 @@ def build_backends(settings: Settings, node: str, bus: EventBus | None = None) -
         connection_counter=build_presence_counter(settings, node, shards)
         if settings.lifecycle_events != "off"
         else RedisConnectionCounter(shards, keys, lease_seconds=settings.connection_lease_seconds),
+        revocations=RedisRevocations(redis, keys, ttl_seconds=settings.revocation_ttl_seconds),
         redis=redis,
         connect_rates=RedisConnectRates(shards, keys),
         closing=[*shards, redis],
@@ -166,6 +171,8 @@ def build_redis_bus(settings: Settings, shards: list[RedisConnections]) -> Shard
         window_seconds=settings.replay_window_seconds,
         max_events_per_channel=settings.replay_max_events,
         idempotency_window_seconds=settings.idempotency_window_seconds,
+        min_replicas_ack=settings.redis_min_replicas_ack,
+        replica_ack_timeout_seconds=settings.redis_replica_ack_timeout_seconds,
     )
 
 

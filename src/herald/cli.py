@@ -129,6 +129,7 @@ def token(
         list[str] | None, typer.Option("--resource", help="Resource key it may subscribe to (repeatable)")
     ] = None,
     publisher: Annotated[bool, typer.Option("--publisher", help="May publish events")] = False,
+    admin: Annotated[bool, typer.Option("--admin", help="May use the admin API (revocations)")] = False,
     ttl: Annotated[float, typer.Option("--ttl", help="Lifetime in seconds")] = 3600,
     config: ConfigOption = None,
 ) -> None:
@@ -146,6 +147,7 @@ def token(
             sid=sid,
             resources=resource or [],
             publisher=publisher,
+            admin=admin,
             ttl_seconds=ttl,
         )
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,6 +15,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+#: In a list of Redis URLs, a comma followed by a scheme: where the next URL starts.
+_NEXT_URL = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
 
 #: Algorithms Herald will ever accept; ``none`` and anything unlisted is refused.
 SUPPORTED_ALGORITHMS = frozenset(
@@ -57,6 +61,12 @@ class Settings(BaseSettings):
     #: Key for stream tokens; derived from ``jwt_secret`` when unset. Share it across nodes.
     stream_token_secret: str | None = None
     stream_token_ttl_seconds: float = Field(60.0, gt=0, le=3600)
+    #: How long a revocation is kept (``POST /api/v1/admin/revocations``): at least the
+    #: lifetime of the longest-lived token you issue, or a revoked one works again after it.
+    revocation_ttl_seconds: float = Field(86_400.0, gt=0, le=30 * 86_400)
+    #: A stream gets ``auth.expiring`` this long before its token expires (0: never), so
+    #: that its client fetches a new token and reconnects before it is cut off.
+    auth_expiring_seconds: float = Field(60.0, ge=0, le=86_400)
 
     # --- the event log
     #: ``memory``: one process. ``redis``: several nodes share the log (and the
@@ -87,6 +97,14 @@ class Settings(BaseSettings):
     #: Bound on every Redis command (connect, wait for a pooled connection, reply):
     #: past it, publishing answers 503 rather than hang.
     redis_timeout_seconds: float = Field(2.0, gt=0, le=60)
+    #: Durability of a publish: 0 (asynchronous replication) answers 202 once the primary
+    #: has the event; n > 0 answers 202 only once n replicas acknowledged it (``WAIT``
+    #: after each append round trip), else 503 ``BUS_UNAVAILABLE`` with reason
+    #: ``not_replicated``, so a failover loses no acknowledged event (docs/operations.md,
+    #: "Replicas and Sentinel"). Primaries are named by ``redis+sentinel://`` URLs or not.
+    redis_min_replicas_ack: int = Field(0, ge=0, le=16)
+    #: How long an append waits for those replicas (below ``redis_timeout_seconds``).
+    redis_replica_ack_timeout_seconds: float = Field(1.0, gt=0, le=60)
     #: A node renews the leases of its connections' count every third of this; the
     #: connections of a node that died stop counting within it.
     connection_lease_seconds: float = Field(30.0, ge=1, le=3600)
@@ -198,8 +216,10 @@ class Settings(BaseSettings):
     #: Stream opens per second (token bucket refill) and burst, per user and per client IP; rate 0: off.
     connect_rate_per_user: float = Field(2.0, ge=0)
     connect_burst_per_user: int = Field(20, ge=1)
-    connect_rate_per_ip: float = Field(20.0, ge=0)
-    connect_burst_per_ip: int = Field(200, ge=1)
+    #: Per address: high enough that an office of 5,000 behind one NAT is back within the
+    #: shutdown retry spread with no refusal (``bench.nat_storm``, docs/operations.md).
+    connect_rate_per_ip: float = Field(500.0, ge=0)
+    connect_burst_per_ip: int = Field(1000, ge=1)
     #: Addresses (or CIDR networks) of proxies whose ``X-Forwarded-For`` names the client.
     trusted_proxies: list[str] = Field(default_factory=list)
 
@@ -252,8 +272,10 @@ class Settings(BaseSettings):
     @field_validator("redis_shards", mode="before")
     @classmethod
     def _shard_list(cls, value: object) -> object:
+        # A comma starts the next URL only before a scheme: a redis+sentinel:// URL lists
+        # its Sentinels with commas (redis+sentinel://a:26379,b:26379/name).
         if isinstance(value, str):
-            return [url.strip() for url in value.split(",") if url.strip()]
+            return [url.strip(" ,") for url in _NEXT_URL.split(value) if url.strip(" ,")]
         return value
 
     @field_validator("redis_shards")
@@ -271,6 +293,15 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("kafka_topics must name at least one topic")
         return value
+
+    @model_validator(mode="after")
+    def _replica_ack_within_the_command_bound(self) -> Settings:
+        if (
+            self.redis_min_replicas_ack
+            and self.redis_replica_ack_timeout_seconds >= self.redis_timeout_seconds
+        ):
+            raise ValueError("redis_replica_ack_timeout_seconds must be below redis_timeout_seconds")
+        return self
 
     @model_validator(mode="after")
     def _commands_on_the_first_shard(self) -> Settings:

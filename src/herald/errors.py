@@ -50,6 +50,13 @@ class AuthExpired(AuthError):
     code = "AUTH_EXPIRED"
 
 
+class AuthRevoked(AuthError):
+    """The token was revoked (``POST /api/v1/admin/revocations``): a new one will not help
+    until the application issues one after the revocation."""
+
+    code = "AUTH_REVOKED"
+
+
 class StreamTokenInUse(AuthError):
     code = "STREAM_TOKEN_IN_USE"
 
@@ -65,6 +72,12 @@ class AuthUnavailable(HeraldError):
 class PermissionDenied(HeraldError):
     code = "PERMISSION_DENIED"
     status = 403
+
+
+class GrantRevoked(PermissionDenied):
+    """The user's grant of a resource was revoked for the token presented."""
+
+    code = "AUTH_REVOKED"
 
 
 class InvalidEvent(HeraldError):

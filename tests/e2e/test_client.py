@@ -319,3 +319,63 @@ def test_the_client_bundle_streams_inside_a_web_worker() -> None:
     states = [e for e in driver.entries if e.get("kind") == "state"]
     assert {e["dom"] for e in states} == {"undefined"}
     assert states[-1]["role"] == "leader"
+
+
+def test_auth_expiring_moves_the_page_to_a_fresh_token_with_nothing_lost() -> None:
+    """The gateway warns 5 s ahead of expiry; the client asks the application for a new token
+    and resumes from its cursor on a new stream before the old one is cut."""
+    with running_gateway({**QUIET, "HERALD_AUTH_EXPIRING_SECONDS": "5"}) as gateway:
+        user = "expiring-eve"
+        short = gateway.token(user, resources=["novel:1"], ttl=8)
+        fresh = gateway.token(user, resources=["novel:1"], ttl=3600)
+        args = ["--gateway", gateway.url, "--jwt", f"{short},{fresh}", "--subscribe", "novel:1"]
+        with run_driver("client_page.mjs", args, timeout=40) as driver:
+            driver.until(connections(1), 20, "an open stream")
+            before = created(gateway, user, "before")
+            driver.until(showing("before"), 10, "the first task")
+            moved = driver.until(connections(2), 15, "a second stream on the fresh token")
+            after = created(gateway, user, "after")
+            final = driver.until(showing("before", "after"), 10, "the task published after the move")
+            problems = errors(driver)
+            requests = stream_requests(driver)
+            driver.finish()
+
+    assert problems == []
+    names = [e["name"] for e in final["app"]["events"]]
+    assert "auth.expiring" in names
+    assert "error.auth-expired" not in names, "the stream moved before it was cut"
+    assert final["app"]["tokens"] == [0, 1]
+    assert established(moved)[1]["data"]["recovered"] is True
+    assert requests[1]["last_event_id"] == before
+    assert task_ids(final) == ["before", "after"]
+    assert after != before
+    assert final["app"]["errors"] == []
+
+
+def test_a_revoked_token_closes_the_page_for_good_and_the_error_hook_hears_it() -> None:
+    with running_gateway(QUIET) as gateway:
+        user = "revoked-rita"
+        jwt = gateway.token(user, resources=["novel:1"], now=time.time() - 30)
+        args = ["--gateway", gateway.url, "--jwt", jwt, "--subscribe", "novel:1"]
+        with run_driver("client_page.mjs", args, timeout=40) as driver:
+            driver.until(connections(1), 20, "an open stream")
+            response = httpx.post(
+                f"{gateway.url}/api/v1/admin/revocations",
+                json={"user": user},
+                headers={"authorization": f"Bearer {gateway.token('ops', admin=True)}"},
+                timeout=10,
+            )
+            assert response.status_code == 201, response.text
+            closed = driver.until(lambda s: s["status"] == "closed", 10, "the page closed")
+            started = time.monotonic()
+            # The backoff's base is 200 ms: a client that retried would have by now.
+            later = driver.until(lambda s: time.monotonic() > started + 1.5, 5, "a moment later")
+            problems = errors(driver)
+            requests = stream_requests(driver)
+            driver.finish()
+
+    assert problems == []
+    assert [e["name"] for e in closed["app"]["events"]][-1] == "error.auth-revoked"
+    assert [(e["code"], e["kind"]) for e in later["app"]["errors"]] == [("AUTH_REVOKED", "auth")]
+    assert later["status"] == "closed"
+    assert len(requests) == 1, "no retry with a revoked token"

@@ -123,7 +123,7 @@ async def test_readiness_follows_each_redis_backend_while_liveness_stays() -> No
         async with api_client(node) as api:
             ready = await api.client.get("/api/v1/events/health/ready")
             assert ready.status_code == 200
-            assert ready.json()["backends"] == {"bus:redis": True, "node_control": True}
+            assert ready.json()["backends"] == {"bus:redis": True, "node_control": True, "revocations": True}
             redis.stop()
 
             async def not_ready() -> bool:

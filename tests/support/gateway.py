@@ -42,10 +42,21 @@ class GatewayProcess:
         sid: str | None = None,
         resources: tuple[str, ...] | list[str] = (),
         publisher: bool = False,
+        admin: bool = False,
         ttl: float = 3600,
+        jti: str | None = None,
+        now: float | None = None,
     ) -> str:
         return mint_token(
-            self.secret, sub=sub, sid=sid, resources=resources, publisher=publisher, ttl_seconds=ttl
+            self.secret,
+            sub=sub,
+            sid=sid,
+            resources=resources,
+            publisher=publisher,
+            admin=admin,
+            ttl_seconds=ttl,
+            jti=jti,
+            now=now,
         )
 
     @property

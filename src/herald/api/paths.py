@@ -13,6 +13,7 @@ DEMO_TOKEN: Final = "/demo/token"  # noqa: S105 - a path
 DEMO_CLIENT: Final = "/demo/herald-client.js"
 SUBSCRIPTIONS: Final = f"{API}/events/subscriptions"
 PRESENCE: Final = f"{API}/events/presence"
+REVOCATIONS: Final = f"{API}/admin/revocations"
 LIVE: Final = f"{HEALTH}/live"
 READY: Final = f"{HEALTH}/ready"
 METRICS: Final = "/metrics"

@@ -18,6 +18,8 @@ from herald.api.schemas import (
     PublishRequest,
     PublishResponse,
     Readiness,
+    RevocationRequest,
+    RevocationResponse,
     StreamTokenResponse,
     SubscriptionsRequest,
     SubscriptionsResponse,
@@ -183,6 +185,49 @@ async def presence(
         online_since=found.online_since,
         grace_until=found.grace_until,
     )
+
+
+@router.post(
+    paths.REVOCATIONS,
+    status_code=201,
+    response_model=RevocationResponse,
+    responses={
+        401: _ERRORS[401],
+        403: {"model": ErrorBody, "description": "the token lacks the `admin` role"},
+        400: {"model": ErrorBody, "description": "not one of the three forms (`REQUEST_INVALID`)"},
+        422: _ERRORS[422],
+        503: {"model": ErrorBody, "description": "Redis cannot keep the revocation now"},
+    },
+    summary="Revoke a user's tokens, one token, or one grant",
+    tags=["admin"],
+)
+async def revoke(
+    body: RevocationRequest,
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+) -> RevocationResponse:
+    """Needs a bearer JWT with the `admin` role. Within a second, on every node:
+
+    - `{"user": "alice"}` (tokens issued before `issued_before`, default now) or
+      `{"jti": "…"}`: the matching streams end with `error.auth-revoked`, and the
+      tokens (and the stream tokens minted from them) are refused with 401
+      `AUTH_REVOKED`: a client must not retry with them.
+    - `{"user": "alice", "resource": "novel:42"}`: the user's streams lose that
+      subscription (`connection.subscriptions-changed`, `reason: "revoked"`) and go
+      on; subscribing to it with a token issued before the revocation is refused
+      403 `AUTH_REVOKED`.
+
+    A revocation is kept `HERALD_REVOCATION_TTL_SECONDS` (a day): make it longer than
+    your tokens live. Tokens without `iat` count as issued before any time.
+    """
+    revocation = await _gateway(request).revoke(
+        authorization=authorization,
+        user=body.user,
+        jti=body.jti,
+        resource=body.resource,
+        issued_before=body.issued_before,
+    )
+    return RevocationResponse.model_validate(revocation.to_json())
 
 
 @router.get(paths.LIVE, response_model=Liveness, summary="Liveness: the process answers", tags=["operations"])

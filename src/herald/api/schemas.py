@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -144,6 +145,32 @@ class PresenceResponse(BaseModel):
         description="Unix seconds, while the user has no stream but is not announced gone yet: "
         "when `connection.closed` is due unless a stream of theirs opens first",
     )
+
+
+class RevocationRequest(BaseModel):
+    """One of: `user` (every token of theirs issued before `issued_before`), `jti` (one
+    token), or `user` with `resource` (that grant, for their tokens issued before
+    `issued_before`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = Field(None, max_length=256, description="the user id (the tokens' `sub`)")
+    jti: str | None = Field(None, max_length=256, description="one token's `jti`")
+    resource: str | None = Field(None, max_length=256, description="a resource key, with `user`")
+    issued_before: datetime | None = Field(
+        None,
+        description="ISO 8601 with a time zone; tokens with an earlier `iat` (or none) are revoked. "
+        "Default: now",
+    )
+
+
+class RevocationResponse(BaseModel):
+    kind: Literal["user", "token", "grant"]
+    user: str | None = None
+    jti: str | None = None
+    resource: str | None = None
+    issued_before: float | None = Field(None, description="Unix seconds")
+    until: float = Field(description="Unix seconds: kept until then (`HERALD_REVOCATION_TTL_SECONDS`)")
 
 
 class SubscriptionsRequest(BaseModel):

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import jwt
 
-from herald.auth.principal import PUBLISHER_ROLE
+from herald.auth.principal import ADMIN_ROLE, PUBLISHER_ROLE
 
 
 def mint_token(
@@ -18,9 +18,11 @@ def mint_token(
     sid: str | None = None,
     resources: Iterable[str] = (),
     publisher: bool = False,
+    admin: bool = False,
     ttl_seconds: float = 3600,
     algorithm: str = "HS256",
     now: float | None = None,
+    jti: str | None = None,
 ) -> str:
     issued = time.time() if now is None else now
     claims: dict[str, object] = {
@@ -31,6 +33,9 @@ def mint_token(
     }
     if sid is not None:
         claims["sid"] = sid
-    if publisher:
-        claims["roles"] = [PUBLISHER_ROLE]
+    roles = [role for role, has in ((PUBLISHER_ROLE, publisher), (ADMIN_ROLE, admin)) if has]
+    if roles:
+        claims["roles"] = roles
+    if jti is not None:
+        claims["jti"] = jti
     return jwt.encode(claims, secret, algorithm=algorithm)

@@ -122,6 +122,11 @@ class StreamTokens:
             claims["sid"] = principal.session_id
         if principal.expires_at is not None:
             claims["sexp"] = principal.expires_at
+        # The JWT's own issue time and id, so that revoking it revokes what it minted.
+        if principal.issued_at is not None:
+            claims["siat"] = principal.issued_at
+        if principal.token_id is not None:
+            claims["sjti"] = principal.token_id
         return StreamToken(jwt.encode(claims, self._key, algorithm=_ALGORITHM), float(int(expires_at)))
 
     def verify(self, token: str | None) -> Principal:
@@ -146,7 +151,7 @@ class StreamTokens:
         if claims.get("typ") != TOKEN_TYPE or not isinstance(claims.get("jti"), str):
             raise AuthError("?token= takes a stream token from POST /api/v1/auth/sse-token")
         base = principal_from_claims(claims)
-        sexp = claims.get("sexp")
+        sexp, siat, sjti = claims.get("sexp"), claims.get("siat"), claims.get("sjti")
         return Principal(
             user_id=base.user_id,
             session_id=base.session_id,
@@ -154,6 +159,8 @@ class StreamTokens:
             publisher=False,
             expires_at=float(sexp) if isinstance(sexp, int | float) else None,
             stream_token_id=claims["jti"],
+            issued_at=float(siat) if isinstance(siat, int | float) else None,
+            token_id=sjti if isinstance(sjti, str) else None,
         )
 
     async def acquire(self, principal: Principal) -> None:

@@ -2,7 +2,8 @@
 
 Claims read: ``sub`` (user id, required), ``sid`` (session id), ``resources``
 (list of resource keys the user may subscribe to), ``roles`` (``publisher``
-may publish). ``exp`` is required unless configured otherwise; ``nbf``,
+may publish, ``admin`` may use the admin API), ``iat`` and ``jti`` (what a
+revocation names). ``exp`` is required unless configured otherwise; ``nbf``,
 ``iss`` and ``aud`` are checked when present or configured.
 """
 
@@ -16,7 +17,7 @@ import jwt
 import structlog
 from jwt.types import Options
 
-from herald.auth.principal import PUBLISHER_ROLE, Principal
+from herald.auth.principal import ADMIN_ROLE, PUBLISHER_ROLE, Principal
 from herald.auth.verified_cache import VerifiedTokens
 from herald.config import Settings
 from herald.errors import AuthError, AuthExpired, AuthMissing, AuthUnavailable
@@ -130,15 +131,22 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     roles = claims.get("roles", [])
     if not isinstance(roles, list):
         raise AuthError("claim 'roles' must be a list of strings")
-    exp = claims.get("exp")
-    expires_at = float(exp) if isinstance(exp, int | float) and math.isfinite(exp) else None
+    jti = claims.get("jti")
     return Principal(
         user_id=sub,
         session_id=sid,
         resources=frozenset(resources),
         publisher=PUBLISHER_ROLE in roles,
-        expires_at=expires_at,
+        expires_at=_seconds(claims.get("exp")),
+        admin=ADMIN_ROLE in roles,
+        issued_at=_seconds(claims.get("iat")),
+        token_id=jti if isinstance(jti, str) and jti else None,
     )
+
+
+def _seconds(value: Any) -> float | None:
+    """A NumericDate claim as Unix seconds, if it is one."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _checked_algorithm(token: str | None, allowed: list[str]) -> str:

@@ -165,6 +165,32 @@ local function channel_floor(log, meta, origin, now, window_ms)
   return start
 end
 
+-- Whether the shard lost ``known``: a cursor of its lifetime ``origin`` that a node saw it
+-- issue on the channel of ``log``/``meta`` (the node's newest there). A replica promoted
+-- after a failover may lack what the primary acknowledged last; its clock alone cannot
+-- tell once any node appended (each append moves the clock to now), the entry can. Not
+-- lost: the entry is there, was trimmed (the floor passed it), or expired with its log
+-- (``last`` passed it, or it is older than a channel's meta lives).
+local function lost_known(log, meta, origin, known, now)
+  if known == '' or not id_le(origin, known) then return false end
+  if #redis.call('XRANGE', log, known, known) > 0 then return false end
+  local state = redis.call('HMGET', meta, 'floor', 'last')
+  if state[1] and id_le(known, state[1]) then return false end
+  if redis.call('EXISTS', log) == 0 then
+    if state[2] and id_le(known, state[2]) then return false end
+    if now - parse_id(known) >= META_KEEP_MS then return false end
+  end
+  return true
+end
+
+-- Start the shard's next lifetime after ``hint_ms`` and its clock (REBIRTH's step).
+local function renew(shard, clock, now, hint_ms)
+  local ms = math.max(now, hint_ms + 1, clock[2] + 1)
+  local origin = fmt(ms, 0)
+  redis.call('HSET', shard, 'origin', origin, 'ms', ms, 'seq', 0)
+  return {origin, ms, 0}
+end
+
 -- A channel's records after ``after`` (at most ``count``) if D5 lets them be replayed
 -- exactly from there: {1, entries}; else {0, floor}. ``first``: the first page of a read
 -- applies the retention first.
@@ -181,10 +207,12 @@ end
 
 #: Appends to channels of one shard, in order, each as if alone.
 #: KEYS: shard, then per item: the channel's log, meta, idempotency key (if any),
-#: superseded keys.
+#: superseded keys; then, with a known cursor, the log and meta of its channel.
 #: ARGV: now, window_ms, max_events (per channel), idempotency_window_ms, hint_ms,
 #: shard index, notification channel prefix, items (msgpack: a list of
-#: [channel, has idempotency key (0/1), superseded key count, field, value, ...]), hint_seq.
+#: [channel, has idempotency key (0/1), superseded key count, field, value, ...]), hint_seq,
+#: known: the newest cursor the caller saw the shard issue, or empty. A shard that lost it
+#: (a failover to a replica that lagged) starts its next lifetime before appending.
 #: Each new entry is published on ``prefix .. channel`` as msgpack
 #: [cursor, the channel's sequence, field, value, ...].
 #: Returns {origin, cursor 1, duplicate 1, ...}.
@@ -199,6 +227,10 @@ local hint_ms, index, prefix = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local hint_seq = tonumber(ARGV[9])
 local clock = shard_state(shard, now, hint_ms, index)
 if clock.err then return clock end
+local known = ARGV[10] or ''
+if known ~= '' and lost_known(KEYS[#KEYS - 1], KEYS[#KEYS], clock[1], known, now) then
+  clock = renew(shard, clock, now, math.max(hint_ms, (parse_id(known))))
+end
 local reply = {clock[1]}
 local key = 2
 -- Keys live a window past their channel's last event, and at least an idempotency window.
@@ -310,7 +342,9 @@ if clock.err then return clock end
 """
 
 #: Move the shard's clock to at least ``hint_ms`` (and now): every cursor it issues later
-#: is above ``hint_ms``-0. KEYS: shard. ARGV: now, hint_ms, index.
+#: is above ``hint_ms``-0. KEYS: shard, then with a known cursor the log and meta of its
+#: channel. ARGV: now, hint_ms, index, known (as APPEND's: a shard that lost it starts its
+#: next lifetime).
 #: Returns {origin, ms, clock ms, clock n}: the shard issues no cursor below ``ms``-0
 #: from here on; its clock as it was found (the last cursor it issued is
 #: ``clock ms``-(``clock n`` × 64 + index + 1), none in that ms when n is -1). A clock
@@ -320,6 +354,10 @@ PROBE: Final = (
     _COMMON
     + _SHARD_CLOCK
     + r"""
+local known = ARGV[4] or ''
+if known ~= '' and lost_known(KEYS[2], KEYS[3], clock[1], known, now) then
+  clock = renew(shard, clock, now, math.max(hint_ms, (parse_id(known))))
+end
 local found_ms, found_n = clock[2], clock[3]
 advance_clock(shard, clock, math.max(now, hint_ms))
 return {clock[1], string.format('%.0f', clock[2]), string.format('%.0f', found_ms), found_n}
@@ -334,9 +372,6 @@ REBIRTH: Final = (
     + _SHARD_CLOCK
     + r"""
 if clock[1] ~= ARGV[4] then return clock[1] end
-local ms = math.max(now, hint_ms + 1, clock[2] + 1)
-local origin = fmt(ms, 0)
-redis.call('HSET', shard, 'origin', origin, 'ms', ms, 'seq', 0)
-return origin
+return renew(shard, clock, now, hint_ms)[1]
 """
 )

@@ -19,7 +19,13 @@ from herald.bus import channel_scripts
 from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Replay
 from herald.bus.channels import channel_of
 from herald.bus.redis_entry import entry_fields, pairs, record_from_entry
-from herald.cluster.redis_client import RedisConnections, is_unavailable, unavailable
+from herald.cluster.redis_client import (
+    RedisConnections,
+    is_unavailable,
+    not_replicated,
+    script_then_wait,
+    unavailable,
+)
 from herald.wire.cursor import Cursor, parse_cursor
 
 
@@ -71,8 +77,11 @@ class ShardLog:
         idempotency_window_seconds: float = 600.0,
         replay_page: int = 1000,
         clock: Callable[[], float] | None = None,
+        min_replicas_ack: int = 0,
+        replica_ack_timeout_seconds: float = 1.0,
     ) -> None:
-        """``clock``: ``None`` (production) uses Redis's clock."""
+        """``clock``: ``None`` (production) uses Redis's clock. ``min_replicas_ack``: above
+        0, an append counts only once that many replicas acknowledged it (``WAIT``)."""
         if not 0 <= index < channel_scripts.MAX_SHARDS:
             raise ValueError(f"a shard's index is below {channel_scripts.MAX_SHARDS}")
         self.index = index
@@ -83,6 +92,8 @@ class ShardLog:
         self._idempotency_ms = int(idempotency_window_seconds * 1000)
         self._replay_page = replay_page
         self._clock = clock
+        self._min_replicas_ack = min_replicas_ack
+        self._replica_ack_ms = max(1, int(replica_ack_timeout_seconds * 1000))
         commands = redis.commands
         self._append = commands.register_script(channel_scripts.APPEND)
         self._replay = commands.register_script(channel_scripts.REPLAY_PAGE)
@@ -94,9 +105,13 @@ class ShardLog:
         #: The newest cursor the shard had issued, by its clock as the last probe found it.
         self.issued = Cursor(0, 0)
 
-    async def append_many(self, appends: Sequence[Append], hint: Cursor) -> list[BatchResult]:
+    async def append_many(
+        self, appends: Sequence[Append], hint: Cursor, known: tuple[str, Cursor] | None = None
+    ) -> list[BatchResult]:
         """Each of ``appends`` on its channel, in order, in one round trip. ``hint``: the
-        newest cursor the caller has seen or was given; every cursor issued is above it."""
+        newest cursor the caller has seen or was given; every cursor issued is above it.
+        ``known``: the newest entry (channel, cursor) the caller saw this shard issue: a
+        shard that no longer holds it starts its next lifetime first."""
         if not appends:
             return []
         k = self.keys
@@ -121,18 +136,34 @@ class ShardLog:
             k.notifications,
             msgpack.packb(items, use_bin_type=False),
             hint.seq,
+            self._known_arg(keys, known),
         ]
+        acknowledged = 0
         try:
-            reply = await self._append(keys=keys, args=args)
+            if self._min_replicas_ack:
+                reply, acknowledged = await self._append_replicated(keys, args)
+            else:
+                reply = await self._append(keys=keys, args=args)
         except Exception as exc:
             if is_unavailable(exc):
                 return [unavailable("appending to a shard", exc)] * len(appends)
             raise
         self.origin = reply[0].decode()
+        if acknowledged < self._min_replicas_ack:
+            # On the primary, not (yet) on enough replicas: a failover now could lose them,
+            # so they are not acknowledged. Sent again, the idempotency key finds them.
+            return [not_replicated(acknowledged, self._min_replicas_ack)] * len(appends)
         return [
             AppendResult(_cursor(cursor), duplicate=bool(duplicate))
             for cursor, duplicate in zip(reply[1::2], reply[2::2], strict=True)
         ]
+
+    async def _append_replicated(self, keys: list[Any], args: list[Any]) -> tuple[Any, int]:
+        """The append script, then ``WAIT`` on the same connection, in one round trip: the
+        script's reply and how many replicas acknowledged it in time."""
+        return await script_then_wait(
+            self._redis.commands, self._append, keys, args, self._min_replicas_ack, self._replica_ack_ms
+        )
 
     async def replay(self, channel: str, after: Cursor) -> Replay:
         """The channel's records after ``after``, if nothing after it was lost (D5, per
@@ -199,13 +230,13 @@ class ShardLog:
             replays.append(Replay(True, records))
         return replays
 
-    async def probe(self, hint_ms: int) -> int:
+    async def probe(self, hint_ms: int, known: tuple[str, Cursor] | None = None) -> int:
         """Move the shard's clock to at least ``hint_ms``; the millisecond below which the
-        shard has issued every cursor it ever will (for a watermark)."""
-        args = [self._now_arg(), hint_ms, self.index]
-        origin, ms, found_ms, found_n = await self._run(
-            self._probe, [self.keys.shard], args, "probing a shard"
-        )
+        shard has issued every cursor it ever will (for a watermark). ``known``: as
+        :meth:`append_many`'s."""
+        keys: list[Any] = [self.keys.shard]
+        args = [self._now_arg(), hint_ms, self.index, self._known_arg(keys, known)]
+        origin, ms, found_ms, found_n = await self._run(self._probe, keys, args, "probing a shard")
         self.origin = origin.decode()
         n = int(found_n)
         self.issued = Cursor(int(found_ms), n * channel_scripts.MAX_SHARDS + self.index + 1 if n >= 0 else 0)
@@ -228,6 +259,14 @@ class ShardLog:
             if is_unavailable(exc):
                 raise unavailable(what, exc) from exc
             raise
+
+    def _known_arg(self, keys: list[Any], known: tuple[str, Cursor] | None) -> str:
+        """The script argument for ``known``; its channel's log and meta go last in ``keys``."""
+        if known is None:
+            return ""
+        channel, cursor = known
+        keys += [self.keys.log(channel), self.keys.meta(channel)]
+        return str(cursor)
 
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(int(self._clock() * 1000))

@@ -253,8 +253,11 @@ class ShardedBus:
         shard_grace_seconds: float = 3.0,
         probe_delay_seconds: float = 0.002,
         owns_connections: bool = False,
+        min_replicas_ack: int = 0,
+        replica_ack_timeout_seconds: float = 1.0,
     ) -> None:
-        """``owns_connections``: close the shards' connections on :meth:`stop`."""
+        """``owns_connections``: close the shards' connections on :meth:`stop`.
+        ``min_replicas_ack``: see :class:`ShardLog` (``HERALD_REDIS_MIN_REPLICAS_ACK``)."""
         self.keys = keys or ShardKeys()
         self._owns_connections = owns_connections
         self._connections = list(shards)
@@ -267,6 +270,8 @@ class ShardedBus:
                 max_events_per_channel=max_events_per_channel,
                 idempotency_window_seconds=idempotency_window_seconds,
                 clock=clock,
+                min_replicas_ack=min_replicas_ack,
+                replica_ack_timeout_seconds=replica_ack_timeout_seconds,
             )
             for index, c in enumerate(shards)
         ]
@@ -326,6 +331,9 @@ class ShardedBus:
         #: Per shard, the newest cursor it is known to have issued in its lifetime (notices
         #: and appends): a clock found behind it means a restore from an older snapshot.
         self._known: dict[int, Cursor] = {}
+        #: The channel of each of those: the shard is asked whether it still holds that entry
+        #: (a failover to a replica that lagged loses the newest; see :meth:`_known_entry`).
+        self._known_channel: dict[int, str] = {}
         self._probe_delay_seconds = probe_delay_seconds
         self.stopping = False
 
@@ -516,7 +524,7 @@ class ShardedBus:
         hint = max(self._head, self._appended)
         answers = await asyncio.gather(
             *(
-                self._shards[index].append_many([appends[i] for i in places], hint)
+                self._shards[index].append_many([appends[i] for i in places], hint, self._known_entry(index))
                 for index, places in groups.items()
             )
         )
@@ -531,6 +539,7 @@ class ShardedBus:
                         self._appended = result.cursor
                     if result.cursor > known and not result.duplicate:
                         known = self._known[index] = result.cursor
+                        self._known_channel[index] = channel_of(appends[place].message)
         return [r for r in results if r is not None]
 
     # --- replay
@@ -605,6 +614,7 @@ class ShardedBus:
             self._seen[index] = notice.record.cursor  # the shard's notices arrive in cursor order
             if notice.record.cursor > self._known.get(index, _ZERO):
                 self._known[index] = notice.record.cursor
+                self._known_channel[index] = channel
         if channel not in self.interest:
             return
         last = self._last.get(channel)
@@ -833,7 +843,7 @@ class ShardedBus:
         async def one(index: int) -> int:
             shard = self._shards[index]
             known = self._known.get(index)  # what it had issued before this probe ran
-            mark = await shard.probe(hint_ms)
+            mark = await shard.probe(hint_ms, self._known_entry(index))
             subscriber = self._subscribers[index]
             try:
                 await asyncio.wait_for(subscriber.ping_through(), self._catch_up_seconds)
@@ -869,8 +879,17 @@ class ShardedBus:
     async def check_lifetime(self, index: int) -> None:
         """Probe the shard: has it lost its data, or come back from an older snapshot?"""
         known = self._known.get(index)
-        await self._shards[index].probe(0)
+        await self._shards[index].probe(0, self._known_entry(index))
         await self._judge_lifetime(index, known)
+
+    def _known_entry(self, index: int) -> tuple[str, Cursor] | None:
+        """The newest entry this node saw shard ``index`` issue, and its channel. Each append
+        and probe asks the shard whether it still holds it: one that lost it (a replica
+        promoted before it received it) starts its next lifetime there and then, before
+        an append of a node that never saw it moves the clock past it (after which the
+        clock alone could not tell)."""
+        known, channel = self._known.get(index), self._known_channel.get(index)
+        return None if known is None or channel is None else (channel, known)
 
     async def _judge_lifetime(self, index: int, known: Cursor | None) -> None:
         """After a probe: a new lifetime closes its channels' streams; a clock behind what
@@ -959,6 +978,7 @@ class ShardedBus:
             channels = frozenset(self._by_shard[index])
             self._seen.pop(index, None)
             self._known.pop(index, None)
+            self._known_channel.pop(index, None)
             for channel in channels:
                 self._last.pop(channel, None)
             self._channels_lost(channels)

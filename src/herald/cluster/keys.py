@@ -73,6 +73,11 @@ class Keyspace:
         return self._key("lifecycle", "relayed")
 
     @property
+    def revocations(self) -> str:
+        """A Redis Stream of revocations in force (:mod:`herald.auth.redis_revocations`)."""
+        return self._key("revocations")
+
+    @property
     def control(self) -> str:
         """The pub/sub channel of commands between nodes (:mod:`herald.cluster.control`)."""
         return self._key("control")

@@ -21,20 +21,32 @@ Two kinds, deliberately configured apart:
     For ``SUBSCRIBE``: no read timeout at all (a channel may be silent for
     hours); TCP keepalive and the reader's own periodic ``PING`` notice a
     dead peer.
+
+A URL ``redis+sentinel://[[user]:password@]host:port[,host:port…]/service[/db]``
+names a primary that Redis Sentinel manages (docs/operations.md, "Replicas and
+Sentinel"): every client kind above asks the Sentinels for the service's current
+primary each time it opens a connection, so after a failover the next
+connection of each (a pooled command's, a reader's reconnect, a subscriber's
+renewal) reaches the promoted replica. The rules above hold unchanged: the
+Sentinels are asked with the same timeout and no retry, and a primary that no
+Sentinel names yet is "unavailable" like a Redis that does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -64,6 +76,41 @@ def unavailable(what: str, error: BaseException) -> BusUnavailable:
         f"{what}: Redis is unavailable ({type(error).__name__}); retry shortly",
         retry_after=RETRY_AFTER_SECONDS,
     )
+
+
+def not_replicated(acknowledged: int, wanted: int) -> BusUnavailable:
+    """An append the primary took but fewer than ``wanted`` replicas acknowledged in time
+    (``HERALD_REDIS_MIN_REPLICAS_ACK``): not "acknowledged" for Herald, since a failover
+    now could lose it. The publisher sends it again with its ``idempotency_key``."""
+    return BusUnavailable(
+        f"the event reached the Redis primary but {acknowledged} of the {wanted} replicas required "
+        "acknowledged it in time; retry with the same idempotency_key",
+        retry_after=RETRY_AFTER_SECONDS,
+        reason="not_replicated",
+    )
+
+
+async def script_then_wait(
+    client: Redis, script: Any, keys: Sequence[Any], args: Sequence[Any], replicas: int, timeout_ms: int
+) -> tuple[Any, int]:
+    """Run ``script`` (from ``register_script``), then ``WAIT replicas timeout_ms`` on the same
+    connection (``WAIT`` counts the replicas that have *this connection's* writes, and a
+    script may not call it), pipelined: one round trip. The script's reply and how many
+    replicas acknowledged it. Not retried, as no command here is; a script the server does
+    not have cached (restarted, or a replica just promoted) is loaded first: it did not run."""
+    for _ in range(2):
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            reply, acknowledged = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, NoScriptError):
+            await client.script_load(script.script)
+            continue
+        for answer in (reply, acknowledged):
+            if isinstance(answer, Exception):
+                raise answer
+        return reply, int(acknowledged)
+    raise NoScriptError("the script could not be loaded")
 
 
 async def stop_reader(task: asyncio.Task[None], client: Redis, grace: float = 0.3) -> None:
@@ -139,6 +186,86 @@ def _no_maintenance_notifications() -> MaintNotificationsConfig:
     return MaintNotificationsConfig(enabled=False)
 
 
+#: The scheme of a primary found through Redis Sentinel.
+SENTINEL_SCHEME = "redis+sentinel://"
+#: Sentinel's own port, when a URL names a Sentinel without one.
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """What a ``redis+sentinel://`` URL names: the Sentinels to ask, the service (the
+    ``sentinel monitor`` name) whose primary to use, and how to log in to that primary."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget | None:
+    """``redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db]``, or
+    ``None`` for any other URL. ``ValueError`` for such a URL that names no Sentinel or no
+    service. The credentials are the primary's (Sentinels are asked without)."""
+    if not url.startswith(SENTINEL_SCHEME):
+        return None
+    rest = url[len(SENTINEL_SCHEME) :]
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):  # [::1]:26379
+            host, _, port = item[1:].partition("]")
+            port = port.removeprefix(":")
+        else:
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        if not host:
+            raise ValueError(f"a Sentinel without a host in {url!r}")
+        sentinels.append((host, int(port) if port else SENTINEL_PORT))
+    service, _, db = path.strip("/").partition("/")
+    if not sentinels or not service:
+        raise ValueError(
+            "a redis+sentinel:// URL names its Sentinels and a service: host:port,…/service[/db]"
+        )
+    return SentinelTarget(tuple(sentinels), unquote(service), int(db) if db else 0, username, password)
+
+
+class _Sentinel(Sentinel):
+    """Sentinels asked for the primary, minding one more state than redis-py does."""
+
+    def check_master_state(self, state: dict[str, Any], service_name: str) -> bool:
+        # The Sentinel leading a failover names the *old* primary until the failover ends
+        # (the others already name the promoted replica); if the old one is back meanwhile
+        # (restarted, often empty), it is not down either, and writes sent there are lost
+        # when the Sentinels make it a replica. Ask the next Sentinel instead.
+        flags = state.get("flags", "")
+        if "failover_in_progress" in (flags.split(",") if isinstance(flags, str) else flags):
+            return False
+        return super().check_master_state(state, service_name)
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """Connections to the service's current primary, as Sentinel names it when each one
+    connects; the idle ones are dropped when Sentinel names another."""
+
+    def __init__(self, service: str, sentinel: Sentinel, **options: Any) -> None:
+        super().__init__(service, sentinel, **options)  # type: ignore[no-untyped-call]
+
+
+class _BlockingSentinelPool(_SentinelPool, BlockingConnectionPool):
+    """The command pool's bound (wait at most ``timeout`` for a free connection) with
+    Sentinel's choice of server."""
+
+
 class RedisConnections:
     """The Redis clients of one node; :meth:`aclose` closes every one it made."""
 
@@ -148,54 +275,85 @@ class RedisConnections:
         self.url = url
         self.timeout = timeout
         self.name = name
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout,  # waiting for a free pooled connection
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=_no_retry(),
-            client_name=name,
-            maint_notifications_config=_no_maintenance_notifications(),
-        )
+        #: With a ``redis+sentinel://`` URL: the Sentinels that name the primary.
+        self.target = parse_sentinel_url(url)
+        self._sentinel: Sentinel | None = None
+        self._pools: list[Any] = []
+        common: dict[str, Any] = {
+            "socket_connect_timeout": timeout,
+            "retry": _no_retry(),
+            "client_name": name,
+            "maint_notifications_config": _no_maintenance_notifications(),
+        }
+        if self.target is not None:
+            self._sentinel = _Sentinel(
+                list(self.target.sentinels),
+                # Asked with the same bound as every command, never retried: master
+                # discovery moves on to the next Sentinel by itself.
+                sentinel_kwargs={
+                    "socket_timeout": timeout,
+                    "socket_connect_timeout": timeout,
+                    "retry": _no_retry(),
+                },
+            )
+            common.update(db=self.target.db, username=self.target.username, password=self.target.password)
+        self._common = common
+        pool: BlockingConnectionPool
+        if self._sentinel is not None:
+            assert self.target is not None
+            pool = _BlockingSentinelPool(
+                self.target.service,
+                self._sentinel,
+                max_connections=max_connections,
+                timeout=timeout,  # waiting for a free pooled connection
+                socket_timeout=timeout,
+                **common,
+            )
+        else:
+            pool = BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=timeout,  # waiting for a free pooled connection
+                socket_timeout=timeout,
+                **common,
+            )
         self._pool = pool
         self.commands: Redis = Redis(connection_pool=pool)
         self._own: list[Redis] = [self.commands]
 
-    def blocking(self, block_seconds: float) -> Redis:
-        client: Redis = Redis.from_url(
-            self.url,
-            socket_timeout=block_seconds + self.timeout,
-            socket_connect_timeout=self.timeout,
-            retry=_no_retry(),
-            single_connection_client=True,
-            client_name=self.name,
-            maint_notifications_config=_no_maintenance_notifications(),
-        )
+    def _client(self, *, single: bool = False, **options: Any) -> Redis:
+        """A client of its own (not sharing the command pool), with ``options`` on top of
+        the common ones; through the Sentinels when the URL names them."""
+        client: Redis
+        if self._sentinel is None:
+            client = Redis.from_url(self.url, single_connection_client=single, **self._common, **options)
+        else:
+            assert self.target is not None
+            pool = _SentinelPool(self.target.service, self._sentinel, **self._common, **options)
+            self._pools.append(pool)
+            client = Redis(connection_pool=pool, single_connection_client=single)
         self._own.append(client)
         return client
+
+    def blocking(self, block_seconds: float) -> Redis:
+        return self._client(single=True, socket_timeout=block_seconds + self.timeout)
 
     def subscriber(self) -> Redis:
         # TCP keepalive notices a dead peer; a Unix socket (the workers' embedded log)
         # has none to notice, and its connections take no such option.
         keepalive = {} if self.url.startswith("unix:") else {"socket_keepalive": True}
-        client: Redis = Redis.from_url(
-            self.url,
-            socket_timeout=None,
-            socket_connect_timeout=self.timeout,
-            retry=_no_retry(),
-            client_name=self.name,
-            maint_notifications_config=_no_maintenance_notifications(),
-            **keepalive,
-        )
-        self._own.append(client)
-        return client
+        return self._client(socket_timeout=None, **keepalive)
 
     async def aclose(self) -> None:
         for client in self._own:
             await client.aclose()
         self._own.clear()
         await self._pool.aclose()
+        for pool in self._pools:
+            await pool.aclose()
+        self._pools.clear()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
 
 def shard_list(redis: RedisConnections | Sequence[RedisConnections]) -> list[RedisConnections]:

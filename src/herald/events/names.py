@@ -26,12 +26,14 @@ _SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 
 #: Prefixes only the gateway itself emits.
 RESERVED_PREFIXES: Final = ("connection.",)
-#: ``error.*`` names with a meaning the gateway gives them (a producer could
-#: otherwise make clients drop a healthy stream); other ``error.*`` names are free.
+#: Names with a meaning the gateway gives them (a producer could otherwise make
+#: clients drop a healthy stream); other ``error.*`` and ``auth.*`` names are free.
 RESERVED_NAMES: Final = frozenset(
     {
         "error.slow-consumer",
         "error.auth-expired",
+        "error.auth-revoked",
+        "auth.expiring",
         "error.connection-limit-exceeded",
         "error.connection-evicted",
         "error.server-overload",

@@ -4,7 +4,7 @@ subscriptions changed, or the stream was evicted under the per-user limit."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import BaseModel, Field
 
@@ -30,6 +30,10 @@ class SubscriptionsChanged(BaseModel):
     added: list[str]
     removed: list[str]
     live_from: str = Field(description="the cursor after which added resources' events are live")
+    #: Why the gateway removed resources on its own: the authorizer no longer grants them
+    #: (``withdrawn``), or an admin revoked the grant (``revoked``); absent when the
+    #: subscriptions API changed them.
+    reason: Literal["withdrawn", "revoked"] | None = None
 
 
 #: Payload model of each notice (see ``herald.events.system.EVENT_PAYLOADS``).

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 CONNECTION_ESTABLISHED = "connection.established"
 SLOW_CONSUMER = "error.slow-consumer"
 AUTH_EXPIRED = "error.auth-expired"
+AUTH_REVOKED = "error.auth-revoked"
+AUTH_EXPIRING = "auth.expiring"
 SERVER_SHUTDOWN = "connection.closing"
 
 
@@ -67,6 +69,15 @@ class ErrorEvent(BaseModel):
     correlation_id: str | None = None
 
 
+class AuthExpiring(BaseModel):
+    """Sent ``HERALD_AUTH_EXPIRING_SECONDS`` before the token behind a stream expires (at
+    once when it opens with less left): fetch a new token and reconnect with
+    Last-Event-ID before ``error.auth-expired`` cuts the stream. Nothing is lost."""
+
+    expires_at: str = Field(description="ISO 8601, UTC: when the stream ends with error.auth-expired")
+    expires_in: float = Field(description="seconds left when it was sent")
+
+
 class ConnectionClosing(BaseModel):
     """Sent before the gateway closes a stream it wants the client back on; ``retry_ms`` is jittered.
 
@@ -85,5 +96,7 @@ EVENT_PAYLOADS: Final[Mapping[str, type[BaseModel]]] = {
     CONNECTION_ESTABLISHED: ConnectionEstablished,
     SERVER_SHUTDOWN: ConnectionClosing,
     AUTH_EXPIRED: ErrorEvent,
+    AUTH_REVOKED: ErrorEvent,
+    AUTH_EXPIRING: AuthExpiring,
     SLOW_CONSUMER: ErrorEvent,
 }

@@ -22,6 +22,7 @@ import structlog
 from herald.auth.authorizers import ClaimsAuthorizer, HttpAuthorizer, ResourceAuthorizer
 from herald.auth.grants import MAX_SUBSCRIPTIONS, parse_subscriptions
 from herald.auth.principal import Principal
+from herald.auth.revocations import MemoryRevocations, Revocations
 from herald.auth.stream_tokens import StreamTokens
 from herald.auth.tokens import TokenVerifier, bearer_token
 from herald.cluster.counting import ConnectionCounter
@@ -86,10 +87,12 @@ class Admission:
         connection_counts: ConnectionCounter,
         authorizer: ResourceAuthorizer,
         cluster_rates: ClusterRates | None = None,
+        revocations: Revocations | None = None,
     ) -> None:
         """``cluster_rates``: the cluster's connect-rate buckets (the Redis bus), asked when
-        this node's own bucket allows a connect."""
+        this node's own bucket allows a connect. ``revocations``: tokens and grants revoked."""
         self._cluster_rates = cluster_rates
+        self._revocations: Revocations = revocations or MemoryRevocations()
         self._settings = settings
         self._manager = manager
         self._verifier = verifier
@@ -105,13 +108,34 @@ class Admission:
         self.refused: dict[str, int] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        return await self._verifier.verify(bearer_token(authorization))
+        """The principal of a bearer JWT that is valid and not revoked."""
+        principal = await self._verifier.verify(bearer_token(authorization))
+        self._revocations.check(principal)
+        return principal
 
     async def authenticate_publisher(self, authorization: str | None) -> Principal:
         principal = await self.authenticate(authorization)
         if not principal.publisher:
             raise PermissionDenied("publishing needs a token with the 'publisher' role")
         return principal
+
+    async def authenticate_admin(self, authorization: str | None) -> Principal:
+        principal = await self.authenticate(authorization)
+        if not principal.admin:
+            raise PermissionDenied("the admin API needs a token with the 'admin' role")
+        return principal
+
+    def revocations_healthy(self) -> bool:
+        """Whether this node knows what is revoked (on the Redis bus: has read it)."""
+        return self._revocations.healthy()
+
+    def grant_revoked(self, principal: Principal, resource: str) -> bool:
+        """Whether ``resource``'s grant was revoked for the token behind ``principal``."""
+        try:
+            self._revocations.check(principal, (resource,))
+        except HeraldError:
+            return True
+        return False
 
     async def admit_stream(
         self,
@@ -157,6 +181,7 @@ class Admission:
             raise AuthError("send either an Authorization header or ?token=, not both")
         if stream_token is not None:
             principal = self._stream_tokens.verify(stream_token)
+            self._revocations.check(principal)
         else:
             principal = await self.authenticate(authorization)
         await self._take_connect_token(self._user_rate, principal.user_id, now, "user")
@@ -222,6 +247,7 @@ class Admission:
         """All of ``keys``, or :class:`PermissionDenied` naming those not granted."""
         if not keys:
             return frozenset()
+        self._revocations.check(principal, keys)
         granted = await self._authorizer.granted(principal, keys)
         refused = [key for key in keys if key not in granted]
         if refused:

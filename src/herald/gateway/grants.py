@@ -77,7 +77,7 @@ class GrantRecheck:
             withdrawn = [key for key in keys if key not in granted and key in conn.subscriptions]
             if not withdrawn or conn.closed:
                 continue
-            await self._manager.change_subscriptions(conn, (), withdrawn)
+            await self._manager.change_subscriptions(conn, (), withdrawn, reason="withdrawn")
             log.info("sse_grant_withdrawn", connection_id=conn_id, user_id=conn.user_id, removed=withdrawn)
             dropped += len(withdrawn)
         self.withdrawn += dropped

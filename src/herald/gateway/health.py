@@ -67,6 +67,8 @@ class NodeHealth:
         backends = {f"bus:{self._settings.bus}": self._bus.healthy()}
         if self._settings.bus == "redis":
             backends["node_control"] = self._control.healthy()
+            # Until read, streams are refused (a revoked token must not get in on a guess).
+            backends["revocations"] = self._admission.revocations_healthy()
         for source in self._sources:
             up = _source_up(source)
             if up is not None:

@@ -9,13 +9,16 @@ owns it, so that the front ends need to know only the gateway."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from herald.auth.authorizers import ClaimsAuthorizer, ResourceAuthorizer
 from herald.auth.principal import Principal
+from herald.auth.revocations import Revocation
 from herald.auth.stream_tokens import StreamTokens, stream_key
 from herald.auth.tokens import TokenVerifier
 from herald.backends import build_backends, build_deep_replay, build_sources, node_name
@@ -32,6 +35,7 @@ from herald.gateway.admission import Admission, StreamGrant, build_authorizer
 from herald.gateway.grants import GrantRecheck
 from herald.gateway.health import NodeHealth
 from herald.gateway.publishing import Publishing
+from herald.gateway.revocation import RevocationEnforcer, revocation_from_request
 from herald.gateway.streams import OpenStreams
 from herald.gateway.subscriptions import LiveSubscriptions, SubscriptionChange
 from herald.manager.connection import Connection
@@ -66,6 +70,7 @@ class Gateway:
             retry_ms=settings.retry_ms,
             retry_spread_ms=settings.shutdown_retry_spread_ms,
             slow_consumer_bytes=settings.slow_consumer_bytes,
+            expiring_seconds=settings.auth_expiring_seconds,
         )
         self.verifier = TokenVerifier(settings)
         self.stream_tokens = StreamTokens(
@@ -92,12 +97,18 @@ class Gateway:
             self.connection_counts,
             self.authorizer,
             cluster_rates=backends.connect_rates,
+            revocations=backends.revocations,
         )
+        self.revocation = RevocationEnforcer(self.manager, backends.revocations)
         self.open_streams = OpenStreams(
             settings, self.bus, self.manager, self.stream_tokens, self.connection_counts, self.control
         )
         self.live_subscriptions = LiveSubscriptions(
-            self.manager, self.authorizer, self.control, self.admission.authenticate
+            self.manager,
+            self.authorizer,
+            self.control,
+            self.admission.authenticate,
+            self.admission.grant_revoked,
         )
         self.node_health = NodeHealth(
             settings,
@@ -126,6 +137,7 @@ class Gateway:
         await self.connection_counts.start()
         await self.manager.start()
         await self.control.start(self._on_command)
+        await self.revocation.start()
         if self.grants is not None:
             self.grants.start()
         for source in self.sources:
@@ -139,6 +151,7 @@ class Gateway:
         if self.grants is not None:
             await self.grants.stop()
         await self.manager.stop()
+        await self.revocation.stop()
         await self.control.stop()
         await self.bus.stop()
         await self.authorizer.aclose()
@@ -221,6 +234,7 @@ class Gateway:
 
     def register_stream(self, sink: Sink, grant: StreamGrant) -> Connection:
         conn = self.open_streams.register(sink, grant)
+        self.revocation.remember(conn, grant.principal)
         if self.grants is not None:
             self.grants.remember(conn, grant.principal)
         return conn
@@ -228,6 +242,34 @@ class Gateway:
     async def presence(self, user_id: str) -> Presence:
         """Whether ``user_id`` has a stream open anywhere in the cluster (:meth:`OpenStreams.presence`)."""
         return await self.open_streams.presence(user_id)
+
+    # --- revocations (revocation.py)
+
+    async def authenticate_admin(self, authorization: str | None) -> Principal:
+        return await self.admission.authenticate_admin(authorization)
+
+    async def revoke(
+        self,
+        *,
+        authorization: str | None,
+        user: str | None = None,
+        jti: str | None = None,
+        resource: str | None = None,
+        issued_before: datetime | None = None,
+    ) -> Revocation:
+        """Revoke tokens or a grant (:mod:`herald.gateway.revocation`) for an admin caller;
+        the matching streams on every node end."""
+        admin = await self.authenticate_admin(authorization)
+        revocation = revocation_from_request(
+            user=user,
+            jti=jti,
+            resource=resource,
+            issued_before=issued_before,
+            ttl_seconds=self.settings.revocation_ttl_seconds,
+            now=time.time(),
+        )
+        await self.revocation.revoke(revocation, by=admin.user_id)
+        return revocation
 
     # --- subscriptions of a live stream (subscriptions.py)
 

@@ -17,7 +17,13 @@ from herald.auth.authorizers import ResourceAuthorizer
 from herald.auth.grants import MAX_SUBSCRIPTIONS, check_resource_key
 from herald.auth.principal import Principal
 from herald.cluster.control import Answer, Command, NodeControl
-from herald.errors import ConnectionNotFound, HeraldError, PermissionDenied, SubscriptionInvalid
+from herald.errors import (
+    ConnectionNotFound,
+    GrantRevoked,
+    HeraldError,
+    PermissionDenied,
+    SubscriptionInvalid,
+)
 from herald.manager.manager import ConnectionManager
 
 log = structlog.get_logger("herald.gateway")
@@ -48,7 +54,10 @@ class LiveSubscriptions:
         authorizer: ResourceAuthorizer,
         control: NodeControl,
         authenticate: Callable[[str | None], Awaitable[Principal]],
+        grant_revoked: Callable[[Principal, str], bool] = lambda principal, key: False,
     ) -> None:
+        """``grant_revoked``: whether an admin revoked a resource's grant for a token."""
+        self._grant_revoked = grant_revoked
         self._manager = manager
         self._authorizer = authorizer
         self._control = control
@@ -81,6 +90,10 @@ class LiveSubscriptions:
             refused.append(_refusal(key, SubscriptionInvalid("a key cannot be both added and removed")))
         to_add = [key for key in to_add if key not in both]
         to_remove = [key for key in to_remove if key not in both]
+        revoked = [key for key in to_add if self._grant_revoked(principal, key)]
+        for key in revoked:
+            refused.append(_refusal(key, GrantRevoked("the grant of this resource was revoked")))
+        to_add = [key for key in to_add if key not in revoked]
         if to_add:
             granted = await self._authorizer.granted(principal, to_add)
             for key in to_add:

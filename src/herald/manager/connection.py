@@ -34,6 +34,8 @@ class CloseReason:
     CLIENT_GONE = "client_gone"
     SLOW_CONSUMER = "slow_consumer"
     AUTH_EXPIRED = "auth_expired"
+    #: Its token (or every token of its user issued before a time) was revoked.
+    AUTH_REVOKED = "auth_revoked"
     SHUTDOWN = "shutdown"
     REPLAY_UNAVAILABLE = "replay_unavailable"
     BUS_RESET = "bus_reset"
@@ -59,11 +61,13 @@ class Connection:
         "expires_at",
         "following",
         "id",
+        "issued_at",
         "joined_at",
         "opened_at",
         "session_id",
         "state",
         "subscriptions",
+        "token_id",
         "user_id",
     )
 
@@ -88,6 +92,9 @@ class Connection:
         self.session_id = session_id
         self.subscriptions = subscriptions
         self.expires_at = expires_at
+        #: The token's ``iat`` and ``jti`` (a stream token's: its JWT's), which revocations name.
+        self.issued_at: float | None = None
+        self.token_id: str | None = None
         self.opened_at = opened_at
         #: The node's position when this connection was indexed: every record
         #: after it reaches the connection live.

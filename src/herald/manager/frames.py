@@ -11,6 +11,8 @@ from herald.events.message import PROTOCOL_VERSION
 from herald.events.notices import CONNECTION_EVICTED, SUBSCRIPTIONS_CHANGED
 from herald.events.system import (
     AUTH_EXPIRED,
+    AUTH_EXPIRING,
+    AUTH_REVOKED,
     CONNECTION_ESTABLISHED,
     SERVER_SHUTDOWN,
     SLOW_CONSUMER,
@@ -79,6 +81,19 @@ def auth_expired() -> bytes:
     )
 
 
+def auth_revoked() -> bytes:
+    return error(
+        AUTH_REVOKED,
+        "AUTH_REVOKED",
+        "the token behind this stream was revoked; the application must sign the user in again",
+    )
+
+
+def auth_expiring(expires_at: float, expires_in: float) -> bytes:
+    when = datetime.fromtimestamp(expires_at, UTC).isoformat(timespec="milliseconds")
+    return _untracked_frame(AUTH_EXPIRING, {"expires_at": when, "expires_in": round(max(0.0, expires_in), 3)})
+
+
 #: ``retry:`` of an evicted stream: a native EventSource comes back this late rather than
 #: evicting, at once, the newer stream that replaced it.
 EVICTED_RETRY_MS = 30_000
@@ -93,11 +108,24 @@ def evicted(limit: int) -> bytes:
 
 
 def subscriptions_changed(
-    position: Cursor, *, exact: bool, subscriptions: list[str], added: list[str], removed: list[str]
+    position: Cursor,
+    *,
+    exact: bool,
+    subscriptions: list[str],
+    added: list[str],
+    removed: list[str],
+    reason: str | None = None,
 ) -> bytes:
     """``connection.subscriptions-changed``; with an ``id`` (``position``) only when ``exact``:
     every record up to ``position`` is already ahead of it on the way to the client."""
-    payload = {"subscriptions": subscriptions, "added": added, "removed": removed, "live_from": str(position)}
+    payload: dict[str, Any] = {
+        "subscriptions": subscriptions,
+        "added": added,
+        "removed": removed,
+        "live_from": str(position),
+    }
+    if reason is not None:
+        payload["reason"] = reason
     if exact:
         return event_frame(str(position), SUBSCRIPTIONS_CHANGED, _data(payload))
     return _untracked_frame(SUBSCRIPTIONS_CHANGED, payload)

@@ -52,8 +52,11 @@ class ConnectionManager:
         retry_ms: int = 3000,
         retry_spread_ms: int = 10_000,
         slow_consumer_bytes: int = 256 * 1024,
+        expiring_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``expiring_seconds``: a stream gets ``auth.expiring`` this long before its token
+        expires (0: never)."""
         self._bus = bus
         self.heartbeat_seconds = heartbeat_seconds
         self.retry_ms = retry_ms
@@ -81,6 +84,9 @@ class ConnectionManager:
         self._next_bucket = 0
         self._tick_index = 0
         self._expiries: list[tuple[float, str]] = []
+        self.expiring_seconds = expiring_seconds
+        #: (when to warn, connection id) of streams whose token expires.
+        self._warnings: list[tuple[float, str]] = []
         self.accepting = True
         self._id_prefix = secrets.token_hex(4)
         self._connections_made = 0
@@ -157,6 +163,8 @@ class ConnectionManager:
         self._buckets[bucket].add(conn)
         if expires_at is not None:
             heapq.heappush(self._expiries, (expires_at, conn.id))
+            if self.expiring_seconds > 0:
+                heapq.heappush(self._warnings, (expires_at - self.expiring_seconds, conn.id))
         self.stats.opened += 1
         return conn
 
@@ -346,7 +354,7 @@ class ConnectionManager:
     # --- subscriptions of a live stream
 
     async def change_subscriptions(
-        self, conn: Connection, add: Iterable[str], remove: Iterable[str]
+        self, conn: Connection, add: Iterable[str], remove: Iterable[str], *, reason: str | None = None
     ) -> tuple[list[str], list[str], Cursor]:
         """Add and remove resource keys on an open stream; what changed, and the cursor
         after which added resources' events are live.
@@ -385,6 +393,7 @@ class ConnectionManager:
                 subscriptions=sorted(conn.subscriptions),
                 added=added,
                 removed=removed,
+                reason=reason,
             )
         )
         if ready is not None:
@@ -452,3 +461,24 @@ class ConnectionManager:
             conn = self.index.all.get(conn_id)
             if conn is not None and conn.expires_at is not None and conn.expires_at <= now:
                 self.close(conn, CloseReason.AUTH_EXPIRED, frames.auth_expired())
+        self._warn_expiring(now)
+
+    def _warn_expiring(self, now: float) -> None:
+        """``auth.expiring`` to the streams whose token expires within ``expiring_seconds``."""
+        warnings = self._warnings
+        if len(warnings) > 2 * len(self.index.all) + 1024:
+            live = self.index.all
+            self._warnings = warnings = [entry for entry in warnings if entry[1] in live]
+            heapq.heapify(warnings)
+        later = []
+        while warnings and warnings[0][0] <= now:
+            entry = heapq.heappop(warnings)
+            conn = self.index.all.get(entry[1])
+            if conn is None or conn.closed or conn.expires_at is None or conn.expires_at <= now:
+                continue
+            if conn.state is State.REPLAYING:
+                later.append(entry)  # after connection.established, never before it
+                continue
+            conn.write_now(frames.auth_expiring(conn.expires_at, conn.expires_at - now))
+        for entry in later:
+            heapq.heappush(warnings, entry)

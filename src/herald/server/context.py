@@ -29,3 +29,10 @@ class ServerContext:
     gc_policy: GcPolicy | None = None
     #: Set whenever the last client connection closes.
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def stream_write_limits(self) -> tuple[int, int]:
+        """A stream transport's (high, low) write-buffer marks: a quarter of the slow-consumer
+        budget, at most asyncio's default 64 KiB, at least 4 KiB."""
+        high = max(4096, min(64 * 1024, self.settings.slow_consumer_bytes // 4))
+        return high, high // 4

@@ -335,6 +335,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         conn = gateway.register_stream(self, grant)
         self.stream = conn
+        # Past the high-water mark the transport pauses and the manager queues references to
+        # frames shared by every receiver, instead of the transport copying each into this
+        # socket's own buffer: a stream that stops reading costs references, not copies.
+        self.transport.set_write_buffer_limits(*self.ctx.stream_write_limits)
         # The head goes out in the same write as the preamble (and any replay).
         cors = stream_cors_headers(stream_request.origin, self.ctx.settings)
         conn.write_now(http11.stream_head(cors) if cors else http11.STREAM_HEAD)

@@ -70,6 +70,14 @@ DEFAULT_TABLE = "herald_outbox"
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?")
 #: Old rows are deleted at most this often.
 _CLEANUP_SECONDS = 60.0
+#: Bound on every statement of the poller's connection (``command_timeout``). A network
+#: partition drops packets silently: without a bound, a statement in flight waits for TCP
+#: to retransmit after the heal (the backoff reaches two minutes) or, on a long cut, for
+#: the kernel to give up (~15 minutes), while readiness still says "listening". Past the
+#: bound the connection is dropped and the poller reconnects as after any failure.
+COMMAND_TIMEOUT_SECONDS = 10.0
+#: The periodic delete of old rows may take longer on a large table; it has its own bound.
+_CLEANUP_TIMEOUT_SECONDS = 120.0
 
 
 def _checked(table: str) -> str:
@@ -220,7 +228,9 @@ class OutboxSource:
         while not self._stopping:
             connection: asyncpg.Connection | None = None
             try:
-                connection = await asyncpg.connect(self._dsn, timeout=10)
+                connection = await asyncpg.connect(
+                    self._dsn, timeout=10, command_timeout=COMMAND_TIMEOUT_SECONDS
+                )
                 await connection.add_listener(self.channel, self._notified)
                 self.listening.set()
                 log.info("outbox_listening", table=self.table, channel=self.channel)
@@ -364,6 +374,7 @@ class OutboxSource:
             f"DELETE FROM {self.table} WHERE status IN ('processed', 'ignored') "  # noqa: S608
             "AND processed_at < now() - make_interval(secs => $1)",
             self._retention_seconds,
+            timeout=_CLEANUP_TIMEOUT_SECONDS,
         )
         deleted = int(status.rsplit(" ", 1)[-1]) if status.startswith("DELETE") else 0
         self.stats.deleted += deleted

@@ -1,7 +1,7 @@
 // The React test application (app/main.tsx, on @herald/client and
 // @herald/react) in Chromium, against a real gateway.
 //
-//   node client_page.mjs --gateway http://127.0.0.1:PORT --jwt JWT
+//   node client_page.mjs --gateway http://127.0.0.1:PORT --jwt JWT[,JWT after a refresh,...]
 //        [--transport fetch|eventsource] [--subscribe novel:1]
 //        [--poll-ms 300] [--max-failures 3] [--probe-ms 1000] [--timeout 40]
 //
@@ -30,7 +30,7 @@ const seconds = Number(args.timeout ?? 40);
 if (!gateway || !args.jwt) fail("usage: client_page.mjs --gateway URL --jwt JWT [--transport eventsource]");
 
 const settings = {
-  jwt: args.jwt,
+  jwts: String(args.jwt).split(","),
   transport: args.transport === "eventsource" ? "eventsource" : "fetch",
   subscribe: args.subscribe ? String(args.subscribe).split(",") : [],
   pollMs: Number(args["poll-ms"] ?? 300),
@@ -135,6 +135,8 @@ function snapshot() {
           resyncs: window.__app.resyncs,
           polls: window.__app.polls,
           listFetches: window.__app.listFetches,
+          tokens: window.__app.tokens,
+          errors: window.__app.errors,
         }
       : null,
   };

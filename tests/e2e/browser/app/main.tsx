@@ -7,7 +7,13 @@
 // application's own API) that events and resyncs invalidate. Everything it
 // sees is also recorded in `window.__app` for the driver.
 
-import { type ConnectionState, HeraldClient, type HeraldEvent, streamTokenUrl } from "@herald/client";
+import {
+  type ConnectionState,
+  HeraldClient,
+  type HeraldEvent,
+  streamTokenUrl,
+  type TokenRequest,
+} from "@herald/client";
 import {
   ConnectionIndicator,
   HeraldProvider,
@@ -20,7 +26,8 @@ import { type ReactNode, StrictMode, useState } from "react";
 import { createRoot } from "react-dom/client";
 
 interface TestSettings {
-  jwt: string;
+  /** The first token; a refresh (`auth.expiring`, a 401) moves to the next of `jwts`. */
+  jwts: string[];
   transport: "fetch" | "eventsource";
   subscribe: string[];
   pollMs: number;
@@ -34,6 +41,10 @@ interface Recorded {
   resyncs: { replayMiss: string | null; at: number }[];
   polls: number;
   listFetches: number;
+  /** Which of the tokens each attempt got. */
+  tokens: number[];
+  /** What the error hook heard. */
+  errors: { code: string | null; status: number | null; kind: string; at: number }[];
   client: HeraldClient;
 }
 
@@ -46,7 +57,12 @@ declare global {
 
 const settings = window.__HERALD_TEST__;
 const queryClient = new QueryClient({ defaultOptions: { queries: { retry: false, staleTime: Infinity } } });
-const getToken = (): string => settings.jwt;
+let tokenIndex = 0;
+const getToken = (request?: TokenRequest): string => {
+  if (request?.refresh && tokenIndex < settings.jwts.length - 1) tokenIndex += 1;
+  window.__app.tokens.push(tokenIndex);
+  return settings.jwts[tokenIndex] ?? "";
+};
 
 const client = new HeraldClient({
   url: "/api/v1/events/stream",
@@ -66,9 +82,11 @@ const client = new HeraldClient({
     },
   },
   onResync: (info) => window.__app.resyncs.push({ replayMiss: info.replayMiss, at: Date.now() }),
+  onError: (error) =>
+    window.__app.errors.push({ code: error.code, status: error.status, kind: error.kind, at: Date.now() }),
 });
 
-window.__app = { events: [], states: [], resyncs: [], polls: 0, listFetches: 0, client };
+window.__app = { events: [], states: [], resyncs: [], polls: 0, listFetches: 0, tokens: [], errors: [], client };
 const record = (state: ConnectionState): void => {
   window.__app.states.push({ status: state.status, attempt: state.attempt, role: state.role, at: Date.now() });
 };

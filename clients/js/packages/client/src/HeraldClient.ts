@@ -41,6 +41,8 @@ export class HeraldClient {
   private readonly tabs: TabCoordinator | null = null;
   private cursor: string | null;
   private closed = false;
+  /** The last error handed to `onError`, so each is reported once. */
+  private reportedError: HeraldError | null = null;
 
   constructor(options: HeraldClientOptions) {
     this.options = options;
@@ -227,7 +229,14 @@ export class HeraldClient {
   }
 
   private setStatus(status: ConnectionStatus, attempt: number, lastError: HeraldError | null): void {
+    const gaveUp = status === "closed" && lastError !== null && lastError !== this.reportedError;
     this.store.update({ status, attempt, lastError });
+    if (gaveUp) {
+      // Once per error: the client stopped for good (a revoked token, an eviction, a
+      // refusal that will not change) and only the application can act on it.
+      this.reportedError = lastError;
+      this.options.onError?.(lastError);
+    }
   }
 
   private resync(info: ResyncInfo): void {

@@ -37,11 +37,15 @@ export class HeraldError extends Error {
 
   /**
    * Whether trying again can succeed. Refusals that name the request itself
-   * (403 a resource not granted, 422 a bad subscription, 400, 404) will be
-   * refused again, so the client stops and reports rather than loop.
+   * (403 a resource not granted, 422 a bad subscription, 400, 404) and revoked
+   * credentials (`AUTH_REVOKED`) will be refused again, so the client stops and
+   * reports rather than loop.
    */
   get retriable(): boolean {
     if (this.kind === "evicted") return false;
+    // An admin revoked the token (401 or error.auth-revoked) or a grant (403): a new
+    // token from the same sign-in is refused too, so the application must act.
+    if (this.code === "AUTH_REVOKED") return false;
     if (this.kind !== "http" || this.status === null) return true;
     return this.status === 408 || this.status === 429 || this.status >= 500;
   }

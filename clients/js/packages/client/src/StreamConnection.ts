@@ -8,12 +8,15 @@ import { EventSourceStream } from "./EventSourceStream";
 import { fetchStream } from "./fetchStream";
 import {
   AUTH_EXPIRED,
+  AUTH_EXPIRING,
+  AUTH_REVOKED,
   confirmedSubscriptions,
   ESTABLISHED,
   EVICTED,
   evictionError,
   GATEWAY_EVENTS,
   parseData,
+  revocationError,
   SUBSCRIPTIONS_CHANGED,
 } from "./gatewayEvents";
 import { Delay } from "./Delay";
@@ -61,12 +64,15 @@ export class StreamConnection {
   /** Ask the application for a new token at the next attempt (401, `error.auth-expired`). */
   private refreshToken = false;
   private lastAttemptRefreshed = false;
+  /** The `expires_at` of the last `auth.expiring` that moved the stream to a new token. */
+  private refreshedFor: string | null = null;
   private status: ConnectionStatus = "connecting";
   private lastError: HeraldError | null = null;
   // Per attempt:
   private established = false;
   private authExpired = false;
   private evicted: HeraldError | null = null;
+  private revoked: HeraldError | null = null;
   private sentCursor = false;
   /** What the next attempt subscribes to: the options', then what the gateway last confirmed. */
   private subscriptions: readonly string[];
@@ -159,11 +165,14 @@ export class StreamConnection {
    */
   private nextStep(outcome: Outcome): number | null {
     if (outcome.kind === "aborted") return 0;
-    if (this.evicted !== null) {
+    const final = this.revoked ?? this.evicted;
+    if (final !== null) {
       // The user opened more streams than the gateway allows and this one,
-      // the oldest, was closed for the newer one. Coming back would evict
-      // that one in turn: stop, and say why; reconnect() starts again.
-      this.lastError = this.evicted;
+      // the oldest, was closed for the newer one: coming back would evict
+      // that one in turn. Or an admin revoked the token: the gateway refuses
+      // it, and the application must sign the user in again. Stop, and say
+      // why; reconnect() starts again.
+      this.lastError = final;
       this.poller?.stop();
       this.setStatus("closed");
       return null;
@@ -224,6 +233,7 @@ export class StreamConnection {
     this.established = false;
     this.authExpired = false;
     this.evicted = null;
+    this.revoked = null;
     if (!this.polling) this.setStatus(this.everOpened || this.failures > 0 ? "reconnecting" : "connecting");
     const request: TokenRequest = { refresh: this.refreshToken, attempt: this.failures + 1 };
     this.lastAttemptRefreshed = request.refresh;
@@ -243,7 +253,7 @@ export class StreamConnection {
     }
   }
 
-  private abort(reason: "watchdog" | "reconnect" | "close"): void {
+  private abort(reason: "watchdog" | "reconnect" | "refresh" | "close"): void {
     this.controller?.abort(reason);
   }
 
@@ -340,6 +350,7 @@ export class StreamConnection {
     const id = message.id === undefined || message.id === "" ? null : message.id;
     const event: HeraldEvent<unknown> = { name, id, data: parseData(message.data) };
     if (name === AUTH_EXPIRED) this.authExpired = true;
+    if (name === AUTH_REVOKED) this.revoked = revocationError(event.data);
     if (name === EVICTED) this.evicted = evictionError(event.data);
     if (name === SUBSCRIPTIONS_CHANGED || name === ESTABLISHED) {
       // A reconnect asks for what the stream had, including changes made through the subscriptions API.
@@ -347,6 +358,7 @@ export class StreamConnection {
     }
     if (name !== ESTABLISHED) {
       this.sink.onEvent(event);
+      if (name === AUTH_EXPIRING) this.refreshBeforeExpiry(event.data);
       return;
     }
     const reopened = this.everOpened;
@@ -361,6 +373,21 @@ export class StreamConnection {
         connectionId: typeof data.connection_id === "string" ? data.connection_id : null,
       });
     }
+  }
+
+  /**
+   * `auth.expiring`: the token behind this stream runs out soon. Reconnect now
+   * with a fresh one and the cursor, so the stream moves over with nothing lost
+   * instead of being cut by `error.auth-expired`.
+   */
+  private refreshBeforeExpiry(data: unknown): void {
+    const expiresAt = (data as { expires_at?: unknown } | null)?.expires_at;
+    // The same expiry again means the application handed back the same token: moving
+    // over again would only loop. Let this stream run out (error.auth-expired) instead.
+    if (typeof expiresAt !== "string" || expiresAt === this.refreshedFor) return;
+    this.refreshedFor = expiresAt;
+    this.refreshToken = true;
+    this.abort("refresh");
   }
 
   private onEstablished(): void {

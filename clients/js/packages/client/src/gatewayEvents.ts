@@ -4,6 +4,8 @@ import { HeraldError } from "./HeraldError";
 export const ESTABLISHED = "connection.established";
 export const SUBSCRIPTIONS_CHANGED = "connection.subscriptions-changed";
 export const AUTH_EXPIRED = "error.auth-expired";
+export const AUTH_REVOKED = "error.auth-revoked";
+export const AUTH_EXPIRING = "auth.expiring";
 export const EVICTED = "error.connection-evicted";
 
 /** The native EventSource always listens for these. */
@@ -12,13 +14,15 @@ export const GATEWAY_EVENTS = [
   "connection.closing",
   SUBSCRIPTIONS_CHANGED,
   AUTH_EXPIRED,
+  AUTH_REVOKED,
+  AUTH_EXPIRING,
   "error.slow-consumer",
   EVICTED,
 ] as const;
 
 /** Notices that carry no id (D6); EventSource would report the previous event's id for them. */
 export function isUntracked(name: string): boolean {
-  return name.startsWith("error.") || name === "connection.closing";
+  return name.startsWith("error.") || name === "connection.closing" || name === AUTH_EXPIRING;
 }
 
 export function parseData(text: string): unknown {
@@ -33,6 +37,13 @@ export function parseData(text: string): unknown {
 export function confirmedSubscriptions(data: unknown): readonly string[] | null {
   const list = (data as { subscriptions?: unknown } | null)?.subscriptions;
   return Array.isArray(list) && list.every((key) => typeof key === "string") ? (list as string[]) : null;
+}
+
+/** `error.auth-revoked`: final; the application must sign the user in again. */
+export function revocationError(data: unknown): HeraldError {
+  const body = (data ?? {}) as { message?: unknown };
+  const message = typeof body.message === "string" ? body.message : "the token behind the stream was revoked";
+  return new HeraldError("auth", message, { code: "AUTH_REVOKED" });
 }
 
 export function evictionError(data: unknown): HeraldError {

@@ -76,6 +76,12 @@ export interface HeraldClientOptions {
   readonly lastEventId?: string;
   /** Called when the stream could not continue exactly after our cursor: re-fetch state. */
   readonly onResync?: (info: ResyncInfo) => void;
+  /**
+   * Called when the client stops for good because of `error` (status `closed`, not
+   * by `close()`): a revoked token (`code` `AUTH_REVOKED`: sign the user in again),
+   * an eviction by a newer stream, or a refusal that will not change (403, 422).
+   */
+  readonly onError?: (error: HeraldError) => void;
   readonly backoff?: Partial<BackoffPolicy>;
   /** Consecutive failures before the polling fallback engages (default 5). */
   readonly maxFailuresBeforePolling?: number;

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
-import type { HeraldEvent, TokenRequest } from "../src";
+import type { HeraldError, HeraldEvent, TokenRequest } from "../src";
 import { established, event, FakeGateway } from "./fakeGateway";
 import { advance, flush, soloClient, useFakeClock } from "./helpers";
 
@@ -296,6 +296,92 @@ describe("auth", () => {
     expect(requests.map((r) => r.refresh)).toEqual([false, true]);
     expect(again.request.headers["authorization"]).toBe("Bearer t2");
     expect(again.request.headers["last-event-id"]).toBe("2-0");
+    client.close();
+  });
+});
+
+describe("revocation and expiry", () => {
+  it("auth.expiring moves the stream to a fresh token at once, resuming from the cursor", async () => {
+    const requests: TokenRequest[] = [];
+    const seen: string[] = [];
+    const client = soloClient(gateway, {
+      getToken: (r) => {
+        requests.push(r);
+        return `t${requests.length}`;
+      },
+    });
+    client.on("auth.expiring", (e) => seen.push(e.data.expires_at));
+    const first = await gateway.next();
+    const stream = first.stream();
+    stream.send(established("1-0", false, "none") + event("2-0", "task.created", {}));
+    stream.send(event(null, "auth.expiring", { expires_at: "2026-12-05T00:01:00.000+00:00", expires_in: 60 }));
+    await flush();
+    expect(first.signal?.aborted).toBe(true);
+    const again = await gateway.next();
+    expect(requests.map((r) => r.refresh)).toEqual([false, true]);
+    expect(again.request.headers["authorization"]).toBe("Bearer t2");
+    expect(again.request.headers["last-event-id"]).toBe("2-0");
+    expect(seen).toEqual(["2026-12-05T00:01:00.000+00:00"]);
+    again.stream().send(established("2-0", true, null));
+    await flush();
+    expect(client.getState().status).toBe("open");
+    client.close();
+  });
+
+  it("auth.expiring with the expiry it already moved away from does not loop", async () => {
+    let tokens = 0;
+    const client = soloClient(gateway, {
+      getToken: () => {
+        tokens += 1;
+        return "the-same-token";
+      },
+    });
+    const expiring = event(null, "auth.expiring", { expires_at: "2026-12-05T00:01:00.000+00:00", expires_in: 9 });
+    const first = (await gateway.next()).stream();
+    first.send(established("1-0", false, "none") + expiring);
+    await flush();
+    const second = (await gateway.next()).stream();
+    second.send(established("1-0", true, null) + expiring);
+    await flush();
+    expect(gateway.untaken).toBe(0);
+    expect(tokens).toBe(2);
+    expect(second.aborted).toBe(false);
+    client.close();
+  });
+
+  it("error.auth-revoked is final: no retry loop, the error hook hears it once", async () => {
+    const errors: HeraldError[] = [];
+    const client = soloClient(gateway, { onError: (error) => errors.push(error) });
+    const stream = (await gateway.next()).stream();
+    stream.send(established("1-0", false, "none"));
+    stream.send(event(null, "error.auth-revoked", { code: "AUTH_REVOKED", message: "revoked" }));
+    stream.end();
+    await flush();
+    expect(client.getState().status).toBe("closed");
+    expect(client.getState().lastError).toMatchObject({ kind: "auth", code: "AUTH_REVOKED", retriable: false });
+    await advance(120_000);
+    expect(gateway.untaken).toBe(0);
+    expect(errors.map((e) => e.code)).toEqual(["AUTH_REVOKED"]);
+    client.close();
+  });
+
+  it("a 401 AUTH_REVOKED is not retried with a fresh token", async () => {
+    const requests: TokenRequest[] = [];
+    const errors: HeraldError[] = [];
+    const client = soloClient(gateway, {
+      getToken: (r) => {
+        requests.push(r);
+        return "t";
+      },
+      onError: (error) => errors.push(error),
+    });
+    (await gateway.next()).refuse(401, { code: "AUTH_REVOKED", message: "this token was revoked" });
+    await flush();
+    await advance(120_000);
+    expect(gateway.untaken).toBe(0);
+    expect(requests).toHaveLength(1);
+    expect(client.getState().status).toBe("closed");
+    expect(errors.map((e) => [e.status, e.code])).toEqual([[401, "AUTH_REVOKED"]]);
     client.close();
   });
 });

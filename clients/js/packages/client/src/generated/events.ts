@@ -17,6 +17,22 @@ export interface AgentActivityStarted {
   readonly activity_type: string;
 }
 
+/**
+ * Sent ``HERALD_AUTH_EXPIRING_SECONDS`` before the token behind a stream expires (at
+ * once when it opens with less left): fetch a new token and reconnect with
+ * Last-Event-ID before ``error.auth-expired`` cuts the stream. Nothing is lost.
+ */
+export interface AuthExpiring {
+  /**
+   * ISO 8601, UTC: when the stream ends with error.auth-expired
+   */
+  readonly expires_at: string;
+  /**
+   * seconds left when it was sent
+   */
+  readonly expires_in: number;
+}
+
 export interface ChapterDraftCreated {
   readonly chapter_id: string;
   readonly chapter_number: number;
@@ -165,6 +181,7 @@ export interface SubscriptionsChanged {
    * the cursor after which added resources' events are live
    */
   readonly live_from: string;
+  readonly reason?: ("withdrawn" | "revoked") | null;
 }
 
 export interface SystemMaintenanceScheduled {
@@ -244,6 +261,7 @@ export interface HeraldEnvelope {
 export interface HeraldEventMap {
   "agent.activity-completed": AgentActivityCompleted & HeraldEnvelope;
   "agent.activity-started": AgentActivityStarted & HeraldEnvelope;
+  "auth.expiring": AuthExpiring & HeraldEnvelope;
   "chapter.draft-created": ChapterDraftCreated & HeraldEnvelope;
   "chapter.status-changed": ChapterStatusChanged & HeraldEnvelope;
   "chapter.version-published": ChapterVersionPublished & HeraldEnvelope;
@@ -253,6 +271,7 @@ export interface HeraldEventMap {
   "connection.established": ConnectionEstablished & HeraldEnvelope;
   "connection.subscriptions-changed": SubscriptionsChanged & HeraldEnvelope;
   "error.auth-expired": ErrorEvent & HeraldEnvelope;
+  "error.auth-revoked": ErrorEvent & HeraldEnvelope;
   "error.connection-evicted": ErrorEvent & HeraldEnvelope;
   "error.slow-consumer": ErrorEvent & HeraldEnvelope;
   "error.task-failed": ErrorEvent & HeraldEnvelope;
@@ -275,6 +294,7 @@ export interface HeraldEventMap {
 export const HERALD_EVENT_NAMES = [
   "agent.activity-completed",
   "agent.activity-started",
+  "auth.expiring",
   "chapter.draft-created",
   "chapter.status-changed",
   "chapter.version-published",
@@ -284,6 +304,7 @@ export const HERALD_EVENT_NAMES = [
   "connection.established",
   "connection.subscriptions-changed",
   "error.auth-expired",
+  "error.auth-revoked",
   "error.connection-evicted",
   "error.slow-consumer",
   "error.task-failed",
