@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,9 +98,15 @@ class GatewayProcess:
 
 
 def start_gateway(
-    env: Mapping[str, str] | None = None, *, port: int = 0, args: list[str] | None = None
+    env: Mapping[str, str] | None = None,
+    *,
+    port: int = 0,
+    args: list[str] | None = None,
+    host: str = "127.0.0.1",
+    command: Callable[[list[str]], list[str]] = list,
 ) -> GatewayProcess:
-    """A running gateway; raises with its log if it does not come up."""
+    """A running gateway on ``host``; raises with its log if it does not come up.
+    ``command``: how its command line is run (in a network namespace, for one)."""
     full_env = {
         **os.environ,
         "HERALD_JWT_SECRET": SECRET,
@@ -112,8 +118,9 @@ def start_gateway(
         **(env or {}),
     }
     log_file = tempfile.NamedTemporaryFile(prefix="herald-", suffix=".log", delete=False)  # noqa: SIM115
+    argv = [sys.executable, "-m", "herald", "serve", "--host", host, "--port", str(port), *(args or [])]
     process = subprocess.Popen(
-        [sys.executable, "-m", "herald", "serve", "--host", "127.0.0.1", "--port", str(port), *(args or [])],
+        command(argv),
         stdout=subprocess.PIPE,
         stderr=log_file,
         env=full_env,
@@ -136,10 +143,10 @@ def start_gateway(
         process.kill()
         process.wait(5)
         process.stdout.close()
-        raise RuntimeError(f"gateway did not start:\n{Path(log_file.name).read_text()}")
+        raise RuntimeError(f"gateway did not start on {host}:\n{Path(log_file.name).read_text()}")
     info = orjson.loads(line)
     return GatewayProcess(
-        url=f"http://127.0.0.1:{info['port']}",
+        url=f"http://{host}:{info['port']}",
         port=info["port"],
         process=process,
         log_path=Path(log_file.name),

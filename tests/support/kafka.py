@@ -139,18 +139,20 @@ class KafkaBroker:
             self._formatted = True
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [java_binary(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
-                 f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
-                 "-cp", classpath, "kafka.Kafka", str(config)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            argv = [java_binary(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+                    f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+                    "-cp", classpath, "kafka.Kafka", str(config)]  # fmt: skip
+            self.process = subprocess.Popen(self.command(argv), stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until_sync(self._started, timeout=STARTUP_TIMEOUT, interval=0.05)
         except TimeoutError:
             self.kill()
             raise RuntimeError(f"Kafka did not start on {self.bootstrap}:\n{self.log_tail()}") from None
         return self
+
+    def command(self, argv: list[str]) -> list[str]:
+        """How the broker's process is started (a namespace's broker runs it in there)."""
+        return argv
 
     def _started(self) -> bool:
         assert self.process is not None

@@ -36,24 +36,19 @@ import ipaddress
 import os
 import random
 import secrets
-import select
 import shutil
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support.gateway import SECRET, STARTUP_TIMEOUT, GatewayProcess
-from tests.support.kafka import KafkaBroker, java_binary, kafka_libs
-from tests.support.postgres import USER, PostgresServer, postgres_bin
+from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.kafka import KafkaBroker
+from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer, redis_server_binary
 from tests.support.waiting import wait_until_sync
 
@@ -294,29 +289,13 @@ class PostgresIn(PostgresServer):
         super().__init__(synchronous_commit=synchronous_commit)
         self.host = host
         self.port = 5432
+        self.address = host.address
         # Every server command (initdb, pg_ctl) runs in the namespace, as postgres when root.
         self._as = host.command(self._as)
 
-    @property
-    def dsn(self) -> str:
-        return f"postgresql://{USER}@{self.host.address}:{self.port}/postgres"
-
-    def start(self) -> PostgresIn:
-        binary = postgres_bin()
-        if not self.data.exists():
-            self._run(str(binary / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust",
-                      "-E", "UTF8", "--no-sync", "--no-instructions")  # fmt: skip
-            with (self.data / "pg_hba.conf").open("a") as hba:
-                hba.write(f"host all all {self.host.address}/24 trust\n")
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses={self.host.address} -c fsync=off "
-            f"-c synchronous_commit={'on' if self.synchronous_commit else 'off'} "
-            "-c full_page_writes=off -c max_connections=100"
-        )
-        self._run(str(binary / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log_path),
-                  "-w", "-t", "30", "start")  # fmt: skip
-        self.running = True
-        return self
+    def _initialized(self) -> None:
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {self.host.address}/24 trust\n")
 
 
 class KafkaIn(KafkaBroker):
@@ -339,74 +318,11 @@ class KafkaIn(KafkaBroker):
         config.write_text(text)
         return config
 
-    def start(self) -> KafkaIn:
-        assert self.process is None, "already running"
-        classpath = f"{kafka_libs()}/*"
-        config = self._write_config()
-        if not self._formatted:
-            cluster_id = secrets.token_urlsafe(16)[:22]
-            subprocess.run(
-                [java_binary(), "-cp", classpath, "kafka.tools.StorageTool", "format",
-                 "-t", cluster_id, "-c", str(config)],
-                check=True, capture_output=True, timeout=60,
-            )  # fmt: skip
-            self._formatted = True
-        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.process = self.host.popen(
-                [java_binary(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
-                 f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
-                 "-cp", classpath, "kafka.Kafka", str(config)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        try:
-            wait_until_sync(self._started, timeout=60.0, interval=0.05)
-        except TimeoutError:
-            self.kill()
-            raise RuntimeError(f"Kafka did not start on {self.bootstrap}:\n{self.log_tail()}") from None
-        return self
+    def command(self, argv: list[str]) -> list[str]:
+        return self.host.command(argv)
 
 
 def start_gateway_in(host: Host, env: Mapping[str, str] | None = None, *, port: int = 8000) -> GatewayProcess:
     """``herald serve`` in ``host``'s namespace on its address (one process), as
     :func:`tests.support.gateway.start_gateway` starts one on loopback."""
-    full_env = {
-        **os.environ,
-        "HERALD_JWT_SECRET": SECRET,
-        "HERALD_LOG_LEVEL": "info",
-        "HERALD_LOG_FORMAT": "json",
-        "PYTHONUNBUFFERED": "1",
-        "HERALD_WORKERS": "1",
-        **(env or {}),
-    }
-    log_file = tempfile.NamedTemporaryFile(prefix="herald-", suffix=".log", delete=False)  # noqa: SIM115
-    process = host.popen(
-        [sys.executable, "-m", "herald", "serve", "--host", host.address, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=log_file,
-        env=full_env,
-    )
-    log_file.close()
-    assert process.stdout is not None
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    line = b""
-    while time.monotonic() < deadline and process.poll() is None:
-        ready, _, _ = select.select([process.stdout], [], [], 0.1)
-        if ready:
-            line = process.stdout.readline()
-            if b"herald_listening" in line:
-                break
-    if b"herald_listening" not in line:
-        process.kill()
-        process.wait(5)
-        process.stdout.close()
-        raise RuntimeError(f"gateway did not start in {host.name}:\n{Path(log_file.name).read_text()}")
-    info = orjson.loads(line)
-    return GatewayProcess(
-        url=f"http://{host.address}:{info['port']}",
-        port=info["port"],
-        process=process,
-        log_path=Path(log_file.name),
-        env=dict(env or {}),
-        listening=info,
-    )
+    return start_gateway(env, port=port, host=host.address, command=host.command)

@@ -44,6 +44,8 @@ class PostgresServer:
         #: On, a commit the client saw survives a ``kill -9`` of the server.
         self.synchronous_commit = synchronous_commit
         self.port = free_port()
+        #: Where it listens.
+        self.address = "127.0.0.1"
         self.dir = Path(tempfile.mkdtemp(prefix="herald-pg-"))
         self.data = self.dir / "data"
         self.running = False
@@ -55,7 +57,7 @@ class PostgresServer:
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{USER}@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://{USER}@{self.address}:{self.port}/postgres"
 
     @property
     def log_path(self) -> Path:
@@ -75,8 +77,9 @@ class PostgresServer:
         if not self.data.exists():
             self._run(str(binary / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust",
                       "-E", "UTF8", "--no-sync", "--no-instructions")  # fmt: skip
+            self._initialized()
         options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {self.dir} -c listen_addresses={self.address} -c fsync=off "
             f"-c synchronous_commit={'on' if self.synchronous_commit else 'off'} "
             "-c full_page_writes=off -c max_connections=100"
         )
@@ -84,6 +87,9 @@ class PostgresServer:
                   "-w", "-t", "30", "start")  # fmt: skip
         self.running = True
         return self
+
+    def _initialized(self) -> None:
+        """A fresh data directory was made (a namespace's server trusts its network here)."""
 
     def stop(self) -> None:
         if self.running:
