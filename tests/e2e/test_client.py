@@ -322,18 +322,19 @@ def test_the_client_bundle_streams_inside_a_web_worker() -> None:
 
 
 def test_auth_expiring_moves_the_page_to_a_fresh_token_with_nothing_lost() -> None:
-    """The gateway warns 5 s ahead of expiry; the client asks the application for a new token
-    and resumes from its cursor on a new stream before the old one is cut."""
-    with running_gateway({**QUIET, "HERALD_AUTH_EXPIRING_SECONDS": "5"}) as gateway:
+    """The gateway warns 30 s ahead of expiry, about 10 s after the page starts; the client
+    asks the application for a new token and resumes from its cursor on a new stream before
+    the old one is cut."""
+    with running_gateway({**QUIET, "HERALD_AUTH_EXPIRING_SECONDS": "30"}) as gateway:
         user = "expiring-eve"
-        short = gateway.token(user, resources=["novel:1"], ttl=8)
+        short = gateway.token(user, resources=["novel:1"], ttl=40)
         fresh = gateway.token(user, resources=["novel:1"], ttl=3600)
         args = ["--gateway", gateway.url, "--jwt", f"{short},{fresh}", "--subscribe", "novel:1"]
-        with run_driver("client_page.mjs", args, timeout=40) as driver:
+        with run_driver("client_page.mjs", args, timeout=60) as driver:
             driver.until(connections(1), 20, "an open stream")
             before = created(gateway, user, "before")
             driver.until(showing("before"), 10, "the first task")
-            moved = driver.until(connections(2), 15, "a second stream on the fresh token")
+            moved = driver.until(connections(2), 25, "a second stream on the fresh token")
             after = created(gateway, user, "after")
             final = driver.until(showing("before", "after"), 10, "the task published after the move")
             problems = errors(driver)

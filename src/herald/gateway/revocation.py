@@ -82,9 +82,6 @@ class RevocationEnforcer:
         self._manager = manager
         self.revocations = revocations
         self._background: set[asyncio.Task[Any]] = set()
-        #: Streams ended and subscriptions removed here, for the metrics.
-        self.streams_closed = 0
-        self.grants_removed = 0
 
     async def start(self) -> None:
         await self.revocations.start(self.on_revoked)
@@ -115,7 +112,6 @@ class RevocationEnforcer:
         for conn in conns:
             if not conn.closed and revocation.revokes(conn.user_id, conn.issued_at, conn.token_id):
                 self._manager.close(conn, CloseReason.AUTH_REVOKED, frames.auth_revoked())
-                self.streams_closed += 1
 
     def _remove_grant(self, revocation: Revocation) -> None:
         resource = revocation.resource or ""
@@ -125,7 +121,6 @@ class RevocationEnforcer:
                 and resource in conn.subscriptions
                 and revocation.revokes_grant(conn.user_id, conn.issued_at, resource)
             ):
-                self.grants_removed += 1
                 task = asyncio.get_running_loop().create_task(
                     self._manager.change_subscriptions(conn, (), [resource], reason="revoked")
                 )
