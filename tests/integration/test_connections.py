@@ -103,6 +103,7 @@ async def test_a_stream_opens_with_retry_then_connection_established(gateway: Ga
         assert set(body) == {
             "connection_id",
             "server_time",
+            "server_version",
             "recovered",
             "replay_miss",
             "subscriptions",

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from herald import __version__
 from herald.auth.minting import mint_token
 from tests.support.api import ids
 from tests.support.gateway import SECRET
@@ -83,6 +84,7 @@ async def test_an_application_serves_herald_and_publishes_in_process(shop: Uvico
     ):
         hello = await stream.next()
         assert hello.json()["subscriptions"] == ["order:42"]
+        assert hello.json()["server_version"] == __version__
         shipped = (await client.post("/orders/42/ship")).json()["event_id"]
         await client.post("/orders/43/ship")  # bob's order: not alice's to see
         again = (await client.post("/orders/42/ship")).json()["event_id"]
@@ -96,7 +98,9 @@ async def test_an_application_serves_herald_and_publishes_in_process(shop: Uvico
                 pass
         assert (refused.value.status, refused.value.body["refused"]) == (403, ["order:43"])
         # Herald's other routes are mounted too; the application's own still answer.
-        health = (await client.get(f"{HERALD}/api/v1/events/health")).json()
+        answer = await client.get(f"{HERALD}/api/v1/events/health")
+        assert answer.headers.get_list("herald-version") == [__version__]
+        health = answer.json()
         assert health["connections"] == 1
         assert "herald_events_in_total" in (await client.get(f"{HERALD}/metrics")).text
         assert (await client.get("/orders/43")).json()["owner"] == "bob"

@@ -30,7 +30,7 @@ def settings(origins: list[str], credentials: bool = False) -> Settings:
             "https://APP.example.com",
             {
                 "access-control-allow-origin": "https://APP.example.com",
-                "access-control-expose-headers": "retry-after",
+                "access-control-expose-headers": "retry-after, herald-version",
                 "vary": "origin",
             },
         ),
@@ -40,7 +40,7 @@ def settings(origins: list[str], credentials: bool = False) -> Settings:
             APP,
             {
                 "access-control-allow-origin": APP,
-                "access-control-expose-headers": "retry-after",
+                "access-control-expose-headers": "retry-after, herald-version",
                 "access-control-allow-credentials": "true",
                 "vary": "origin",
             },
@@ -50,7 +50,10 @@ def settings(origins: list[str], credentials: bool = False) -> Settings:
             ["*"],
             False,
             APP,
-            {"access-control-allow-origin": "*", "access-control-expose-headers": "retry-after"},
+            {
+                "access-control-allow-origin": "*",
+                "access-control-expose-headers": "retry-after, herald-version",
+            },
         ),
         # any origin with credentials: the origin must be named (never "*")
         (
@@ -59,7 +62,7 @@ def settings(origins: list[str], credentials: bool = False) -> Settings:
             APP,
             {
                 "access-control-allow-origin": APP,
-                "access-control-expose-headers": "retry-after",
+                "access-control-expose-headers": "retry-after, herald-version",
                 "access-control-allow-credentials": "true",
                 "vary": "origin",
             },

@@ -18,6 +18,7 @@ from herald.api.demo import install_demo
 from herald.api.errors import install_error_handlers
 from herald.api.openapi import install_openapi
 from herald.api.routes import router
+from herald.api.version import VersionHeader
 from herald.gateway import Gateway
 from herald.obs.metrics import registry_for
 
@@ -56,4 +57,5 @@ def create_app(gateway: Gateway, *, manage_gateway: bool = True) -> FastAPI:
     install_demo(app, gateway)
     install_openapi(app)
     install_cors(app, gateway.settings)
+    app.add_middleware(VersionHeader)  # outermost: CORS refusals and errors carry it too
     return app

@@ -20,8 +20,8 @@ from starlette.middleware.cors import CORSMiddleware
 from herald.config import Settings
 
 ALLOWED_METHODS = ["GET", "POST", "OPTIONS"]
-ALLOWED_HEADERS = ["authorization", "content-type", "last-event-id"]
-EXPOSED_HEADERS = ["retry-after"]
+ALLOWED_HEADERS = ["authorization", "content-type", "last-event-id", "herald-client-version"]
+EXPOSED_HEADERS = ["retry-after", "herald-version"]
 
 
 def install_cors(app: FastAPI, settings: Settings) -> None:

@@ -17,9 +17,15 @@ from herald.manager.connection import Connection
 
 log = structlog.get_logger("herald.stream")
 
+#: What the TypeScript client sends with each stream request: its own version, so a gray
+#: release can see which clients meet which servers.
+CLIENT_VERSION_HEADER = b"herald-client-version"
+
 _MAX_LOGGED_CHARS = 200
 _MAX_FIELDS = 50
-_WANTED = frozenset((b"authorization", b"last-event-id", b"user-agent", b"origin", b"x-forwarded-for"))
+_WANTED = frozenset(
+    (b"authorization", b"last-event-id", b"user-agent", b"origin", b"x-forwarded-for", CLIENT_VERSION_HEADER)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,8 @@ class StreamRequest:
     origin: str | None = None
     #: ``X-Forwarded-For``, believed only from trusted proxies (``Gateway.admit_stream``).
     forwarded_for: str | None = None
+    #: ``Herald-Client-Version``: the TypeScript client's version, when it sent one.
+    client_version: str | None = None
 
     @classmethod
     def parse(
@@ -62,6 +70,7 @@ class StreamRequest:
             user_agent=wanted.get(b"user-agent"),
             origin=wanted.get(b"origin"),
             forwarded_for=wanted.get(b"x-forwarded-for"),
+            client_version=wanted.get(CLIENT_VERSION_HEADER),
         )
 
     @classmethod
@@ -88,6 +97,7 @@ def log_stream_opened(conn: Connection, request: StreamRequest, ip: str | None =
         session_id=conn.session_id,
         ip=ip or request.client_ip,
         user_agent=(request.user_agent or "")[:_MAX_LOGGED_CHARS],
+        client_version=(request.client_version or "")[:32] or None,
         last_event_id=(request.last_event_id or "")[:64] or None,
         subscriptions=sorted(conn.subscriptions),
         credentials="stream_token" if request.token is not None else "bearer",

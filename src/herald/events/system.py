@@ -49,6 +49,9 @@ class ConnectionEstablished(BaseModel):
 
     connection_id: str
     server_time: str = Field(description="ISO 8601, UTC")
+    #: The gateway's version (also in every response's ``Herald-Version`` header), so a
+    #: client can tell which side of a gray release it reached.
+    server_version: str
     recovered: bool
     #: Why replay was not possible: ``none``, ``malformed``, ``stale`` (outside the
     #: window or from another log), or ``null`` when recovered.

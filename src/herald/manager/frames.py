@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from herald import __version__
 from herald.events.message import PROTOCOL_VERSION
 from herald.events.notices import CONNECTION_EVICTED, SUBSCRIPTIONS_CHANGED
 from herald.events.system import (
@@ -50,6 +51,7 @@ def established(
     payload = {
         "connection_id": connection_id,
         "server_time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "server_version": __version__,
         "recovered": recovered,
         "replay_miss": replay_miss,
         "subscriptions": subscriptions,

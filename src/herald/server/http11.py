@@ -7,8 +7,13 @@ from http import HTTPStatus
 
 import orjson
 
+from herald import __version__
 from herald.api.stream_request import stream_headers
 from herald.errors import HeraldError
+
+#: On every response, so a gray release can tell which version answered (the ASGI app's
+#: responses get it from :class:`herald.api.version.VersionHeader`).
+VERSION_HEADER = (b"herald-version", __version__.encode())
 
 
 def status_line(status: int) -> bytes:
@@ -33,6 +38,7 @@ def json_response(status: int, body: dict[str, object], extra: Iterable[tuple[st
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
         (b"connection", b"close"),
+        VERSION_HEADER,
     ]
     headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra)
     return head(status, headers) + payload
@@ -47,7 +53,7 @@ def error_response(error: HeraldError, extra: Iterable[tuple[str, str]] = ()) ->
 #: socket without a per-connection chunk header around them.
 STREAM_HEAD = head(
     200,
-    [(k.encode(), v.encode()) for k, v in stream_headers()] + [(b"connection", b"close")],
+    [(k.encode(), v.encode()) for k, v in stream_headers()] + [(b"connection", b"close"), VERSION_HEADER],
 )
 
 

@@ -132,7 +132,11 @@ class NativePublish:
 
 
 def _response(status: int, payload: bytes, headers: dict[str, str], keep_alive: bool) -> bytes:
-    out = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    out = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(payload)),
+        http11.VERSION_HEADER,
+    ]
     out.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
     if not keep_alive:
         out.append((b"connection", b"close"))

@@ -25,6 +25,7 @@ import { HeraldError } from "./HeraldError";
 import { Poller } from "./Poller";
 import { streamUrl } from "./streamUrl";
 import type { ConnectionStatus, HeraldEvent, ResyncInfo, TokenRequest } from "./types";
+import { CLIENT_VERSION } from "./version";
 import { Watchdog } from "./Watchdog";
 
 /** What the connection reports to whoever owns it (the client, for its tab and the others). */
@@ -273,7 +274,9 @@ export class StreamConnection {
     const token = this.options.getToken ? await this.options.getToken(request) : null;
     if (signal.aborted) return { kind: "aborted" };
     // Built afresh for every attempt: the token and the cursor of this moment.
-    const headers: Record<string, string> = { accept: "text/event-stream" };
+    // The client's version travels with it, so a gray release can tell who meets whom;
+    // native EventSource cannot send headers, so that transport goes without.
+    const headers: Record<string, string> = { accept: "text/event-stream", "herald-client-version": CLIENT_VERSION };
     if (token) headers["authorization"] = `Bearer ${token}`;
     const cursor = this.sink.getCursor();
     this.sentCursor = cursor !== null;

@@ -3,6 +3,7 @@ export { HeraldError, type HeraldErrorKind } from "./HeraldError";
 export { streamTokenUrl, type StreamTokenOptions } from "./streamTokenUrl";
 export { backoffCeiling, fullJitterDelay, DEFAULT_BACKOFF, type BackoffPolicy } from "./backoff";
 export { GATEWAY_EVENTS } from "./gatewayEvents";
+export { CLIENT_VERSION } from "./version";
 export type {
   ChannelLike,
   EventSourceLike,

@@ -1,9 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import type { HeraldError, HeraldEvent, TokenRequest } from "../src";
+import { CLIENT_VERSION } from "../src";
+import packageJson from "../package.json";
 import { established, event, FakeGateway } from "./fakeGateway";
 import { advance, flush, soloClient, useFakeClock } from "./helpers";
 
+const packageVersion: string = packageJson.version;
 let gateway: FakeGateway;
 
 beforeEach(() => {
@@ -16,6 +19,14 @@ afterEach(() => {
 });
 
 describe("requests", () => {
+  it("sends the client's version with every stream request, the package's own", async () => {
+    const client = soloClient(gateway);
+    const first = await gateway.next();
+    expect(first.request.headers["herald-client-version"]).toBe(CLIENT_VERSION);
+    expect(CLIENT_VERSION).toBe(packageVersion);
+    client.close();
+  });
+
   it("builds the headers afresh for every attempt: this attempt's token and cursor (fetch-event-source #33)", async () => {
     const tokens: TokenRequest[] = [];
     const client = soloClient(gateway, {

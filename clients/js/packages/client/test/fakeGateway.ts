@@ -115,7 +115,7 @@ export class FakeGateway {
 }
 
 export function established(id: string, recovered: boolean, replayMiss: string | null = null): string {
-  const data = { connection_id: `c-${id}`, server_time: "t", recovered, replay_miss: replayMiss, subscriptions: [] };
+  const data = { connection_id: `c-${id}`, server_time: "t", server_version: "0.1.0", recovered, replay_miss: replayMiss, subscriptions: [] };
   return `retry: 1000\n\nid: ${id}\nevent: connection.established\ndata: ${JSON.stringify(data)}\n\n`;
 }
 

@@ -90,6 +90,7 @@ export interface ConnectionEstablished {
    * ISO 8601, UTC
    */
   readonly server_time: string;
+  readonly server_version: string;
   readonly recovered: boolean;
   readonly replay_miss?: ("none" | "malformed" | "stale") | null;
   readonly subscriptions?: readonly string[];
