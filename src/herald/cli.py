@@ -153,7 +153,9 @@ def token(
     )
 
 
-def _publisher_token(explicit: str | None, config: Path | None) -> str:
+def _publisher_token(explicit: str | None, config: Path | None, *, admin: bool = False) -> str:
+    """``explicit``, or a short-lived token minted with ``HERALD_JWT_SECRET`` (publisher,
+    or admin)."""
     if explicit:
         return explicit
     from herald.auth.minting import mint_token
@@ -162,7 +164,35 @@ def _publisher_token(explicit: str | None, config: Path | None) -> str:
     if not settings.jwt_secret:
         typer.echo("herald: pass --token or set HERALD_JWT_SECRET", err=True)
         raise typer.Exit(2)
-    return mint_token(settings.jwt_secret, sub="herald-cli", publisher=True, ttl_seconds=300)
+    return mint_token(
+        settings.jwt_secret, sub="herald-cli", publisher=not admin, admin=admin, ttl_seconds=300
+    )
+
+
+@app.command()
+def drain(
+    url: UrlOption = DEFAULT_URL,
+    window: Annotated[
+        float | None, typer.Option(help="Seconds to move the streams off over (default: the node's)")
+    ] = None,
+    token_: Annotated[str | None, typer.Option("--token", help="Admin JWT (default: minted)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Drain the node at URL: it turns unready, refuses new streams and moves its open ones
+    to the other nodes over the window (POST /api/v1/admin/drain; SIGUSR1 does the same)."""
+    import httpx
+
+    headers = {"authorization": f"Bearer {_publisher_token(token_, config, admin=True)}"}
+    body = {"window_seconds": window} if window is not None else {}
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/api/v1/admin/drain", json=body, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        typer.echo(f"herald: cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code != 202:
+        typer.echo(f"herald: {response.status_code} {response.text}", err=True)
+        raise typer.Exit(1)
+    typer.echo(response.text)
 
 
 @app.command()

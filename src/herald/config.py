@@ -204,6 +204,9 @@ class Settings(BaseSettings):
     #: On shutdown each stream is told to come back after ``retry_ms`` plus a random
     #: share of this, so the clients of a restarted node do not all return at once.
     shutdown_retry_spread_ms: int = Field(10_000, ge=0)
+    #: A drained node (``herald drain``, ``POST /api/v1/admin/drain``, SIGUSR1) moves its
+    #: streams off over this long, in batches, so the other nodes see a bounded connect rate.
+    drain_window_seconds: float = Field(30.0, gt=0, le=3600)
 
     # --- limits (docs/operations.md, "Limits")
     #: Open streams per user, counted across the cluster; 0: no limit.

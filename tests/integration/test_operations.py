@@ -113,7 +113,12 @@ async def test_liveness_and_readiness(gateway: GatewayProcess, api: Api) -> None
     assert (live.status_code, live.json()) == (200, {"status": "alive"})
     ready = await api.client.get("/api/v1/events/health/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "accepting": True, "backends": {"bus:memory": True}}
+    assert ready.json() == {
+        "ready": True,
+        "accepting": True,
+        "draining": False,
+        "backends": {"bus:memory": True},
+    }
     # The older combined report still answers.
     assert (await api.client.get("/api/v1/events/health")).json()["status"] == "ok"
 

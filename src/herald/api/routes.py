@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse, Response
 
 from herald.api import paths
 from herald.api.schemas import (
+    DrainRequest,
+    DrainResponse,
     ErrorBody,
     Health,
     Liveness,
@@ -228,6 +230,39 @@ async def revoke(
         issued_before=body.issued_before,
     )
     return RevocationResponse.model_validate(revocation.to_json())
+
+
+@router.post(
+    paths.DRAIN,
+    status_code=202,
+    response_model=DrainResponse,
+    responses={
+        401: _ERRORS[401],
+        403: {"model": ErrorBody, "description": "the token lacks the `admin` role"},
+    },
+    summary="Drain this node: move its streams to the others",
+    tags=["admin"],
+)
+async def drain(
+    request: Request,
+    body: DrainRequest | None = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> DrainResponse:
+    """Needs a bearer JWT with the `admin` role. The node that answers turns unready
+    (readiness 503, `draining: true`), refuses new streams (503 `SERVER_OVERLOAD`,
+    `fallback: "retry"`), and closes its open streams over `window_seconds` in
+    batches every quarter second, each with `connection.closing` (`reason: "drain"`)
+    and a `retry:` that brings the client back through the load balancer to another
+    node, resuming from its cursor. The other nodes see about (streams ÷ window) new
+    streams a second. A second call reports the drain under way. The node keeps
+    running (empty) until it is stopped. SIGUSR1 and `herald drain` do the same."""
+    gateway = _gateway(request)
+    window = await gateway.drain(
+        authorization=authorization, window_seconds=body.window_seconds if body is not None else None
+    )
+    since = gateway.manager.draining_since
+    assert since is not None
+    return DrainResponse(draining=True, since=since, streams=len(gateway.manager), window_seconds=window)
 
 
 @router.get(paths.LIVE, response_model=Liveness, summary="Liveness: the process answers", tags=["operations"])

@@ -164,6 +164,24 @@ class RevocationRequest(BaseModel):
     )
 
 
+class DrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    window_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="how long to move the streams off over; default `HERALD_DRAIN_WINDOW_SECONDS`",
+    )
+
+
+class DrainResponse(BaseModel):
+    draining: bool
+    since: float = Field(description="Unix seconds: when the drain began (an earlier call's, if any)")
+    streams: int = Field(description="streams still on this node")
+    window_seconds: float
+
+
 class RevocationResponse(BaseModel):
     kind: Literal["user", "token", "grant"]
     user: str | None = None
@@ -206,5 +224,6 @@ class Liveness(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    accepting: bool = Field(description="false while the node shuts down")
+    accepting: bool = Field(description="false while the node shuts down or is drained")
+    draining: bool = Field(False, description="the node is being drained (`POST /api/v1/admin/drain`)")
     backends: dict[str, bool] = Field(description="each configured backend: answering or not")

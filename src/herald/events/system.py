@@ -84,11 +84,13 @@ class AuthExpiring(BaseModel):
 class ConnectionClosing(BaseModel):
     """Sent before the gateway closes a stream it wants the client back on; ``retry_ms`` is jittered.
 
-    ``reason``: the node is shutting down, its bus lost or rewound its log
-    (``bus_reset``), or the replay could not be read (``replay_unavailable``).
+    ``reason``: the node is shutting down, is being drained (``drain``: come back
+    through the load balancer, another node takes the stream), its bus lost or
+    rewound its log (``bus_reset``), or the replay could not be read
+    (``replay_unavailable``).
     """
 
-    reason: Literal["shutdown", "bus_reset", "replay_unavailable"]
+    reason: Literal["shutdown", "drain", "bus_reset", "replay_unavailable"]
     retry_ms: int
 
 

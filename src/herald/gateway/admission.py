@@ -158,7 +158,10 @@ class Admission:
         """
         try:
             if not self._manager.accepting:
-                raise ServerOverload("the gateway is shutting down", retry_after=1, fallback="retry")
+                why = "is being drained" if self._manager.draining_since is not None else "is shutting down"
+                raise ServerOverload(
+                    f"this node {why}; retry: another takes the stream", retry_after=1, fallback="retry"
+                )
             self._check_capacity()
             now = time.monotonic()
             ip = client_address(client_ip, forwarded_for, self._trusted_proxies)

@@ -61,7 +61,12 @@ class NodeHealth:
         backend answering. Liveness is only whether the process answers at all."""
         backends = self._backends_up()
         ready = self._manager.accepting and all(backends.values())
-        return {"ready": ready, "accepting": self._manager.accepting, "backends": backends}
+        return {
+            "ready": ready,
+            "accepting": self._manager.accepting,
+            "draining": self._manager.draining_since is not None,
+            "backends": backends,
+        }
 
     def _backends_up(self) -> dict[str, bool]:
         backends = {f"bus:{self._settings.bus}": self._bus.healthy()}

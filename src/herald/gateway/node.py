@@ -120,6 +120,7 @@ class Gateway:
             self.admission,
             self.live_subscriptions,
         )
+        self._drain_window = settings.drain_window_seconds
         #: Grants asked again on open streams, where the authorizer can change its mind.
         self.grants: GrantRecheck | None = None
         if settings.authorizer_recheck_seconds > 0 and not isinstance(self.authorizer, ClaimsAuthorizer):
@@ -270,6 +271,25 @@ class Gateway:
         )
         await self.revocation.revoke(revocation, by=admin.user_id)
         return revocation
+
+    # --- draining (ConnectionManager.drain)
+
+    async def drain(self, *, authorization: str | None, window_seconds: float | None = None) -> float:
+        """For an admin caller: turn unready and move this node's streams off (see
+        :meth:`drain_now`); the window it runs with."""
+        admin = await self.authenticate_admin(authorization)
+        window = self.drain_now(window_seconds)
+        log.warning("drain_requested", by=admin.user_id, window_s=window)
+        return window
+
+    def drain_now(self, window_seconds: float | None = None) -> float:
+        """Admit no new stream and move the open ones to the other nodes over the window
+        (``DRAIN_WINDOW_SECONDS`` by default); SIGUSR1 does this too."""
+        window = window_seconds or self.settings.drain_window_seconds
+        if self.manager.draining_since is None:
+            self._drain_window = window
+        self.manager.drain(self._drain_window)
+        return self._drain_window
 
     # --- subscriptions of a live stream (subscriptions.py)
 

@@ -39,6 +39,8 @@ class CloseReason:
     SHUTDOWN = "shutdown"
     REPLAY_UNAVAILABLE = "replay_unavailable"
     BUS_RESET = "bus_reset"
+    #: The node was drained: its streams move to the other nodes.
+    DRAIN = "drain"
     #: The user opened a stream past the per-user limit (policy ``evict_oldest``).
     EVICTED = "evicted"
 

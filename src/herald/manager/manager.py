@@ -41,6 +41,8 @@ log = structlog.get_logger("herald.manager")
 
 #: Records written per step of a replay before the manager checks the socket.
 _REPLAY_CHUNK = 256
+#: Seconds between a drain's batches.
+_DRAIN_STEP = 0.25
 
 
 class ConnectionManager:
@@ -88,6 +90,9 @@ class ConnectionManager:
         #: (when to warn, connection id) of streams whose token expires.
         self._warnings: list[tuple[float, str]] = []
         self.accepting = True
+        #: Since when (Unix seconds) this node is being drained, if it is.
+        self.draining_since: float | None = None
+        self._drain: asyncio.Task[None] | None = None
         self._id_prefix = secrets.token_hex(4)
         self._connections_made = 0
         #: Called with each connection as it closes, once.
@@ -104,6 +109,11 @@ class ConnectionManager:
         self._ticker = asyncio.create_task(self._run_ticker(), name="herald-heartbeat")
 
     async def stop(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain
+            self._drain = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -414,6 +424,37 @@ class ConnectionManager:
         spread = self.retry_spread_ms if spread_ms is None else spread_ms
         retry = self.retry_ms + random.randint(0, max(0, spread))  # noqa: S311 - jitter, not a secret
         self.close(conn, reason, frames.closing(retry, reason=reason))
+
+    def drain(self, window_seconds: float) -> int:
+        """Admit no new stream and move every open one off over ``window_seconds``: in
+        batches every quarter second, each stream told to come back (through the load
+        balancer, to another node) after ``retry_ms`` and a jitter within its batch. The
+        other nodes then see about (streams ÷ window) new streams a second. Returns the
+        streams to move; a second call changes nothing (the first window holds)."""
+        if self.draining_since is not None:
+            return len(self.index)
+        self.accepting = False
+        self.draining_since = self._clock()
+        assert self._loop is not None
+        self._drain = self._loop.create_task(self._run_drain(window_seconds), name="herald-drain")
+        log.info("sse_drain_started", connections=len(self.index), window_s=window_seconds)
+        return len(self.index)
+
+    async def _run_drain(self, window_seconds: float) -> None:
+        conns = list(self.index.all.values())
+        random.shuffle(conns)  # a user's streams, or one region's, do not all go at once
+        batches = max(1, round(window_seconds / _DRAIN_STEP))
+        step_ms = int(_DRAIN_STEP * 1000)
+        started = time.monotonic()
+        for batch in range(batches):
+            for conn in conns[batch::batches]:
+                if not conn.closed:
+                    self.send_away(conn, CloseReason.DRAIN, spread_ms=step_ms)
+            await asyncio.sleep(max(0.0, started + (batch + 1) * _DRAIN_STEP - time.monotonic()))
+        # Streams admitted just before the node stopped accepting.
+        for conn in list(self.index.all.values()):
+            self.send_away(conn, CloseReason.DRAIN, spread_ms=step_ms)
+        log.info("sse_drain_done", duration_s=round(time.monotonic() - started, 3))
 
     async def shutdown(self, grace_seconds: float, spread_ms: int | None = None) -> None:
         """Tell every stream when to come back, jittered so reconnects spread out, and close."""

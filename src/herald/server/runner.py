@@ -89,6 +89,8 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # A container's preStop hook: drain (streams move to the other nodes), then SIGTERM.
+    loop.add_signal_handler(signal.SIGUSR1, gateway.drain_now)
     # One machine-readable line on stdout, for scripts and tests that wait for it.
     listening_line: dict[str, object] = {"event": "herald_listening", "host": host, "port": port}
     if private_port is not None:

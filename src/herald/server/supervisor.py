@@ -124,6 +124,7 @@ class Supervisor:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(signal.SIGUSR1, self._drain_workers)
         self._workers = [_Worker(i) for i in range(1, self.plan.workers + 1)]
         reserved = reserve_port(self.settings.host, self.settings.port)
         port = int(reserved.getsockname()[1])
@@ -321,6 +322,13 @@ class Supervisor:
         return listening
 
     # --- stopping
+
+    def _drain_workers(self) -> None:
+        """SIGUSR1: every worker drains its own streams (each holds a share of the node's)."""
+        for worker in self._workers:
+            if worker.process is not None and worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGUSR1)
+        log.info("herald_workers_draining", workers=len(self._workers))
 
     async def _stop_workers(self) -> None:
         self._stopping = True

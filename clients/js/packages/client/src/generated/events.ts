@@ -68,11 +68,13 @@ export interface CharacterUpdated {
 /**
  * Sent before the gateway closes a stream it wants the client back on; ``retry_ms`` is jittered.
  *
- * ``reason``: the node is shutting down, its bus lost or rewound its log
- * (``bus_reset``), or the replay could not be read (``replay_unavailable``).
+ * ``reason``: the node is shutting down, is being drained (``drain``: come back
+ * through the load balancer, another node takes the stream), its bus lost or
+ * rewound its log (``bus_reset``), or the replay could not be read
+ * (``replay_unavailable``).
  */
 export interface ConnectionClosing {
-  readonly reason: "shutdown" | "bus_reset" | "replay_unavailable";
+  readonly reason: "shutdown" | "drain" | "bus_reset" | "replay_unavailable";
   readonly retry_ms: number;
 }
 
