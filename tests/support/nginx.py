@@ -27,9 +27,10 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "herald.conf
 _MAIN = """
 daemon off;
 worker_processes 1;
+worker_rlimit_nofile {files};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log info;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log {dir}/access.log;
     client_body_temp_path {dir}/client_body;
@@ -86,11 +87,14 @@ def _accepts(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_nginx(upstreams: Sequence[int]) -> Iterator[Nginx]:
+def running_nginx(upstreams: Sequence[int], *, connections: int = 1024) -> Iterator[Nginx]:
+    """``connections``: nginx's worker_connections (two per proxied stream)."""
     directory = Path(tempfile.mkdtemp(prefix="herald-nginx-"))
     port = free_port()
     (directory / "herald.conf").write_text(site_config(upstreams, port))
-    (directory / "nginx.conf").write_text(_MAIN.format(dir=directory))
+    (directory / "nginx.conf").write_text(
+        _MAIN.format(dir=directory, connections=connections, files=connections + 64)
+    )
     binary = nginx_binary()
     check = subprocess.run(
         [
