@@ -153,7 +153,24 @@ def token(
     )
 
 
-def _publisher_token(explicit: str | None, config: Path | None, *, admin: bool = False) -> str:
+def _post(url: str, path: str, body: dict[str, Any], token: str, expected: int) -> Any:
+    """POST ``body`` to a running gateway; the response when it answers ``expected``, else
+    the reason on stderr and exit 1."""
+    import httpx
+
+    headers = {"authorization": f"Bearer {token}"}
+    try:
+        response = httpx.post(f"{url.rstrip('/')}{path}", json=body, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        typer.echo(f"herald: cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code != expected:
+        typer.echo(f"herald: {response.status_code} {response.text}", err=True)
+        raise typer.Exit(1)
+    return response
+
+
+def _cli_token(explicit: str | None, config: Path | None, *, admin: bool = False) -> str:
     """``explicit``, or a short-lived token minted with ``HERALD_JWT_SECRET`` (publisher,
     or admin)."""
     if explicit:
@@ -180,19 +197,9 @@ def drain(
 ) -> None:
     """Drain the node at URL: it turns unready, refuses new streams and moves its open ones
     to the other nodes over the window (POST /api/v1/admin/drain; SIGUSR1 does the same)."""
-    import httpx
-
-    headers = {"authorization": f"Bearer {_publisher_token(token_, config, admin=True)}"}
     body = {"window_seconds": window} if window is not None else {}
-    try:
-        response = httpx.post(f"{url.rstrip('/')}/api/v1/admin/drain", json=body, headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        typer.echo(f"herald: cannot reach {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if response.status_code != 202:
-        typer.echo(f"herald: {response.status_code} {response.text}", err=True)
-        raise typer.Exit(1)
-    typer.echo(response.text)
+    token = _cli_token(token_, config, admin=True)
+    typer.echo(_post(url, "/api/v1/admin/drain", body, token, 202).text)
 
 
 @app.command()
@@ -217,13 +224,11 @@ def publish(
     `POST /api/v1/events` takes, as JSON), sends them in batches, and prints one JSON
     result per line, in order; exits 1 if any failed."""
     if event is None or event == "-":
-        _publish_stdin(url, _publisher_token(token_, config))
+        _publish_stdin(url, _cli_token(token_, config))
         return
     if scope is None:
         typer.echo("herald: --scope is required with an event name", err=True)
         raise typer.Exit(2)
-    import httpx
-
     try:
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
@@ -234,15 +239,7 @@ def publish(
         body["coalesce"] = coalesce
     if idempotency_key:
         body["idempotency_key"] = idempotency_key
-    headers = {"authorization": f"Bearer {_publisher_token(token_, config)}"}
-    try:
-        response = httpx.post(f"{url.rstrip('/')}/api/v1/events", json=body, headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        typer.echo(f"herald: cannot reach {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if response.status_code != 202:
-        typer.echo(f"herald: {response.status_code} {response.text}", err=True)
-        raise typer.Exit(1)
+    response = _post(url, "/api/v1/events", body, _cli_token(token_, config), 202)
     typer.echo(response.json()["id"])
 
 
