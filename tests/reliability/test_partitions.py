@@ -48,7 +48,7 @@ import pytest
 from herald.auth.minting import mint_token
 from herald.sources.outbox import create_table
 from tests.reliability.client import ResilientClient, running_clients
-from tests.reliability.ledger import Ledger, Published, account
+from tests.reliability.ledger import Ledger, account
 from tests.reliability.mode import MODE, pick, write_result
 from tests.reliability.traffic import PUBLISH, HttpTraffic, KafkaTraffic, OutboxTraffic
 from tests.support.api import wait_until
@@ -178,38 +178,13 @@ async def test_a_cut_link_drops_packets_silently_and_a_heal_restores_it(net: Net
 # --- node <-> Redis
 
 
-class TimedHttp(HttpTraffic):
-    """HTTP publishing that records how long each answer took, and what it was."""
+class RedisAwayHttp(HttpTraffic):
+    """HTTP publishing to a node whose Redis is away: every refusal says so, with Retry-After."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: (sent at, seconds to the answer, status or 0 for a broken request, code)
-        self.answers: list[tuple[float, float, int, str | None]] = []
-
-    async def send(self, http: httpx.AsyncClient, uid: str, body: dict[str, object], started: float) -> bool:
-        sent = time.monotonic()
-        try:
-            response = await http.post(
-                self.urls()[0] + PUBLISH,
-                content=orjson.dumps({**body, "idempotency_key": uid}),
-                headers={"authorization": f"Bearer {self.token}", "content-type": "application/json"},
-            )
-        except httpx.HTTPError:
-            self.answers.append((sent, time.monotonic() - sent, 0, None))
-            self.broken += 1
-            return False
-        code = response.json().get("code") if response.status_code != 202 else None
-        self.answers.append((sent, time.monotonic() - sent, response.status_code, code))
-        if response.status_code == 202:
-            user = body["key"] if body["scope"] == "user" else None
-            assert user is None or isinstance(user, str)
-            self.ledger.accept(Published(uid, user, "http", started, time.monotonic()))
-            return True
-        assert response.status_code == 503, response.text
-        assert code == "BUS_UNAVAILABLE", response.text
+    def check_refusal(self, response: httpx.Response) -> None:
+        super().check_refusal(response)
+        assert response.json()["code"] == "BUS_UNAVAILABLE", response.text
         assert int(response.headers["retry-after"]) >= 1
-        self.refused += 1
-        return False
 
 
 async def test_node_cut_from_redis_refuses_promptly_loses_nothing_and_resumes(net: Network) -> None:
@@ -226,7 +201,7 @@ async def test_node_cut_from_redis_refuses_promptly_loses_nothing_and_resumes(ne
             ledger = Ledger()
             # Three publishers at once: each waits for its answers, several are in flight.
             publishers = [
-                TimedHttp(lambda: [node.url], publisher_token(), users(), ledger, rate=RATE / 3, seed=i)
+                RedisAwayHttp(lambda: [node.url], publisher_token(), users(), ledger, rate=RATE / 3, seed=i)
                 for i in range(3)
             ]
 

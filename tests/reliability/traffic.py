@@ -63,6 +63,8 @@ class HttpTraffic:
         self.pending: list[tuple[str, dict[str, object], float]] = []
         self.refused = 0
         self.broken = 0
+        #: (sent at, seconds to the answer, status or 0 for a broken request, error code)
+        self.answers: list[tuple[float, float, int, str | None]] = []
         self._turn = itertools.count()
         self._seq = itertools.count()
 
@@ -75,6 +77,7 @@ class HttpTraffic:
     async def send(self, http: httpx.AsyncClient, uid: str, body: dict[str, object], started: float) -> bool:
         urls = self.urls()
         url = urls[next(self._turn) % len(urls)]
+        sent = time.monotonic()
         try:
             response = await http.post(
                 url + PUBLISH,
@@ -82,16 +85,24 @@ class HttpTraffic:
                 headers={"authorization": f"Bearer {self.token}", "content-type": "application/json"},
             )
         except httpx.HTTPError:
+            self.answers.append((sent, time.monotonic() - sent, 0, None))
             self.broken += 1
             return False
+        is_json = response.headers.get("content-type") == "application/json"
+        code = response.json().get("code") if response.status_code != 202 and is_json else None
+        self.answers.append((sent, time.monotonic() - sent, response.status_code, code))
         if response.status_code == 202:
             user = body["key"] if body["scope"] == "user" else None
             assert user is None or isinstance(user, str)
             self.ledger.accept(Published(uid, user, "http", started, time.monotonic()))
             return True
-        assert response.status_code == 503, response.text
+        self.check_refusal(response)
         self.refused += 1
         return False
+
+    def check_refusal(self, response: httpx.Response) -> None:
+        """A refusal this traffic expects (a node or its bus away, briefly): 503."""
+        assert response.status_code == 503, response.text
 
     async def publish(self, http: httpx.AsyncClient, user: str | None, prefix: str = "h") -> str:
         uid = f"{prefix}{next(self._seq)}-{self.random.randrange(1 << 30):x}"

@@ -103,6 +103,9 @@ class RedisRevocations:
         self.known.check(principal)
         self.known.check_grants(principal, resources)
 
+    def grant_revoked(self, principal: Principal, resource: str) -> bool:
+        return self.known.grant_revoked(principal, resource)
+
     def healthy(self) -> bool:
         """Loaded, and following the stream now (while Redis is away, what the node knows
         still holds; it is no longer told of new revocations)."""

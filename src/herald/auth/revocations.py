@@ -181,6 +181,10 @@ class Revocations(Protocol):
         :class:`BusUnavailable` while the revocations are not known yet."""
         ...
 
+    def grant_revoked(self, principal: Principal, resource: str) -> bool:
+        """Whether ``resource``'s grant was revoked for the token behind ``principal``."""
+        ...
+
     def healthy(self) -> bool: ...
 
 
@@ -205,6 +209,9 @@ class MemoryRevocations:
     def check(self, principal: Principal, resources: Iterable[str] = ()) -> None:
         self.known.check(principal)
         self.known.check_grants(principal, resources)
+
+    def grant_revoked(self, principal: Principal, resource: str) -> bool:
+        return self.known.grant_revoked(principal, resource)
 
     def healthy(self) -> bool:
         return True

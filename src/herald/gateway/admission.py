@@ -130,12 +130,9 @@ class Admission:
         return self._revocations.healthy()
 
     def grant_revoked(self, principal: Principal, resource: str) -> bool:
-        """Whether ``resource``'s grant was revoked for the token behind ``principal``."""
-        try:
-            self._revocations.check(principal, (resource,))
-        except HeraldError:
-            return True
-        return False
+        """Whether ``resource``'s grant was revoked for the token behind ``principal`` (its
+        token itself was checked when it was authenticated)."""
+        return self._revocations.grant_revoked(principal, resource)
 
     async def admit_stream(
         self,

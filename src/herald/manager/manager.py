@@ -172,9 +172,12 @@ class ConnectionManager:
         conn.bucket = bucket
         self._buckets[bucket].add(conn)
         if expires_at is not None:
-            heapq.heappush(self._expiries, (expires_at, conn.id))
+            # One heap entry per stream at a time: its warning, which hands it on to the
+            # expiry heap once sent (idle memory per stream is what a node holds most of).
             if self.expiring_seconds > 0:
                 heapq.heappush(self._warnings, (expires_at - self.expiring_seconds, conn.id))
+            else:
+                heapq.heappush(self._expiries, (expires_at, conn.id))
         self.stats.opened += 1
         return conn
 
@@ -490,6 +493,7 @@ class ConnectionManager:
 
     def _expire(self) -> None:
         now = self._clock()
+        self._warn_expiring(now)
         expiries = self._expiries
         if len(expiries) > 2 * len(self.index.all) + 1024:
             # Streams that closed before their token expired leave entries behind;
@@ -502,7 +506,6 @@ class ConnectionManager:
             conn = self.index.all.get(conn_id)
             if conn is not None and conn.expires_at is not None and conn.expires_at <= now:
                 self.close(conn, CloseReason.AUTH_EXPIRED, frames.auth_expired())
-        self._warn_expiring(now)
 
     def _warn_expiring(self, now: float) -> None:
         """``auth.expiring`` to the streams whose token expires within ``expiring_seconds``."""
@@ -515,11 +518,13 @@ class ConnectionManager:
         while warnings and warnings[0][0] <= now:
             entry = heapq.heappop(warnings)
             conn = self.index.all.get(entry[1])
-            if conn is None or conn.closed or conn.expires_at is None or conn.expires_at <= now:
+            if conn is None or conn.closed or conn.expires_at is None:
                 continue
-            if conn.state is State.REPLAYING:
-                later.append(entry)  # after connection.established, never before it
-                continue
-            conn.write_now(frames.auth_expiring(conn.expires_at, conn.expires_at - now))
+            if conn.expires_at > now:
+                if conn.state is State.REPLAYING:
+                    later.append(entry)  # after connection.established, never before it
+                    continue
+                conn.write_now(frames.auth_expiring(conn.expires_at, conn.expires_at - now))
+            heapq.heappush(self._expiries, (conn.expires_at, conn.id))
         for entry in later:
             heapq.heappush(warnings, entry)
