@@ -51,6 +51,15 @@ logger.server.level = info
 """
 
 
+def _cluster_id() -> str:
+    """A random cluster id as Kafka's own Uuid.randomUuid makes it: never one that starts with '-',
+    which the storage tool's argument parser would take for an option (a 1-in-64 failure)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def kafka_version() -> str:
     found = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
     assert found, f"no kafka.version in {POM}"
@@ -130,7 +139,7 @@ class KafkaBroker:
         config = self._write_config()
         classpath = f"{libs}/*"
         if not self._formatted:
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = _cluster_id()
             subprocess.run(
                 [java_binary(), "-cp", classpath, "kafka.tools.StorageTool", "format",
                  "-t", cluster_id, "-c", str(config)],
