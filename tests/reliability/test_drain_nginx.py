@@ -4,7 +4,9 @@ through nginx, a broadcast tick throughout. Node A is drained: it must be empty 
 its window (plus a client's ``retry``), every client must resume on node B with every
 tick exactly once, and node B must see new streams at a bounded rate (about the drained
 streams ÷ the window, not all at once). Quick in ``make test`` (200 streams, 3 s); 5,000
-streams over 20 s in ``make reliability``."""
+streams over 20 s in ``make reliability``. The clients are
+:class:`tests.reliability.light_client.LightClient`s, so that 5,000 fit in the test
+process beside a tick every half second."""
 
 from __future__ import annotations
 
@@ -13,13 +15,12 @@ import contextlib
 import resource
 import secrets
 import time
-from collections import Counter
 
 import httpx
 import pytest
 
 from herald.auth.minting import mint_token
-from tests.reliability.client import ResilientClient, running_clients
+from tests.reliability.light_client import LightClient, running_light_clients
 from tests.reliability.mode import pick, write_result
 from tests.support.api import wait_until
 from tests.support.cluster import cluster_env, running_cluster
@@ -30,9 +31,9 @@ from tests.support.redis import RedisServer
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(pick(240, 1200))]
 
-STREAMS = pick(200, 2000)
+STREAMS = pick(200, 5000)
 WINDOW = pick(3.0, 20.0)
-TICK_SECONDS = 0.2
+TICK_SECONDS = pick(0.2, 0.5)
 RETRY_MS = 500
 
 
@@ -59,7 +60,7 @@ async def test_a_drained_node_behind_nginx_empties_in_its_window_and_every_clien
         running_nginx([a.port, b.port], connections=2 * STREAMS + 256) as nginx,
     ):
         clients = [
-            ResilientClient(f"c{i}", f"u{i}", mint_token(SECRET, sub=f"u{i}"), [nginx.url], 0, watchdog=30)
+            LightClient(f"c{i}", mint_token(SECRET, sub=f"u{i}"), "127.0.0.1", nginx.port)
             for i in range(STREAMS)
         ]
         publisher = mint_token(SECRET, sub="ticker", publisher=True)
@@ -67,7 +68,7 @@ async def test_a_drained_node_behind_nginx_empties_in_its_window_and_every_clien
         async with (
             httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
             httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-            running_clients(clients),
+            running_light_clients(clients),
         ):
             await wait_until(
                 lambda: all(c.connects for c in clients), timeout=pick(30, 240), what="every client connected"
@@ -97,8 +98,10 @@ async def test_a_drained_node_behind_nginx_empties_in_its_window_and_every_clien
                 opened_on_b: list[tuple[float, float]] = []
                 empty_after: float | None = None
                 while time.monotonic() - started < WINDOW + 15:
+                    # Stamped when the count is in hand: under load the request itself takes time.
+                    opened = await sample(on_b, "herald_connections_opened_total")
                     now = time.monotonic() - started
-                    opened_on_b.append((now, await sample(on_b, "herald_connections_opened_total")))
+                    opened_on_b.append((now, opened))
                     if empty_after is None and await connections(on_a) == 0:
                         empty_after = now
                     if empty_after is not None and await connections(on_b) == STREAMS:
@@ -121,7 +124,7 @@ async def test_a_drained_node_behind_nginx_empties_in_its_window_and_every_clien
     moved = [c for c in clients if len(c.connects) > 1]
     lost = duplicated = 0
     for client in clients:
-        received = Counter(d.uid for d in client.deliveries)
+        received = client.received
         first_seen = min((published.index(uid) for uid in received if uid in published), default=None)
         assert first_seen is not None, client.name
         lost += sum(1 for uid in published[first_seen:] if uid not in received)
@@ -130,7 +133,7 @@ async def test_a_drained_node_behind_nginx_empties_in_its_window_and_every_clien
     assert duplicated == 0
     assert len(moved) >= on_a_before
     assert all(c.connects[-1].recovered for c in moved), "every moved client resumed exactly"
-    assert all(c.notices and c.notices[-1][1].get("reason") == "drain" for c in moved)
+    assert all(c.closings and c.closings[-1] == "drain" for c in moved)
     # The connect rate B saw, per second: about the drained streams over the window.
     per_second: list[float] = []
     for t0, count0 in opened_on_b:
