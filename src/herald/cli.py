@@ -203,6 +203,28 @@ def drain(
 
 
 @app.command()
+def health(
+    url: UrlOption = DEFAULT_URL,
+    ready: Annotated[
+        bool, typer.Option("--ready", help="Ask readiness (may it take streams?) instead of liveness")
+    ] = False,
+) -> None:
+    """Exit 0 when the node at URL is alive (or, with --ready, ready), else 1: for a
+    container's HEALTHCHECK, where there is no curl. A draining node is alive, not ready."""
+    import httpx
+
+    path = "/api/v1/events/health/ready" if ready else "/api/v1/events/health/live"
+    try:
+        response = httpx.get(f"{url.rstrip('/')}{path}", timeout=3)
+    except httpx.HTTPError as exc:
+        typer.echo(f"herald: cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code != 200:
+        typer.echo(f"herald: {response.status_code} {response.text}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
 def publish(
     event: Annotated[
         str | None,

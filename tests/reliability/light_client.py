@@ -69,7 +69,7 @@ class LightClient:
             ended: asyncio.Future[None] = loop.create_future()
             protocol = _Stream(self, stats, ended)
             try:
-                await loop.create_connection(lambda: protocol, self.host, self.port)
+                await loop.create_connection(lambda p=protocol: p, self.host, self.port)
             except OSError:
                 self.failures += 1
                 failed_in_a_row += 1
