@@ -5,11 +5,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 HOST ?= 127.0.0.1
 PORT ?= 8000
+EXAMPLE_PORT ?= 8080
 
-.PHONY: help run test install install-test check types bench bench-quick bench-peers bench-peers-quick reliability clean
+.PHONY: help run example test install install-test check types bench bench-quick bench-peers bench-peers-quick reliability clean
 
 help:
 	@echo "make run     - start Herald with the demo on http://$(HOST):$(PORT)/"
+	@echo "make example - the AI Writer example (FastAPI, SQLAlchemy, the outbox, React) on http://$(HOST):$(EXAMPLE_PORT)/"
 	@echo "make test    - install test dependencies and run every test"
 	@echo "make check   - formatting, lint, types, layer contracts"
 	@echo "make bench   - benchmarks against the baselines (bench-quick: a few minutes)"
@@ -22,11 +24,19 @@ install:
 run: install
 	.venv/bin/herald serve --demo --host $(HOST) --port $(PORT)
 
+# examples/ai-writer/README.md
+example:
+	@examples/ai-writer/install.sh
+	.venv/bin/python examples/ai-writer/run.py --host $(HOST) --port $(EXAMPLE_PORT)
+
 install-test:
 	@scripts/install-system-deps.sh
 	@HERALD_EXTRAS=test scripts/bootstrap.sh
 	@scripts/install-browser-deps.sh
+	@examples/ai-writer/install.sh
 	@scripts/install-kafka.sh
+	@scripts/install-promtool.sh >/dev/null
+	@scripts/install-deploy-tools.sh >/dev/null
 
 test: install-test
 	@scripts/test.sh
@@ -58,10 +68,11 @@ bench-peers-quick:
 	@HERALD_EXTRAS=test,bench scripts/bootstrap.sh
 	.venv/bin/python -m bench --servers $(PEERS) --quick
 
-# The browser client's event types and bundles, from the payload models and clients/js.
+# The browser client's event types and bundles, and the producer SDK's models, from the payload models.
 types:
 	@HERALD_EXTRAS=test scripts/bootstrap.sh
 	.venv/bin/herald schema --typescript --output clients/js/packages/client/src/generated/events.ts
+	.venv/bin/python clients/python/scripts/generate_models.py
 	@scripts/install-browser-deps.sh
 	cd clients/js && npm run build
 

@@ -23,3 +23,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   uv pip install --quiet --python .venv/bin/python -e "$spec"
   touch "$stamp"
 fi
+
+# With the test extra: the producer SDK (clients/python, herald-publisher), editable, with what
+# its tests in tests/sdk use (SQLAlchemy, psycopg, asyncpg).
+if [[ ",$extras," == *",test,"* ]]; then
+  sdk_stamp=".venv/.herald-publisher-installed"
+  if [ ! -f "$sdk_stamp" ] || [ clients/python/pyproject.toml -nt "$sdk_stamp" ] \
+    || ! .venv/bin/python -c "import herald_publisher" 2>/dev/null; then
+    uv pip install --quiet --python .venv/bin/python -e "clients/python[test]"
+    touch "$sdk_stamp"
+  fi
+fi

@@ -3,7 +3,7 @@
 # `scripts/install-system-deps.sh redis-server` for the peer benchmarks). Installs only what is missing.
 set -euo pipefail
 
-packages=(chromium redis-server postgresql nginx-light iproute2 nftables)
+packages=(chromium redis-server postgresql nginx-light libnginx-mod-http-js iproute2 nftables systemd)
 [ $# -gt 0 ] && packages=("$@")
 missing=()
 for pkg in "${packages[@]}"; do

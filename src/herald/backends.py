@@ -159,6 +159,8 @@ def build_memory_bus(settings: Settings) -> MemoryBus:
         window_seconds=settings.replay_window_seconds,
         max_events=settings.replay_max_events,
         idempotency_window_seconds=settings.idempotency_window_seconds,
+        retain_seconds=settings.retain_seconds,
+        max_retained=settings.retained_max_keys,
     )
 
 
@@ -173,6 +175,7 @@ def build_redis_bus(settings: Settings, shards: list[RedisConnections]) -> Shard
         idempotency_window_seconds=settings.idempotency_window_seconds,
         min_replicas_ack=settings.redis_min_replicas_ack,
         replica_ack_timeout_seconds=settings.redis_replica_ack_timeout_seconds,
+        retain_seconds=settings.retain_seconds,
     )
 
 

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     #: (scope, key, coalesce): the first at once, the newest of the rest when the interval
     #: ends (docs/architecture.md, D23). 0: off.
     coalesce_interval_seconds: float = Field(1.0, ge=0, le=60)
+    #: How long a retained state (an event published with ``retain: true``) is kept when
+    #: the event does not say (``retain_seconds``); docs/architecture.md, D33.
+    retain_seconds: int = Field(86_400, ge=1, le=30 * 86_400)
+    #: The memory bus keeps at most this many retained states (the least lately updated
+    #: go first); the Redis bus keeps them in Redis, a hash per channel.
+    retained_max_keys: int = Field(100_000, ge=1)
 
     # --- Redis (the redis bus, and the Redis sources)
     #: The Redis of node commands (and of the bus, when ``redis_shards`` is empty); the
@@ -161,6 +167,14 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(1.0, gt=0)
     #: Processed rows are deleted this long after they were delivered.
     outbox_retention_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+
+    # --- canary events (docs/operations.md, "Canaries"; docs/architecture.md, D32)
+    #: Every this many seconds the node writes a synthetic ``herald.canary`` event into each
+    #: source it consumes (a Kafka record, an outbox row, a Redis message or entry); every
+    #: node times its arrival on the bus (``herald_canary_*``). 0: off, the default: a canary
+    #: is a write into the applications' own topic or table, with the write permission
+    #: that needs, so the operator turns it on (10 s is a good value).
+    canary_interval_seconds: float = Field(0.0, ge=0, le=3600)
 
     # --- lifecycle events (docs/events.md, "Lifecycle events"; docs/operations.md)
     #: Announce ``connection.opened`` / ``connection.closed`` per user: ``redis`` (to a

@@ -150,3 +150,10 @@ class ConnectionNotFound(HeraldError):
 
     code = "CONNECTION_NOT_FOUND"
     status = 404
+
+
+class NodeNotFound(HeraldError):
+    """No node of the cluster answered to this id (gone, or never one of ours)."""
+
+    code = "NODE_NOT_FOUND"
+    status = 404

@@ -268,3 +268,60 @@ async def test_a_batch_larger_than_the_count_limit_is_trimmed_to_it(make_bus: Bu
     gone = results[-52]
     assert isinstance(gone, AppendResult)
     assert not (await bus.replay(gone.cursor)).exact
+
+
+def retained_msg(task: str, n: int, user: str = "u1", seconds: int | None = None) -> SSEMessage:
+    return build_message(
+        event="task.progress-updated",
+        scope="user",
+        key=user,
+        data={"task_id": task, "n": n},
+        coalesce=f"task:{task}",
+        retain=True,
+        retain_seconds=seconds,
+    )
+
+
+async def append_message(bus: EventBus, message: SSEMessage) -> Cursor:
+    return (await bus.append(message, encode_data(message, 65536))).cursor
+
+
+async def test_retained_state_is_the_newest_event_per_channel_and_coalesce_key(
+    make_bus: BusFactory, clock: FakeClock
+) -> None:
+    """D33: the newest wins per (channel, coalesce key), atomically with the append;
+    each state lives its own retention; events without ``retain`` are not kept."""
+    bus = await started(make_bus, retain_seconds=100)
+    await append_message(bus, retained_msg("a", 1))
+    b = await append_message(bus, retained_msg("b", 1, seconds=10))
+    a = await append_message(bus, retained_msg("a", 2))
+    await append(bus, 3)  # no coalesce, not retained
+    other = await append_message(bus, retained_msg("a", 9, user="u2"))
+    kept = await bus.retained(["user:u1", "global"])
+    assert [(r.cursor, r.message.data["n"]) for r in kept] == [(b, 1), (a, 2)]
+    assert all(r.frame.startswith(f"id: {r.cursor}\n".encode()) for r in kept)
+    assert [r.cursor for r in await bus.retained(["user:u2"])] == [other]
+    clock.now += 11  # b's 10 s are over, a's 100 s are not
+    assert [r.cursor for r in await bus.retained(["user:u1"])] == [a]
+    clock.now += 100
+    assert list(await bus.retained(["user:u1"])) == []
+
+
+async def test_cursor_at_a_time_replays_what_happened_from_then_on(
+    make_bus: BusFactory, clock: FakeClock
+) -> None:
+    bus = await started(make_bus, window_seconds=60)
+    early = [await append(bus, i) for i in range(3)]
+    clock.now += 5
+    since_ms = int(clock.now * 1000)
+    later = [await append(bus, i) for i in range(3, 6)]
+    after = bus.cursor_at(since_ms)
+    assert after is not None
+    replay = await bus.replay(after)
+    assert replay.exact
+    assert [r.cursor for r in replay.records] == later
+    assert early[-1] < later[0]
+    clock.now += 58  # the early records leave the window, the later ones not yet
+    await append(bus, 6)
+    before_window = bus.cursor_at(early[0].ms - 1)
+    assert before_window is None or not (await bus.replay(before_window)).exact

@@ -105,6 +105,38 @@ def test_react_page_updates_live_and_events_invalidate_queries() -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_react_page_takes_its_query_data_from_retained_state_without_a_fetch() -> None:
+    """D33: TanStack queries seeded by the retained states that come with the stream's
+    opening (useHeraldQuerySeed); the page never asks the application's API, and live
+    events move the same queries on."""
+    user = "react-retained"
+
+    def progress(task: str, value: int) -> str:
+        data = {"task_id": task, "progress": value, "stage": "draft"}
+        return gateway.publish("task.progress-updated", "user", user, data, coalesce=f"task:{task}", retain=True)
+
+    env = {**QUIET, "HERALD_COALESCE_INTERVAL_SECONDS": "0"}
+    with running_gateway(env) as gateway:
+        for task, value in (("p1", 10), ("p1", 40), ("p2", 75)):
+            progress(task, value)
+        with page(gateway, user, "--progress-tasks", "p1,p2") as driver:
+            seeded = driver.until(lambda s: s["progress"] == {"p1": "40", "p2": "75"}, 20, "seeded progress")
+            live = progress("p1", 90)
+            after = driver.until(lambda s: s["progress"].get("p1") == "90", 10, "live progress")
+            problems = errors(driver)
+            driver.finish()
+
+    assert problems == []
+    assert seeded["app"]["progressFetches"] == 0
+    assert after["app"]["progressFetches"] == 0, "no fetch-then-subscribe"
+    kept = [e for e in after["app"]["events"] if e.get("retained")]
+    assert [(e["data"]["task_id"], e["data"]["progress"], e["id"]) for e in kept] == [
+        ("p1", 40, None),
+        ("p2", 75, None),
+    ]
+    assert after["last_event_id"] == live
+
+
 def test_killed_gateway_restarted_on_the_same_port_the_page_reconnects_and_resyncs() -> None:
     port = free_port()
     gateway = start_gateway(QUIET, port=port)

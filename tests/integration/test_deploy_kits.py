@@ -213,7 +213,9 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (wheel,) = (where / "dist").glob("*.whl")
     subprocess.run(["uv", "venv", "-q", "--python", sys.executable, str(where / "venv")], check=True)
     python = where / "venv" / "bin" / "python"
-    subprocess.run(["uv", "pip", "install", "-q", "--python", str(python), str(wheel)], check=True)
+    # As the image installs it: with the tracing extra.
+    requirement = f"herald-gateway[tracing] @ {wheel.as_uri()}"
+    subprocess.run(["uv", "pip", "install", "-q", "--python", str(python), requirement], check=True)
     return where / "venv" / "bin"
 
 
@@ -235,6 +237,8 @@ def test_the_images_command_starts_a_node_from_the_installed_wheel_and_its_healt
     installed_wheel: Path,
 ) -> None:
     entrypoint, cmd, healthcheck = exec_form("ENTRYPOINT"), exec_form("CMD"), exec_form("HEALTHCHECK")
+    exporter = "import opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    assert subprocess.run([str(installed_wheel / "python"), "-c", exporter]).returncode == 0, "can trace"
     assert entrypoint == ["herald"]
     assert healthcheck[0] == "herald"
     env = {**image_env(), "HERALD_HOST": "127.0.0.1", "HERALD_PORT": "0"}  # loopback only, here

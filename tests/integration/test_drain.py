@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.api import unique, wait_until
 from tests.support.gateway import SECRET, GatewayProcess, running_gateway
+from tests.support.metrics import parse
 from tests.support.sse import Stream, StreamRefused, open_stream
 
 QUICK = {"HERALD_HEARTBEAT_SECONDS": "0.5", "HERALD_RETRY_MS": "1000"}
@@ -97,6 +98,11 @@ async def test_sigusr1_and_the_cli_drain_a_node() -> None:
             closings = await asyncio.gather(*(closing_time(s) for s in opened))
         assert {body["reason"] for _, body, _ in closings} == {"drain"}
         assert (await readiness(gateway)).json()["draining"] is True
+        # The dashboard's drain state and the alerts read it as a gauge too.
+        async with httpx.AsyncClient(base_url=gateway.url) as client:
+            metrics = parse((await client.get("/metrics")).text)
+        assert metrics[("herald_draining", ())] == 1
+        assert metrics[("herald_accepting", ())] == 0
     with running_gateway(QUICK) as gateway:
         async with streams(gateway, 3) as opened:
             done = await asyncio.to_thread(

@@ -76,6 +76,6 @@ async def test_outbox_init_creates_the_table_and_can_run_again(postgres_server: 
     finally:
         await connection.close()
     assert [c["column_name"] for c in columns] == [
-        "created_at", "error", "event_type", "id", "payload", "processed_at", "status",
+        "created_at", "error", "event_type", "id", "payload", "processed_at", "status", "traceparent",
     ]  # fmt: skip
     assert "CREATE TABLE IF NOT EXISTS herald_outbox" in herald("outbox", "init", "--print-sql").stdout

@@ -4,7 +4,6 @@ dashboard over it, liveness and readiness, and the lifecycle logs."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.api import Api, api_client, unique, until_marker, wait_until
 from tests.support.cluster import cluster_env, running_cluster
 from tests.support.gateway import GatewayProcess
-from tests.support.metrics import parse, scrape
+from tests.support.metrics import exported_names, herald_names, parse, scrape
 from tests.support.redis import running_redis
 from tests.support.sse import StreamRefused, open_stream
 
@@ -40,6 +39,13 @@ FAMILIES = {
     "herald_subscription_changes",
     "herald_backend_up",
     "herald_accepting",
+    "herald_draining",
+    "herald_bus_channels_followed",
+    "herald_canary_latency_seconds",
+    "herald_canary_staleness_seconds",
+    "herald_canary_sent",
+    "herald_canary_observed",
+    "herald_canary_send_failures",
 }
 
 
@@ -93,19 +99,20 @@ async def test_the_dashboard_is_json_over_metrics_the_gateway_exports(api: Api) 
     assert dashboard["title"] == "Herald"
     expressions = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(expressions) >= 15
-    exported = set()
-    for family in text_string_to_metric_families((await api.client.get("/metrics")).text):
-        exported.add(family.name)
-        exported.update(sample.name for sample in family.samples)
-        if family.type == "counter":
-            exported.add(f"{family.name}_total")
-        if family.type == "histogram":
-            exported.update(f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
-    used = {name for expr in expressions for name in re.findall(r"\bherald_[a-z_]+\b", expr)}
+    exported = exported_names((await api.client.get("/metrics")).text)
+    used = {name for expr in expressions for name in herald_names(expr)}
     assert used, "the dashboard queries Herald's metrics"
     assert used <= exported, f"not exported: {sorted(used - exported)}"
     # Every family Herald exports has a panel.
     assert {name.removesuffix("_bucket").removesuffix("_total") for name in used} >= FAMILIES
+    # Variables the panels use are defined; the tracing links search Herald's two spans.
+    variables = {variable["name"] for variable in dashboard["templating"]["list"]}
+    assert {"datasource", "instance", "tracing_url"} <= variables
+    links = [link["url"] for p in dashboard["panels"] for link in p.get("links", [])]
+    for span in ("herald.ingest", "herald.fanout"):
+        assert any(url.startswith("${tracing_url}") and f"operation={span}" in url for url in links), span
+    repeated = [p for p in dashboard["panels"] if p.get("repeat") == "instance"]
+    assert any("herald_bus_channels_followed" in t["expr"] for p in repeated for t in p["targets"])
 
 
 async def test_liveness_and_readiness(gateway: GatewayProcess, api: Api) -> None:

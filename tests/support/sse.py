@@ -167,9 +167,11 @@ async def open_stream(
     query_last_event_id: str | None = None,
     headers: dict[str, str] | None = None,
     path: str = "/api/v1/events/stream",
+    params: dict[str, str] | None = None,
 ) -> AsyncIterator[Stream]:
-    """An open stream that has received its ``connection.established`` event."""
-    params: dict[str, str] = {}
+    """An open stream that has received its ``connection.established`` event. ``params``:
+    more query parameters (``{"trace": "1"}``)."""
+    params = dict(params or {})
     all_headers = dict(headers or {})
     if token is not None:
         all_headers["authorization"] = f"Bearer {token}"

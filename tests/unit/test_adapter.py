@@ -223,3 +223,21 @@ def test_every_mistake_is_reported_at_once() -> None:
 def test_a_missing_mapping_file_is_a_mapping_error(tmp_path: Path) -> None:
     with pytest.raises(MappingInvalid, match="cannot be read"):
         load_mapping(tmp_path / "absent.toml")
+
+
+def test_a_rule_may_retain_its_events_per_coalesce_key() -> None:
+    """D33: ``retain`` (and ``retain_seconds``) in a rule, as a publish's; it needs ``coalesce``."""
+    adapter = Adapter(parse_mapping(CUSTOM + "retain = true\nretain_seconds = 3600\n"))
+    record = {"meta": {"type": "DocumentPublished"}, "team": "top", "payload": {"doc": {"id": "d"}}}
+    message = adapter.map({**record, "payload": {**record["payload"], "published_at": 0, "body": ""}})
+    assert message is not None
+    assert (message.coalesce, message.retain) == ("doc:d", 3600)
+    defaulted = Adapter(parse_mapping(CUSTOM + "retain = true\n")).map(
+        {**record, "payload": {**record["payload"], "published_at": 0, "body": ""}}
+    )
+    assert defaulted is not None and defaulted.retain == 0  # the bus's RETAIN_SECONDS
+    without_coalesce = CUSTOM.replace('coalesce = "doc:{doc.id}"\n', "") + "retain = true\n"
+    with pytest.raises(MappingInvalid, match="retain needs a coalesce template"):
+        parse_mapping(without_coalesce)
+    with pytest.raises(MappingInvalid, match="retain_seconds needs retain = true"):
+        parse_mapping(CUSTOM + "retain_seconds = 10\n")

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from herald.adapter.rules import ErrorSpec, MappingTable, Rule
 from herald.adapter.values import MISSING, ValueProblem, iso8601, lookup, render, routing_key, summary
 from herald.errors import InvalidEvent
+from herald.events.canary import canary_message, is_canary_record
 from herald.events.catalogue import payload_model
 from herald.events.message import SSEMessage, build_message
 from herald.events.system import ErrorEvent
@@ -66,8 +67,14 @@ class Adapter:
         """The browser event ``record`` becomes; ``None`` when no rule knows its type.
 
         ``event_type``: the type, when the source keeps it beside the record (an outbox
-        column) rather than in it.
+        column) rather than in it. A canary (:mod:`herald.events.canary`) passes before
+        any rule, whatever the mapping says.
         """
+        if is_canary_record(record, event_type):
+            try:
+                return canary_message(record, source=source)
+            except InvalidEvent as exc:
+                raise PoisonRecord(f"canary: {exc.message}", event_type=event_type) from None
         source_type = event_type or self.event_type(record)
         rule = self.table.rule_for(source_type)
         if rule is None:
@@ -99,6 +106,8 @@ class Adapter:
             priority=rule.priority,
             coalesce=coalesce,
             source=source,
+            retain=rule.retain,
+            retain_seconds=rule.retain_seconds,
         )
 
     def _payload(self, rule: Rule, record: Mapping[str, Any], under: str) -> dict[str, Any]:

@@ -18,6 +18,8 @@ The format (docs/events.md has the whole catalogue)::
     urls = { link = "https://app.example/tasks/{task_id}" }
     priority = "normal"                     # high | normal | low
     coalesce = "task:{task_id}"             # newer replaces older in a slow queue
+    retain = true                           # keep the newest per coalesce key (D33)
+    retain_seconds = 3600                   # for this long (default HERALD_RETAIN_SECONDS)
 
     [rules.TaskFailedEvent]
     event = "error.task-failed"
@@ -47,6 +49,7 @@ from herald.adapter.rules import ERROR_LEVELS, ErrorSpec, MappingTable, Rule
 from herald.adapter.values import PATH, PLACEHOLDER
 from herald.errors import InvalidEvent
 from herald.events.catalogue import payload_model
+from herald.events.message import MAX_RETAIN_SECONDS
 from herald.events.names import check_event_name, check_scope
 from herald.events.system import ErrorEvent
 from herald.types import GLOBAL, Priority
@@ -57,7 +60,7 @@ _TOP_KEYS = frozenset({"format", "type_field", "payload_path", "extends", "rules
 _RULE_KEYS = frozenset(
     {
         "event", "scope", "key", "fields", "from", "timestamps", "summaries", "urls",
-        "priority", "coalesce", "error",
+        "priority", "coalesce", "retain", "retain_seconds", "error",
     }
 )  # fmt: skip
 _ERROR_KEYS = frozenset(
@@ -207,6 +210,21 @@ def _rule(source_type: str, body: Any, lines: _Lines, problems: list[str]) -> Ru
     if coalesce is not None and not (isinstance(coalesce, str) and PLACEHOLDER.search(coalesce)):
         problem("coalesce must be a template naming a field, like 'task:{task_id}'", "coalesce")
         coalesce = None
+    retain = body.get("retain", False)
+    if not isinstance(retain, bool):
+        problem("retain must be true or false", "retain")
+        retain = False
+    if retain and "coalesce" not in body:
+        problem("retain needs a coalesce template: the retained state is kept per coalesce key", "retain")
+    retain_seconds = body.get("retain_seconds")
+    if retain_seconds is not None and not (
+        retain
+        and isinstance(retain_seconds, int)
+        and not isinstance(retain_seconds, bool)
+        and 1 <= retain_seconds <= MAX_RETAIN_SECONDS
+    ):
+        problem(f"retain_seconds needs retain = true and is 1-{MAX_RETAIN_SECONDS}", "retain_seconds")
+        retain_seconds = None
 
     error = _error_spec(body, problem)
     if event.startswith("error.") and error is None:
@@ -238,6 +256,8 @@ def _rule(source_type: str, body: Any, lines: _Lines, problems: list[str]) -> Ru
         urls=urls,
         priority=priority,
         coalesce=coalesce,
+        retain=retain,
+        retain_seconds=retain_seconds,
         error=error,
         origin=where,
     )

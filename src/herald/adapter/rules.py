@@ -38,6 +38,8 @@ class Rule:
     ISO 8601. ``summaries``: payload fields cut to a number of characters.
     ``urls``: payload fields made from a URL template over the record.
     ``coalesce``: a template (``task:{task_id}``) for the coalesce key.
+    ``retain``/``retain_seconds``: the event is kept as its coalesce key's retained
+    state (D33), as a publish's ``retain`` says.
     """
 
     source_type: str
@@ -50,6 +52,8 @@ class Rule:
     urls: Mapping[str, str] = field(default_factory=dict)
     priority: Priority = Priority.NORMAL
     coalesce: str | None = None
+    retain: bool = False
+    retain_seconds: int | None = None
     error: ErrorSpec | None = None
     #: Where the rule was written, for messages: ``"mapping.toml:12"``.
     origin: str = ""

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from herald import __version__
 from herald.api import paths
+from herald.api.admin import router as admin_router
 from herald.api.asgi_stream import asgi_stream_endpoint
 from herald.api.batch import router as batch_router
 from herald.api.cors import install_cors
@@ -52,6 +53,7 @@ def create_app(gateway: Gateway, *, manage_gateway: bool = True) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(batch_router)
+    app.include_router(admin_router)
     endpoint: Any = asgi_stream_endpoint(gateway)
     app.router.routes.append(Route(paths.STREAM, endpoint, methods=["GET"], include_in_schema=False))
     install_demo(app, gateway)

@@ -111,6 +111,7 @@ def asgi_stream_endpoint(gateway: Gateway) -> object:
             return
         try:
             request = StreamRequest.from_asgi(scope)
+            since_ms = request.since_ms()
             grant = await gateway.admit_stream(
                 authorization=request.authorization,
                 stream_token=request.token,
@@ -122,7 +123,7 @@ def asgi_stream_endpoint(gateway: Gateway) -> object:
             await error_response(exc)(scope, receive, send)
             return
         sink = AsgiSink()
-        conn = gateway.register_stream(sink, grant)
+        conn = gateway.register_stream(sink, grant, trace=request.trace)
         sink.owner = conn
         await send(
             {
@@ -135,7 +136,7 @@ def asgi_stream_endpoint(gateway: Gateway) -> object:
         sender = asyncio.create_task(sink.run(send))
         watcher = asyncio.create_task(_until_disconnect(receive))
         try:
-            await gateway.manager.start_stream(conn, request.last_event_id)
+            await gateway.manager.start_stream(conn, request.last_event_id, since_ms)
             await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             gateway.manager.close(conn, CloseReason.CLIENT_GONE)

@@ -76,10 +76,12 @@ async def publish_batch(request: Request, authorization: Annotated[str | None, H
     Order: the valid events are appended in the request's order, so they reach each
     stream in that order; an event with a `coalesce` key goes through the throttle
     as a single publish does (it may be held, and answers once appended or replaced).
+
+    Tracing: an event's own `traceparent` field, else the request's `traceparent` header.
     """
     gateway: Gateway = request.app.state.gateway
     publisher = await gateway.authenticate_publisher(authorization)
-    items = parse_batch(await _bounded_body(request))
+    items = parse_batch(await _bounded_body(request), request.headers.get("traceparent"))
     results = await publish_items(gateway, items, publisher.user_id)
     status, answer = batch_answer(results)
     return Response(
@@ -105,9 +107,10 @@ async def _bounded_body(request: Request) -> bytes:
 Item = tuple[SSEMessage, str | None] | HeraldError
 
 
-def parse_batch(body: bytes) -> list[Item]:
+def parse_batch(body: bytes, traceparent: str | None = None) -> list[Item]:
     """Each event of the body as a message and its idempotency key, or the error that refuses
-    it; :class:`BatchInvalid` / :class:`BatchTooLarge` for the body as a whole."""
+    it; :class:`BatchInvalid` / :class:`BatchTooLarge` for the body as a whole.
+    ``traceparent``: the request's header, for the events without their own."""
     if len(body) > MAX_BATCH_BYTES:
         raise BodyTooLarge(f"a batch body is at most {MAX_BATCH_BYTES} bytes", limit=MAX_BATCH_BYTES)
     try:
@@ -124,13 +127,13 @@ def parse_batch(body: bytes) -> list[Item]:
             f"a batch holds at most {MAX_BATCH_EVENTS} events; this one has {len(events)}",
             limit=MAX_BATCH_EVENTS,
         )
-    return [_parse_item(event) for event in events]
+    return [_parse_item(event, traceparent) for event in events]
 
 
-def _parse_item(raw: object) -> Item:
+def _parse_item(raw: object, traceparent: str | None) -> Item:
     try:
         request = PublishRequest.model_validate(raw)
-        message = request.message(source="http")
+        message = request.message(source="http", traceparent=traceparent)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first.get("loc", ()))

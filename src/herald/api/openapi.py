@@ -50,11 +50,29 @@ STREAM_OPERATION: dict[str, Any] = {
                 "description": "resume after this cursor (the `Last-Event-ID` header wins)",
             },
             {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "since",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "format": "date-time"},
+                "description": (
+                    "without a cursor: replay what this stream may see from this time (ISO 8601 with a "
+                    "zone) on; inside the replay window `recovered: true`, else `recovered: false` "
+                    "with `replay_miss: stale` (and the retained states). A cursor wins over it"
+                ),
+            },
         ],
         "responses": {
             "200": {
                 "description": "the event stream",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "400": {
+                "description": (
+                    "`REQUEST_INVALID`: too many query parameters, or `since` not an ISO 8601 time "
+                    "with a zone or in the future (`field: since`)"
+                ),
+                "content": {"application/json": {"schema": _ERROR_REF}},
             },
             "401": {
                 "description": "credentials missing, invalid, expired, or a stream token in use",

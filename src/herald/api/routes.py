@@ -66,11 +66,15 @@ async def publish(
     body: PublishRequest,
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
+    traceparent: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> PublishResponse:
     """Append an event to the log; it reaches its receivers' streams from there.
 
     Needs a bearer JWT with the `publisher` role. Answers with the event's
     cursor; a repeated `idempotency_key` answers the first event's cursor.
+
+    A W3C `traceparent` header (or the body's `traceparent`) puts the event's spans in
+    the producer's trace; a malformed one is ignored.
 
     An event with a `coalesce` key goes out at most once per
     `HERALD_COALESCE_INTERVAL_SECONDS` per (scope, key, coalesce): the first at
@@ -83,7 +87,8 @@ async def publish(
     gateway = _gateway(request)
     publisher = await gateway.authenticate_publisher(authorization)
     result = await gateway.publish(
-        body.message(source="http"), idempotency_key=publisher_key(publisher.user_id, body.idempotency_key)
+        body.message(source="http", traceparent=traceparent),
+        idempotency_key=publisher_key(publisher.user_id, body.idempotency_key),
     )
     return PublishResponse(id=str(result.cursor), duplicate=result.duplicate, coalesced=result.coalesced)
 

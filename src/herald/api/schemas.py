@@ -31,9 +31,30 @@ class PublishRequest(BaseModel):
         min_length=1,
         max_length=256,
     )
+    traceparent: str | None = Field(
+        None,
+        description=(
+            "W3C trace context of the event (`00-<trace id>-<parent span id>-<flags>`): its spans "
+            "join the producer's trace. Wins over the request's `traceparent` header (in a batch: "
+            "per event). A malformed value is ignored, never refused"
+        ),
+    )
+    retain: bool = Field(
+        False,
+        description=(
+            "keep this event as the retained state of its `coalesce` key on its channel (needs "
+            "`coalesce`): a stream that starts without a cursor, or whose cursor is not recovered, "
+            "gets the newest retained event of each key first, marked `_retained: true`, without `id`"
+        ),
+    )
+    retain_seconds: int | None = Field(
+        None,
+        description="how long the retained state is kept (1 s to 30 days; default `HERALD_RETAIN_SECONDS`)",
+    )
 
-    def message(self, source: str) -> SSEMessage:
-        """The event this request publishes; :class:`InvalidEvent` naming the field at fault."""
+    def message(self, source: str, traceparent: str | None = None) -> SSEMessage:
+        """The event this request publishes; :class:`InvalidEvent` naming the field at fault.
+        ``traceparent``: the request's header, for an event without its own."""
         return build_message(
             event=self.event,
             scope=self.scope,
@@ -42,6 +63,9 @@ class PublishRequest(BaseModel):
             priority=self.priority,
             coalesce=self.coalesce,
             source=source,
+            traceparent=self.traceparent if self.traceparent is not None else traceparent,
+            retain=self.retain,
+            retain_seconds=self.retain_seconds,
         )
 
 
@@ -227,3 +251,85 @@ class Readiness(BaseModel):
     accepting: bool = Field(description="false while the node shuts down or is drained")
     draining: bool = Field(False, description="the node is being drained (`POST /api/v1/admin/drain`)")
     backends: dict[str, bool] = Field(description="each configured backend: answering or not")
+
+
+# --- the admin console (D31)
+
+
+class NodeSummary(BaseModel):
+    node: str = Field(description="the node's id (host, pid and a random suffix)")
+    version: str
+    pid: int
+    started_at: float = Field(description="Unix seconds")
+    ready: bool
+    accepting: bool
+    draining: bool
+    draining_since: float | None = None
+    backends: dict[str, bool]
+    streams: int
+    users: int = Field(description="users with a stream on this node")
+    events_in_per_second: float = Field(description="events appended through this node, last 2 s")
+    events_out_per_second: float = Field(description="deliveries to this node's streams, last 2 s")
+    events_in: dict[str, int] = Field(description="events appended through this node since start, by source")
+    deliveries: int = Field(description="deliveries routed to this node's streams since start")
+    latency_p50_ms: float | None = Field(
+        None, description="append-to-write latency over the last 10 s: the bucket bound holding the median"
+    )
+    latency_p99_ms: float | None = None
+    slow_consumer_closes: int = Field(description="streams closed as slow consumers since start")
+    source_lag: dict[str, float] = Field(description="each source's lag, as it reports it")
+
+
+class NodesResponse(BaseModel):
+    answered_by: str = Field(description="the node that took the request")
+    nodes: list[NodeSummary] = Field(description="every node that answered within 2 s")
+
+
+class NodeDrainResponse(DrainResponse):
+    node: str
+
+
+class ChannelTrafficRow(BaseModel):
+    channel: str = Field(description="`user:U`, `session:S`, a resource key, `global`, or `(other)`")
+    events: int
+    deliveries: int
+    nodes: int = Field(description="nodes that counted it in their own top list")
+
+
+class ChannelsResponse(BaseModel):
+    window_seconds: float
+    channels: list[ChannelTrafficRow]
+
+
+class UserStream(BaseModel):
+    node: str
+    connection_id: str
+    since: float = Field(description="Unix seconds: when the stream opened")
+    subscriptions: list[str]
+    last_event_id: str | None = Field(description="the cursor of the newest event handed to the stream")
+    events_sent: int
+    state: Literal["replaying", "live"]
+    expires_at: float | None = None
+
+
+class UserStreamsResponse(BaseModel):
+    user_id: str
+    streams: list[UserStream]
+
+
+class DisconnectResponse(BaseModel):
+    user_id: str
+    closed: int = Field(description="streams closed, on every node")
+    nodes: dict[str, int] = Field(description="streams closed per node")
+
+
+class UserEvent(BaseModel):
+    id: str
+    event: str
+    channel: str
+    at: float = Field(description="Unix seconds: when it was appended")
+
+
+class UserEventsResponse(BaseModel):
+    user_id: str
+    events: list[UserEvent] = Field(description="newest first")

@@ -5,8 +5,10 @@ Query strings may carry stream tokens, so nothing here ever logs one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import parse_qs
 
 import structlog
@@ -22,6 +24,8 @@ log = structlog.get_logger("herald.stream")
 CLIENT_VERSION_HEADER = b"herald-client-version"
 
 _MAX_LOGGED_CHARS = 200
+#: ``?since=`` may be this far ahead of the gateway's clock (a client's clock a little fast).
+SINCE_SKEW_SECONDS = 5.0
 _MAX_FIELDS = 50
 _WANTED = frozenset(
     (b"authorization", b"last-event-id", b"user-agent", b"origin", b"x-forwarded-for", CLIENT_VERSION_HEADER)
@@ -42,6 +46,10 @@ class StreamRequest:
     forwarded_for: str | None = None
     #: ``Herald-Client-Version``: the TypeScript client's version, when it sent one.
     client_version: str | None = None
+    #: ``?trace=1``: each event's data carries its ``trace_id`` (D30).
+    trace: bool = False
+    #: ``?since=``: an ISO 8601 time, read by :meth:`since_ms` (D33).
+    since: str | None = None
 
     @classmethod
     def parse(
@@ -71,7 +79,31 @@ class StreamRequest:
             origin=wanted.get(b"origin"),
             forwarded_for=wanted.get(b"x-forwarded-for"),
             client_version=wanted.get(CLIENT_VERSION_HEADER),
+            trace=params.get("trace", [""])[0].lower() in ("1", "true"),
+            since=params.get("since", [None])[0],
         )
+
+    def since_ms(self, now: float | None = None) -> int | None:
+        """``?since=`` in Unix milliseconds, when the stream has no cursor to resume from
+        (a cursor wins); :class:`RequestInvalid` naming the parameter for a time that is
+        not ISO 8601 with a zone, or is in the future."""
+        if self.since is None or (self.last_event_id is not None and self.last_event_id.strip()):
+            return None
+        text = self.since.strip()
+        try:
+            when = datetime.fromisoformat(text) if 0 < len(text) <= 64 else None
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None:
+            raise RequestInvalid(
+                "since must be an ISO 8601 time with a zone, e.g. 2026-12-05T08:00:00Z",
+                field="since",
+            )
+        ms = int(when.timestamp() * 1000)
+        clock = time.time() if now is None else now
+        if ms > (clock + SINCE_SKEW_SECONDS) * 1000:
+            raise RequestInvalid("since is in the future", field="since", server_time_ms=int(clock * 1000))
+        return max(0, ms)
 
     @classmethod
     def from_asgi(cls, scope: Scope) -> StreamRequest:

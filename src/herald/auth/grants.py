@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from herald.auth.principal import Principal
 from herald.errors import PermissionDenied, SubscriptionInvalid
-from herald.events.names import ROUTING_KEY, SCOPE_NAME
+from herald.events.names import RESERVED_SCOPES, ROUTING_KEY, SCOPE_NAME
 from herald.types import BUILTIN_SCOPES
 
 MAX_SUBSCRIPTIONS = 100
@@ -35,6 +35,8 @@ def check_resource_key(key: str) -> str:
         raise SubscriptionInvalid(
             f"{scope!r} events reach their receivers without a subscription", key=key[:80]
         )
+    if scope in RESERVED_SCOPES:  # the gateway's own events (canaries): never a stream's
+        raise SubscriptionInvalid(f"{scope!r} is the gateway's own scope", key=key[:80])
     return key
 
 

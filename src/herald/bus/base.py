@@ -43,6 +43,15 @@ Interest
     flow: a stream's replay is read after it, so nothing falls between the
     replay and the live records (D4).
 
+Retained state (D33)
+    An event whose message has ``retain`` set is also kept as the retained state of
+    its ``(channel, coalesce)``, atomically with its append, until its retention
+    passes: the newest event of the key (by cursor) wins. ``retained(channels)``
+    answers the live retained states of ``channels``, one per key, in cursor order.
+    ``cursor_at(ms)`` turns a time into a cursor to replay after (``since=``): every
+    record at or after ``ms`` is after it, none before; ``None`` when the log can
+    already tell that records at or after ``ms`` were trimmed.
+
 Failure
     A backend that cannot reach its store raises
     :class:`herald.errors.BusUnavailable` (retriable); it never drops silently.
@@ -61,13 +70,19 @@ from herald.events.message import SSEMessage
 from herald.wire.cursor import Cursor
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BusRecord:
     """An event in the log: its cursor, routing envelope and wire frame.
 
     ``frame`` is the complete SSE block (``id``, ``event``, ``data``), encoded
     once when the record enters this node and shared by every receiver.
+    The slot ``traced`` (not a field: a record is made without it, at no cost)
+    holds the frame with ``trace_id`` in its data, made the first time a stream
+    that asked for it (``?trace=1``) receives the record, then shared by all
+    such streams (D30; ``herald.manager.connection.traced_frame``).
     """
+
+    __slots__ = ("cursor", "frame", "message", "traced")
 
     cursor: Cursor
     message: SSEMessage
@@ -153,6 +168,14 @@ class EventBus(Protocol):
     @property
     def head(self) -> Cursor:
         """The newest cursor this node has delivered to listeners (the floor when empty)."""
+        ...
+
+    def retained(self, channels: Collection[str]) -> Awaitable[Sequence[BusRecord]]:
+        """The retained states of ``channels`` not yet expired (see "Retained state")."""
+        ...
+
+    def cursor_at(self, ms: int) -> Cursor | None:
+        """The cursor a replay of what happened from ``ms`` on starts after (``since=``)."""
         ...
 
     def healthy(self) -> bool: ...

@@ -207,14 +207,19 @@ end
 
 #: Appends to channels of one shard, in order, each as if alone.
 #: KEYS: shard, then per item: the channel's log, meta, idempotency key (if any),
-#: superseded keys; then, with a known cursor, the log and meta of its channel.
+#: superseded keys, its retained hash (if it retains); then, with a known cursor, the log
+#: and meta of its channel.
 #: ARGV: now, window_ms, max_events (per channel), idempotency_window_ms, hint_ms,
 #: shard index, notification channel prefix, items (msgpack: a list of
-#: [channel, has idempotency key (0/1), superseded key count, field, value, ...]), hint_seq,
+#: [channel, has idempotency key (0/1), superseded key count, retain ms (0: not retained),
+#: coalesce key ('' when not retained), field, value, ...]), hint_seq,
 #: known: the newest cursor the caller saw the shard issue, or empty. A shard that lost it
 #: (a failover to a replica that lagged) starts its next lifetime before appending.
 #: Each new entry is published on ``prefix .. channel`` as msgpack
 #: [cursor, the channel's sequence, field, value, ...].
+#: A retained item (D33) becomes its coalesce key's value in the channel's retained hash,
+#: msgpack [expires ms, cursor, field, value, ...], in the same step as its entry: the
+#: retained state is never newer or older than the log.
 #: Returns {origin, cursor 1, duplicate 1, ...}.
 APPEND: Final = (
     _COMMON
@@ -249,6 +254,11 @@ for _, item in ipairs(cmsgpack.unpack(ARGV[8])) do
     superseded[i] = KEYS[key]
     key = key + 1
   end
+  local retain_ms, retained = tonumber(item[4]), nil
+  if retain_ms > 0 then
+    retained = KEYS[key]
+    key = key + 1
+  end
   local seen = idem and redis.call('GET', idem)
   local cursor, duplicate = nil, 0
   if seen then
@@ -260,7 +270,7 @@ for _, item in ipairs(cmsgpack.unpack(ARGV[8])) do
     if redis.call('EXISTS', log) == 0 then redis.call('HSET', meta, 'floor', floor) end
     if redis.call('EXISTS', meta) == 0 then redis.call('HSET', meta, 'floor', floor, 'seq', 0) end
     cursor = next_cursor(shard, clock, now, hint_ms, hint_seq, index)
-    local fields = {unpack(item, 4)}
+    local fields = {unpack(item, 6)}
     redis.call('XADD', log, cursor, unpack(fields))
     local remembered = cursor .. ' ' .. string.format('%.0f', now + idem_window)
     if idem then redis.call('SET', idem, remembered, 'PX', idem_window) end
@@ -270,6 +280,10 @@ for _, item in ipairs(cmsgpack.unpack(ARGV[8])) do
     redis.call('HSET', meta, 'last', cursor)
     redis.call('PEXPIRE', log, keep_ms)
     redis.call('PEXPIRE', meta, math.max(META_KEEP_MS, keep_ms))
+    if retained then
+      redis.call('HSET', retained, item[5], cmsgpack.pack({now + retain_ms, cursor, unpack(fields)}))
+      if redis.call('PTTL', retained) < retain_ms then redis.call('PEXPIRE', retained, retain_ms) end
+    end
     redis.call('PUBLISH', prefix .. channel, cmsgpack.pack({cursor, seq, unpack(fields)}))
   end
   reply[#reply + 1] = cursor
@@ -373,5 +387,31 @@ REBIRTH: Final = (
     + r"""
 if clock[1] ~= ARGV[4] then return clock[1] end
 return renew(shard, clock, now, hint_ms)[1]
+"""
+)
+
+
+#: The retained states of channels of one shard (D33), expired ones dropped on the way.
+#: KEYS: per channel, its retained hash. ARGV: now. Returns per channel the live values
+#: (msgpack [expires ms, cursor, field, value, ...]).
+RETAINED: Final = (
+    IDS
+    + r"""
+local now = now_ms(ARGV[1])
+local reply = {}
+for k = 1, #KEYS do
+  local flat = redis.call('HGETALL', KEYS[k])
+  local live = {}
+  for i = 1, #flat, 2 do
+    local value = flat[i + 1]
+    if tonumber(cmsgpack.unpack(value)[1]) <= now then
+      redis.call('HDEL', KEYS[k], flat[i])
+    else
+      live[#live + 1] = value
+    end
+  end
+  reply[k] = live
+end
+return reply
 """
 )

@@ -4,6 +4,11 @@ A single gateway process needs nothing else. Records are kept for the
 replay window and up to a count, whichever is smaller; the origin cursor is
 the process's start time, so a cursor from an earlier run is never mistaken
 for one of this run.
+
+Retained states (D33) are kept per channel and coalesce key, bounded by
+``max_retained`` (the least lately updated go first), expired on read.
+``cursor_at`` finds a time's place in the log by bisection: a cursor's
+milliseconds are its append time, so the log is its own time index.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from operator import attrgetter
 
 from herald.bus.base import Append, AppendResult, BatchResult, BusRecord, Listener, Replay
+from herald.bus.channels import channel_of
 from herald.bus.interest import READY, ChannelInterest
 from herald.bus.listeners import Listeners
 from herald.events.message import SSEMessage
@@ -35,6 +41,8 @@ class MemoryBus:
         idempotency_window_seconds: float = 600.0,
         max_idempotency_keys: int = 200_000,
         clock: Callable[[], float] = time.time,
+        retain_seconds: float = 86_400.0,
+        max_retained: int = 100_000,
     ) -> None:
         self._window_ms = int(window_seconds * 1000)
         self._max_events = max_events
@@ -49,6 +57,12 @@ class MemoryBus:
         self._idempotency: dict[str, Cursor] = {}
         self._idempotency_expiry: deque[tuple[int, str]] = deque()
         self._listeners = Listeners()
+        self._retain_ms = int(retain_seconds * 1000)
+        self._max_retained = max_retained
+        #: Per channel, per coalesce key: the newest retained record and when it expires (ms).
+        self._retained: dict[str, dict[str, tuple[BusRecord, int]]] = {}
+        #: Every (channel, coalesce key) retained, least lately updated first.
+        self._retained_order: dict[tuple[str, str], None] = {}
         #: The channels this node's streams follow.
         self.interest = ChannelInterest()
 
@@ -135,9 +149,65 @@ class MemoryBus:
         for key in superseded_keys:
             if key not in self._idempotency:
                 self._remember(key, cursor, now_ms)
+        if message.retain is not None and message.coalesce is not None:
+            self._retain(record, message.retain, now_ms)
         self._trim(now_ms)
         self._listeners.deliver(record)
         return AppendResult(cursor)
+
+    def _retain(self, record: BusRecord, retain_seconds: int, now_ms: int) -> None:
+        coalesce = record.message.coalesce
+        assert coalesce is not None
+        channel = channel_of(record.message)
+        keep_ms = retain_seconds * 1000 if retain_seconds else self._retain_ms
+        self._retained.setdefault(channel, {})[coalesce] = (record, now_ms + keep_ms)
+        order = self._retained_order
+        order.pop((channel, coalesce), None)
+        order[(channel, coalesce)] = None
+        while len(order) > self._max_retained:
+            old_channel, old_key = next(iter(order))
+            del order[(old_channel, old_key)]
+            self._forget_retained(old_channel, old_key)
+
+    def _forget_retained(self, channel: str, coalesce: str) -> None:
+        kept = self._retained.get(channel)
+        if kept is not None:
+            kept.pop(coalesce, None)
+            if not kept:
+                del self._retained[channel]
+
+    async def retained(self, channels: Collection[str]) -> Sequence[BusRecord]:
+        return self.retained_now(channels)
+
+    def retained_now(self, channels: Collection[str]) -> list[BusRecord]:
+        """The retained states of ``channels`` not yet expired, in cursor order."""
+        now_ms = self._now_ms()
+        found: list[BusRecord] = []
+        for channel in channels:
+            kept = self._retained.get(channel)
+            if not kept:
+                continue
+            for coalesce, (record, expires_ms) in list(kept.items()):
+                if expires_ms <= now_ms:
+                    self._retained_order.pop((channel, coalesce), None)
+                    self._forget_retained(channel, coalesce)
+                else:
+                    found.append(record)
+        found.sort(key=_CURSOR_OF)
+        return found
+
+    def cursor_at(self, ms: int) -> Cursor | None:
+        """The cursor just before the first record at or after ``ms``: a held record's, or
+        the floor when every record held is at or after ``ms`` and nothing at or after it
+        was trimmed; ``None`` when something at or after ``ms`` was trimmed."""
+        self._trim(self._now_ms())
+        start = Cursor(ms, 0)
+        if self._floor >= start:
+            return None
+        index = bisect.bisect_left(self._records, start, lo=self._start, key=_CURSOR_OF)
+        if index == self._start:
+            return self._floor
+        return self._records[index - 1].cursor
 
     async def replay(self, after: Cursor, channels: Collection[str] | None = None) -> Replay:
         # One whole log: every channel's records, the manager keeps what each stream may see.

@@ -49,6 +49,10 @@ class ShardKeys:
     def idempotency(self, channel: str, key: str) -> str:
         return f"{self.prefix}:{{{channel}}}:idem:{key}"
 
+    def retained(self, channel: str) -> str:
+        """The channel's retained states (D33): a hash, field = coalesce key."""
+        return f"{self.prefix}:{{{channel}}}:retained"
+
     @property
     def notifications(self) -> str:
         """The pub/sub channel prefix; a channel's notifications go to prefix + its name."""
@@ -79,6 +83,7 @@ class ShardLog:
         clock: Callable[[], float] | None = None,
         min_replicas_ack: int = 0,
         replica_ack_timeout_seconds: float = 1.0,
+        retain_seconds: float = 86_400.0,
     ) -> None:
         """``clock``: ``None`` (production) uses Redis's clock. ``min_replicas_ack``: above
         0, an append counts only once that many replicas acknowledged it (``WAIT``)."""
@@ -94,12 +99,14 @@ class ShardLog:
         self._clock = clock
         self._min_replicas_ack = min_replicas_ack
         self._replica_ack_ms = max(1, int(replica_ack_timeout_seconds * 1000))
+        self._retain_ms = int(retain_seconds * 1000)
         commands = redis.commands
         self._append = commands.register_script(channel_scripts.APPEND)
         self._replay = commands.register_script(channel_scripts.REPLAY_PAGE)
         self._probe = commands.register_script(channel_scripts.PROBE)
         self._rebirth = commands.register_script(channel_scripts.REBIRTH)
         self._catch_up = commands.register_script(channel_scripts.CATCH_UP)
+        self._retained = commands.register_script(channel_scripts.RETAINED)
         #: The lifetime the last answer came from (a change: the shard lost its data).
         self.origin = ""
         #: The newest cursor the shard had issued, by its clock as the last probe found it.
@@ -125,7 +132,12 @@ class ShardLog:
             keys.extend(k.idempotency(channel, key) for key in item.superseded_keys)
             fields = entry_fields(item.message, item.data_json)
             has_key = 1 if item.idempotency_key is not None else 0
-            items.append([channel, has_key, len(item.superseded_keys), *fields])
+            retain, coalesce = item.message.retain, item.message.coalesce
+            retain_ms = 0
+            if retain is not None and coalesce is not None:
+                retain_ms = retain * 1000 if retain else self._retain_ms
+                keys.append(k.retained(channel))
+            items.append([channel, has_key, len(item.superseded_keys), retain_ms, coalesce or "", *fields])
         args: list[Any] = [
             self._now_arg(),
             self._window_ms,
@@ -195,6 +207,19 @@ class ShardLog:
                 records.append(record_from_entry(entry_id, pairs(flat)))
             if len(entries) < self._replay_page:
                 return Replay(True, records)
+
+    async def retained(self, channels: Sequence[str]) -> list[BusRecord]:
+        """The live retained states (D33) of ``channels`` (all on this shard), in one round trip."""
+        if not channels:
+            return []
+        keys = [self.keys.retained(channel) for channel in channels]
+        reply = await self._run(self._retained, keys, [self._now_arg()], "reading retained states")
+        records = []
+        for values in reply:
+            for raw in values:
+                value = msgpack.unpackb(raw, raw=True)
+                records.append(record_from_entry(value[1], pairs(value[2:])))
+        return records
 
     async def catch_up(self, channels: Sequence[tuple[str, Cursor]], advance_ms: int) -> list[Replay]:
         """Each channel's records after its cursor, as :meth:`replay` gives them, for many

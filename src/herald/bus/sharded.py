@@ -255,6 +255,7 @@ class ShardedBus:
         owns_connections: bool = False,
         min_replicas_ack: int = 0,
         replica_ack_timeout_seconds: float = 1.0,
+        retain_seconds: float = 86_400.0,
     ) -> None:
         """``owns_connections``: close the shards' connections on :meth:`stop`.
         ``min_replicas_ack``: see :class:`ShardLog` (``HERALD_REDIS_MIN_REPLICAS_ACK``)."""
@@ -272,6 +273,7 @@ class ShardedBus:
                 clock=clock,
                 min_replicas_ack=min_replicas_ack,
                 replica_ack_timeout_seconds=replica_ack_timeout_seconds,
+                retain_seconds=retain_seconds,
             )
             for index, c in enumerate(shards)
         ]
@@ -562,6 +564,22 @@ class ShardedBus:
         if after > head:
             return Replay(False)
         return Replay(True, [r for r in records if r.cursor <= head])
+
+    async def retained(self, channels: Collection[str]) -> Sequence[BusRecord]:
+        """The retained states of ``channels`` (D33), read from each channel's shard (one
+        round trip per shard, all at once), in cursor order."""
+        groups: dict[int, list[str]] = {}
+        for channel in channels:
+            groups.setdefault(shard_of(channel, len(self._shards)), []).append(channel)
+        answers = await asyncio.gather(
+            *(self._shards[index].retained(names) for index, names in groups.items())
+        )
+        return sorted((r for records in answers for r in records), key=lambda r: r.cursor)
+
+    def cursor_at(self, ms: int) -> Cursor | None:
+        """``ms``-0: no shard issues a cursor with sequence 0, so every record at or after
+        ``ms`` is after it; the replay judges it per channel (D28)."""
+        return Cursor(ms, 0)
 
     async def _replay_channel(self, channel: str, after: Cursor) -> Replay:
         """From the channel's tail when it holds everything after ``after``; else one read

@@ -15,6 +15,11 @@ The contract, for every implementation:
     Send ``command`` to every other node and return the first answer that is
     not ``None``; ``None`` once every node answered ``None``, or after
     ``timeout`` seconds.
+``gather(command, timeout)``
+    Send ``command`` to every other node and return every answer that is not
+    ``None``, in the order they came, once every node answered or after
+    ``timeout`` seconds (then the answers so far). For what the whole cluster
+    is asked at once: the admin console's nodes, streams and channels (D31).
 
 A command is a JSON object with an ``op``. A node never receives its own.
 """
@@ -38,6 +43,8 @@ class NodeControl(Protocol):
 
     async def ask(self, command: Command, timeout: float) -> Answer | None: ...  # noqa: ASYNC109
 
+    async def gather(self, command: Command, timeout: float) -> list[Answer]: ...  # noqa: ASYNC109
+
     def healthy(self) -> bool: ...
 
 
@@ -55,6 +62,9 @@ class SingleNodeControl:
 
     async def ask(self, command: Command, timeout: float) -> Answer | None:  # noqa: ASYNC109
         return None
+
+    async def gather(self, command: Command, timeout: float) -> list[Answer]:  # noqa: ASYNC109
+        return []
 
     def healthy(self) -> bool:
         return True

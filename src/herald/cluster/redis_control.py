@@ -6,6 +6,7 @@ the command with a request id; ``PUBLISH`` says how many subscribers got it,
 so the asker knows how many answers to expect (every node answers, ``null``
 when the command is not about it) and returns as soon as the owner answers
 or everyone said no, never waiting out the timeout in the common cases.
+``gather`` counts the same way and returns once every node answered.
 
 Pub/sub keeps nothing for absent subscribers: a node reconnecting to Redis
 misses what was sent meanwhile. The commands are chosen so that this is
@@ -34,12 +35,14 @@ _PING_SECONDS = 5.0
 
 
 class _Question:
-    __slots__ = ("answered", "expected", "future")
+    __slots__ = ("answered", "answers", "expected", "future")
 
-    def __init__(self, future: asyncio.Future[Answer | None]) -> None:
+    def __init__(self, future: asyncio.Future[Answer | None], *, gather: bool = False) -> None:
         self.future = future
         self.expected: int | None = None
         self.answered = 0
+        #: A gather's answers so far (``None``: an ask, done at the first answer).
+        self.answers: list[Answer] | None = [] if gather else None
 
     def settle(self) -> None:
         if self.expected is not None and self.answered >= self.expected and not self.future.done():
@@ -87,8 +90,28 @@ class RedisNodeControl:
         await self._publish(self._channel, {"from": self.node, "cmd": command})
 
     async def ask(self, command: Command, timeout: float) -> Answer | None:  # noqa: ASYNC109
+        return await self._question(command, timeout, _Question(asyncio.get_running_loop().create_future()))
+
+    async def gather(self, command: Command, timeout: float) -> list[Answer]:  # noqa: ASYNC109
+        question = _Question(asyncio.get_running_loop().create_future(), gather=True)
+        await self._question(command, timeout, question)
+        assert question.answers is not None
+        if question.expected is None or question.answered < question.expected:
+            log.warning(
+                "node_control_gather_incomplete",
+                op=command.get("op"),
+                answered=question.answered,
+                expected=question.expected,
+            )
+        return list(question.answers)
+
+    async def _question(
+        self,
+        command: Command,
+        timeout: float,  # noqa: ASYNC109
+        question: _Question,
+    ) -> Answer | None:
         request = secrets.token_hex(8)
-        question = _Question(asyncio.get_running_loop().create_future())
         self._questions[request] = question
         try:
             receivers = await self._publish(
@@ -144,7 +167,10 @@ class RedisNodeControl:
         if question is None or question.future.done():
             return
         answer = body.get("answer")
-        if isinstance(answer, dict):
+        if question.answers is not None:
+            if isinstance(answer, dict):
+                question.answers.append(answer)
+        elif isinstance(answer, dict):
             question.future.set_result(answer)
             return
         question.answered += 1

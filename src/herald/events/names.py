@@ -37,8 +37,12 @@ RESERVED_NAMES: Final = frozenset(
         "error.connection-limit-exceeded",
         "error.connection-evicted",
         "error.server-overload",
+        "herald.canary",
     }
 )
+#: Scopes only the gateway itself publishes to, and no stream subscribes to: ``herald``
+#: carries canary events (:mod:`herald.events.canary`, D32).
+RESERVED_SCOPES: Final = frozenset({"herald"})
 
 
 def encodable(text: str) -> bool:
@@ -57,12 +61,14 @@ def check_event_name(name: str, *, internal: bool = False) -> str:
     return name
 
 
-def check_scope(scope: str) -> str:
+def check_scope(scope: str, *, internal: bool = False) -> str:
     if not SCOPE_NAME.fullmatch(scope):
         raise InvalidEvent(
             f"scope {scope[:40]!r} is not user, session, global or a resource type like 'novel'",
             field="scope",
         )
+    if not internal and scope in RESERVED_SCOPES:
+        raise InvalidEvent(f"scope {scope!r} is the gateway's own", field="scope")
     return scope
 
 

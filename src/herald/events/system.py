@@ -86,11 +86,13 @@ class ConnectionClosing(BaseModel):
 
     ``reason``: the node is shutting down, is being drained (``drain``: come back
     through the load balancer, another node takes the stream), its bus lost or
-    rewound its log (``bus_reset``), or the replay could not be read
-    (``replay_unavailable``).
+    rewound its log (``bus_reset``), the replay could not be read
+    (``replay_unavailable``), or an admin disconnected the user's streams
+    (``disconnected``: the token stays valid; a revocation would end the stream
+    with ``error.auth-revoked`` instead).
     """
 
-    reason: Literal["shutdown", "drain", "bus_reset", "replay_unavailable"]
+    reason: Literal["shutdown", "drain", "bus_reset", "replay_unavailable", "disconnected"]
     retry_ms: int
 
 

@@ -14,6 +14,7 @@ from herald.bus.sharded import ShardedBus
 from herald.cluster.control import NodeControl
 from herald.config import Settings
 from herald.gateway.admission import Admission
+from herald.gateway.canary import CanaryWatcher
 from herald.gateway.publishing import Publishing
 from herald.gateway.subscriptions import LiveSubscriptions
 from herald.manager.manager import ConnectionManager
@@ -32,6 +33,7 @@ class NodeHealth:
         publishing: Publishing,
         admission: Admission,
         live_subscriptions: LiveSubscriptions,
+        canaries: CanaryWatcher | None = None,
     ) -> None:
         self._settings = settings
         self._bus = bus
@@ -41,6 +43,7 @@ class NodeHealth:
         self._publishing = publishing
         self._admission = admission
         self._live_subscriptions = live_subscriptions
+        self._canaries = canaries
 
     def health(self) -> dict[str, Any]:
         healthy = self._bus.healthy()
@@ -113,6 +116,9 @@ class NodeHealth:
             source_lag=lag,
             backends=self._backends_up(),
             accepting=manager.accepting,
+            draining=manager.draining_since is not None,
+            channels_followed=_channels_followed(self._bus),
+            canaries=self._canaries.readings() if self._canaries is not None else {},
         )
 
 
@@ -121,6 +127,12 @@ def _replay_reads(bus: EventBus) -> dict[str, int]:
     if not isinstance(bus, ShardedBus):
         return {}
     return {"tail": bus.tails.hits, "redis": bus.replay_reads}
+
+
+def _channels_followed(bus: EventBus) -> int:
+    """How many channels the bus follows for this node (its ``interest``), when it counts."""
+    interest = getattr(bus, "interest", None)
+    return len(interest) if interest is not None else 0
 
 
 def _source_up(source: object) -> bool | None:

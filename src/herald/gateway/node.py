@@ -9,6 +9,7 @@ owns it, so that the front ends need to know only the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -32,6 +33,8 @@ from herald.config import Settings
 from herald.errors import HeraldError
 from herald.events.message import SSEMessage
 from herald.gateway.admission import Admission, StreamGrant, build_authorizer
+from herald.gateway.canary import CanarySender, CanaryWatcher, carriers_of
+from herald.gateway.console import AdminConsole
 from herald.gateway.grants import GrantRecheck
 from herald.gateway.health import NodeHealth
 from herald.gateway.publishing import Publishing
@@ -42,6 +45,7 @@ from herald.manager.connection import Connection
 from herald.manager.manager import ConnectionManager
 from herald.manager.sink import Sink
 from herald.obs.metrics import Readings
+from herald.obs.tracing import Tracing, from_environment
 from herald.sources.incoming import OfferItem
 
 log = structlog.get_logger("herald.gateway")
@@ -110,6 +114,17 @@ class Gateway:
             self.admission.authenticate,
             self.admission.grant_revoked,
         )
+        #: Canaries (D32): this node's writes into its sources, and their arrivals on its bus.
+        self.canary_watcher: CanaryWatcher | None = None
+        self.canary_sender: CanarySender | None = None
+        if settings.canary_interval_seconds > 0:
+            self.canary_watcher = CanaryWatcher(self.bus)
+            self.canary_sender = CanarySender(
+                carriers_of(self.sources),
+                self.canary_watcher,
+                node=self.node,
+                interval=settings.canary_interval_seconds,
+            )
         self.node_health = NodeHealth(
             settings,
             self.bus,
@@ -119,8 +134,21 @@ class Gateway:
             self.publishing,
             self.admission,
             self.live_subscriptions,
+            self.canary_watcher,
         )
         self._drain_window = settings.drain_window_seconds
+        #: Spans over OTLP when an OTEL_ endpoint is set (D30); made at start.
+        self.tracing: Tracing | None = None
+        #: The admin console's view of the cluster and its actions (D31).
+        self.console = AdminConsole(
+            node=self.node,
+            bus=self.bus,
+            manager=self.manager,
+            control=self.control,
+            publishing=self.publishing,
+            health=self.node_health,
+            drain=self.drain_now,
+        )
         #: Grants asked again on open streams, where the authorizer can change its mind.
         self.grants: GrantRecheck | None = None
         if settings.authorizer_recheck_seconds > 0 and not isinstance(self.authorizer, ClaimsAuthorizer):
@@ -134,24 +162,37 @@ class Gateway:
             backends.channels_lost.append(self.open_streams.on_channels_lost)
 
     async def start(self) -> None:
+        # Made here, in the process that serves (a worker makes its own): its export thread.
+        self.tracing = from_environment(self.node)
+        self.publishing.tracing = self.manager.tracing = self.tracing
         await self.bus.start()
         await self.connection_counts.start()
         await self.manager.start()
         await self.control.start(self._on_command)
+        await self.console.start()
         await self.revocation.start()
         if self.grants is not None:
             self.grants.start()
+        if self.canary_watcher is not None:
+            await self.canary_watcher.start()
         for source in self.sources:
             await source.start()
+        if self.canary_sender is not None:
+            await self.canary_sender.start()
 
     async def stop(self) -> None:
+        if self.canary_sender is not None:
+            await self.canary_sender.stop()
         # Held events go to the bus first, so sources then commit past them.
         await self.flush_held()
         for source in self.sources:
             await source.stop()
         if self.grants is not None:
             await self.grants.stop()
+        if self.canary_watcher is not None:
+            await self.canary_watcher.stop()
         await self.manager.stop()
+        await self.console.stop()
         await self.revocation.stop()
         await self.control.stop()
         await self.bus.stop()
@@ -162,6 +203,10 @@ class Gateway:
             await self._source_redis.aclose()
         for redis in self._redis:
             await redis.aclose()
+        if self.tracing is not None:
+            tracing, self.tracing = self.tracing, None
+            self.publishing.tracing = self.manager.tracing = None
+            await asyncio.to_thread(tracing.shutdown)  # exports what is buffered
 
     # --- publishing (publishing.py)
 
@@ -233,8 +278,9 @@ class Gateway:
 
     # --- open streams (streams.py)
 
-    def register_stream(self, sink: Sink, grant: StreamGrant) -> Connection:
-        conn = self.open_streams.register(sink, grant)
+    def register_stream(self, sink: Sink, grant: StreamGrant, *, trace: bool = False) -> Connection:
+        """``trace``: the stream asked for each event's trace id in its data (``?trace=1``)."""
+        conn = self.open_streams.register(sink, grant, trace=trace)
         self.revocation.remember(conn, grant.principal)
         if self.grants is not None:
             self.grants.remember(conn, grant.principal)
@@ -334,4 +380,6 @@ class Gateway:
             return None
         if op == "subscriptions":
             return await self.live_subscriptions.apply(command)
+        if isinstance(op, str) and op.startswith("admin."):
+            return await self.console.on_command(command)
         return None

@@ -16,7 +16,9 @@ from herald.bus.base import Append, AppendResult, BatchResult, EventBus
 from herald.bus.throttle import Offered, Throttle
 from herald.config import Settings
 from herald.errors import BusUnavailable, HeraldError
-from herald.events.message import SSEMessage, encode_data
+from herald.events.canary import CANARY_SCOPE
+from herald.events.message import SSEMessage, carrying, encode_data
+from herald.obs.tracing import Span, Tracing
 from herald.sources.incoming import OfferItem
 
 #: Distinct ``source`` labels counted for ``herald_events_in``; more become ``other``.
@@ -39,6 +41,8 @@ class Publishing:
         self.throttle = Throttle(self._append, settings.coalesce_interval_seconds)
         #: Events appended through this node, by source label (``herald_events_in``).
         self.events_in: dict[str, int] = {}
+        #: This node's tracer when tracing is on (D30); ``None``: no span is made.
+        self.tracing: Tracing | None = None
 
     async def publish(self, message: SSEMessage, *, idempotency_key: str | None = None) -> AppendResult:
         """Append ``message`` to the bus; every path in answers with a cursor or an error.
@@ -63,8 +67,30 @@ class Publishing:
         """Hand ``message`` to the publish path: returns once it is in the bus, or held by
         the coalesce throttle (``Offered.pending`` settles when it is appended or
         superseded). For sources that go on with their next record meanwhile."""
+        if self.tracing is not None:
+            return await self._offer_traced(self.tracing, message, idempotency_key)
         data_json = encode_data(message, self._settings.max_event_bytes)
         return await self.throttle.offer(message, data_json, idempotency_key)
+
+    async def _offer_traced(
+        self, tracing: Tracing, message: SSEMessage, idempotency_key: str | None
+    ) -> Offered:
+        """:meth:`offer` inside a ``herald.ingest`` span; the event carries the span onwards."""
+        span = tracing.start_ingest(message.traceparent, _ingest_attributes(message))
+        try:
+            message = _carrying(tracing, span, message)
+            data_json = encode_data(message, self._settings.max_event_bytes)
+            span.set_attribute("herald.data_bytes", len(data_json))
+            offered = await self.throttle.offer(message, data_json, idempotency_key)
+        except HeraldError as exc:
+            tracing.error(span, exc.code, exc.message)
+            span.end()
+            raise
+        except BaseException:
+            span.end()
+            raise
+        _end_ingest(tracing, span, offered)
+        return offered
 
     async def offer_many(self, items: Sequence[OfferItem]) -> list[Offered | HeraldError]:
         """Several events, in order, each taken as :meth:`offer` takes one; one result per
@@ -80,6 +106,8 @@ class Publishing:
         run: list[tuple[int, Append]] = []
         refusal: HeraldError | None = None
         max_bytes = self._settings.max_event_bytes
+        tracing = self.tracing
+        spans: list[Span] = []
 
         async def append_run() -> HeraldError | None:
             answers = await self._append_many([append for _, append in run])
@@ -94,6 +122,10 @@ class Publishing:
             return failed
 
         for index, (message, key) in enumerate(items):
+            if tracing is not None:
+                span = tracing.start_ingest(message.traceparent, _ingest_attributes(message))
+                spans.append(span)
+                message = _carrying(tracing, span, message)
             try:
                 data_json = encode_data(message, max_bytes)
             except HeraldError as exc:
@@ -116,7 +148,15 @@ class Publishing:
                     refusal = exc
         if run:
             await append_run()
-        return [result if result is not None else _NOT_TRIED for result in results]
+        answers = [result if result is not None else _NOT_TRIED for result in results]
+        if tracing is not None:
+            for answer, span in zip(answers, spans, strict=True):
+                if isinstance(answer, HeraldError):
+                    tracing.error(span, answer.code, answer.message)
+                    span.end()
+                else:
+                    _end_ingest(tracing, span, answer)
+        return answers
 
     async def publish_batch(self, items: Sequence[OfferItem]) -> list[AppendResult | HeraldError]:
         """:meth:`offer_many`, answered as :meth:`publish` answers each event: held events are
@@ -157,7 +197,7 @@ class Publishing:
         result = await self._bus.append(
             message, data_json, idempotency_key=idempotency_key, superseded_keys=superseded
         )
-        if not result.duplicate:
+        if not result.duplicate and message.scope != CANARY_SCOPE:  # canaries are no user's events
             kind = self._source_label(message.source)
             self.events_in[kind] = self.events_in.get(kind, 0) + 1
         return result
@@ -165,7 +205,11 @@ class Publishing:
     async def _append_many(self, appends: Sequence[Append]) -> list[BatchResult]:
         results = await self._bus.append_many(appends)
         for append, result in zip(appends, results, strict=True):
-            if isinstance(result, AppendResult) and not result.duplicate:
+            if (
+                isinstance(result, AppendResult)
+                and not result.duplicate
+                and append.message.scope != CANARY_SCOPE
+            ):
                 kind = self._source_label(append.message.source)
                 self.events_in[kind] = self.events_in.get(kind, 0) + 1
         return results
@@ -178,6 +222,49 @@ class Publishing:
         if kind in self.events_in or len(self.events_in) < _MAX_SOURCE_LABELS:
             return kind
         return "other"
+
+
+def _ingest_attributes(message: SSEMessage) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {"herald.event": message.event, "herald.scope": message.scope}
+    if message.source is not None:
+        attributes["herald.source"] = message.source
+    return attributes
+
+
+def _carrying(tracing: Tracing, span: Span, message: SSEMessage) -> SSEMessage:
+    """``message`` carrying ``span``'s context, for the nodes that fan it out."""
+    traceparent = tracing.traceparent(span, message.traceparent)
+    if traceparent == message.traceparent:
+        return message
+    return carrying(message, traceparent)
+
+
+def _end_ingest(tracing: Tracing, span: Span, offered: Offered) -> None:
+    """End ``span`` once its event is in the bus (or superseded, or refused)."""
+    if offered.result is not None:
+        _ended(tracing, span, offered.result, None)
+        return
+    pending = offered.pending
+    assert pending is not None
+    span.set_attribute("herald.held", True)
+
+    def settled(future: asyncio.Future[AppendResult]) -> None:
+        error = None if future.cancelled() else future.exception()
+        _ended(tracing, span, None if error is not None or future.cancelled() else future.result(), error)
+
+    pending.add_done_callback(settled)
+
+
+def _ended(tracing: Tracing, span: Span, result: AppendResult | None, error: BaseException | None) -> None:
+    if result is not None:
+        span.set_attribute("herald.cursor", str(result.cursor))
+        if result.duplicate:
+            span.set_attribute("herald.duplicate", True)
+        if result.coalesced:
+            span.set_attribute("herald.coalesced", True)
+    elif isinstance(error, HeraldError):
+        tracing.error(span, error.code, error.message)
+    span.end()
 
 
 #: A result slot :meth:`Publishing.offer_many` never filled (cannot happen; typed away).

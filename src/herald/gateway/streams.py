@@ -54,7 +54,7 @@ class OpenStreams:
         self._conn_of_lease: dict[str, Connection] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
-    def register(self, sink: Sink, grant: StreamGrant) -> Connection:
+    def register(self, sink: Sink, grant: StreamGrant, *, trace: bool = False) -> Connection:
         principal = grant.principal
         conn = self._manager.register(
             sink,
@@ -62,6 +62,7 @@ class OpenStreams:
             session_id=principal.session_id,
             subscriptions=grant.subscriptions,
             expires_at=principal.expires_at,
+            trace=trace,
         )
         if principal.stream_token_id is not None:
             self._stream_token_of[conn.id] = principal.stream_token_id

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from herald.bus.base import BusRecord
 from herald.manager import frames
 from herald.manager.sink import Sink
+from herald.obs.tracing import trace_id_of
 from herald.types import Priority
 from herald.wire.cursor import Cursor
 
@@ -43,6 +44,8 @@ class CloseReason:
     DRAIN = "drain"
     #: The user opened a stream past the per-user limit (policy ``evict_oldest``).
     EVICTED = "evicted"
+    #: An admin disconnected the user's streams (the console, ``DELETE .../users/{id}/streams``).
+    DISCONNECTED = "disconnected"
 
 
 class Connection:
@@ -65,6 +68,7 @@ class Connection:
         "id",
         "issued_at",
         "joined_at",
+        "last_cursor",
         "opened_at",
         "session_id",
         "state",
@@ -104,6 +108,8 @@ class Connection:
         self.state = State.REPLAYING
         self.close_reason: str | None = None
         self.events_sent = 0
+        #: The cursor of the newest event handed to this stream (the admin console shows it).
+        self.last_cursor: Cursor | None = None
         self.bucket = 0
         #: The channels the bus was told this stream follows (none until its stream starts).
         self.following: frozenset[str] = frozenset()
@@ -115,8 +121,15 @@ class Connection:
         self._paused = False
         self._doomed = False
 
+    #: Whether this stream asked for each event's trace id in its data (:class:`TracedConnection`).
+    trace = False
+
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user_id} {self.state.name}>"
+
+    def frame_of(self, record: BusRecord) -> bytes:
+        """The frame this stream gets for ``record`` (replay; live delivery inlines it)."""
+        return record.frame
 
     # --- delivery (hot path)
 
@@ -132,6 +145,7 @@ class Connection:
                 self._manager.mark_dirty(self)
             out.append(record.frame)
             self.events_sent += 1
+            self.last_cursor = record.cursor
         elif state is State.REPLAYING:
             assert self._held is not None
             self._held.append(record)
@@ -164,6 +178,13 @@ class Connection:
         return self.state is State.LIVE and not self._paused
 
     # --- the replay seam
+
+    def hold(self) -> None:
+        """Hold live records again, as during a replay, until :meth:`go_live` (``None``):
+        the retained states of a resource added mid-stream go out before them (D33)."""
+        if self.state is State.LIVE:
+            self.state = State.REPLAYING
+            self._held = []
 
     def go_live(self, seam: Cursor | None) -> None:
         """End the replay: send what arrived live meanwhile, after ``seam``.
@@ -261,3 +282,50 @@ class Connection:
             self._sink.write(b"".join(out))
             out.clear()
         self._sink.close()
+
+
+class TracedConnection(Connection):
+    """A stream that asked for the trace id of each event in its data (``?trace=1``, D30),
+    so that a browser can link its own spans to the producer's trace.
+
+    Every other stream keeps the shared frame and pays nothing for this: the variant
+    frame is built once per record, the first time a traced stream receives it, and
+    shared by every traced stream (:func:`traced_frame`)."""
+
+    __slots__ = ()
+    trace = True
+
+    def frame_of(self, record: BusRecord) -> bytes:
+        return traced_frame(record)
+
+    def push(self, record: BusRecord) -> None:
+        # Connection.push with the traced frame; the queue and the held list keep the record.
+        state = self.state
+        if state is State.LIVE:
+            if self._paused:
+                self._enqueue(record)
+                return
+            out = self._out
+            if not out:
+                self._manager.mark_dirty(self)
+            out.append(traced_frame(record))
+            self.events_sent += 1
+            self.last_cursor = record.cursor
+            self.last_cursor = record.cursor
+        elif state is State.REPLAYING:
+            assert self._held is not None
+            self._held.append(record)
+
+
+def traced_frame(record: BusRecord) -> bytes:
+    """``record``'s frame with ``"trace_id"`` (the trace its ``traceparent`` names) added to
+    its data object; the frame itself when the event carries no trace. Made once per record."""
+    frame: bytes | None = getattr(record, "traced", None)
+    if frame is None:
+        frame = record.frame
+        traceparent = record.message.traceparent
+        # A bus frame ends with its single-line data object: ``…}\n\n`` (wire.encoder.event_frame).
+        if traceparent is not None and frame.endswith(b"}\n\n"):
+            frame = b'%s,"trace_id":"%s"}\n\n' % (frame[:-3], trace_id_of(traceparent).encode())
+        object.__setattr__(record, "traced", frame)  # a cache on a frozen record, set once
+    return frame

@@ -138,6 +138,14 @@ def closing(retry_ms: int, reason: str = "shutdown") -> bytes:
     return retry_frame(retry_ms) + _untracked_frame(SERVER_SHUTDOWN, {"reason": reason, "retry_ms": retry_ms})
 
 
+def retained(record_frame: bytes) -> bytes:
+    """A bus record's frame as a retained state (D33): without its ``id:`` line (it must not
+    move the client's Last-Event-ID, which may be past it) and with ``"_retained":true`` in
+    its data object (a bus frame ends with its single-line data object, ``…}\n\n``)."""
+    frame = record_frame.partition(b"\n")[2] if record_frame.startswith(b"id: ") else record_frame
+    return b'%s,"_retained":true}\n\n' % frame[:-3]
+
+
 def heartbeat(position: Cursor | None) -> bytes:
     """A comment; with ``position``, the comment names it and an ``id`` line sets it.
 

@@ -22,7 +22,7 @@ import heapq
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import structlog
 
@@ -30,11 +30,13 @@ from herald.bus.base import BusRecord, EventBus
 from herald.bus.channels import channels_followed
 from herald.errors import HeraldError
 from herald.manager import frames
-from herald.manager.connection import CloseReason, Connection, State
+from herald.manager.connection import CloseReason, Connection, State, TracedConnection
 from herald.manager.deep_replay import DeepOutcome, DeepReplaySource, recover_deep
 from herald.manager.routing import RoutingIndex, visible_to
 from herald.manager.sink import Sink
 from herald.manager.stats import ManagerStats
+from herald.manager.traffic import ChannelTraffic
+from herald.obs.tracing import Span, Tracing
 from herald.wire.cursor import Cursor, parse_cursor
 
 log = structlog.get_logger("herald.manager")
@@ -67,6 +69,8 @@ class ConnectionManager:
         self._clock = clock
         self.index = RoutingIndex()
         self.stats = ManagerStats()
+        #: Events and deliveries per channel over the last minute (the admin console's busiest).
+        self.traffic = ChannelTraffic(clock=time.monotonic)
         self._position = bus.head
         self._dirty: list[Connection] = []
         #: Cursor milliseconds of this turn's records that reached a stream, for the
@@ -99,6 +103,13 @@ class ConnectionManager:
         self.on_close: list[Callable[[Connection], None]] = []
         #: Asked for what a stale cursor missed beyond the log's window (Kafka), if set.
         self.deep_replay: DeepReplaySource | None = None
+        #: This node's tracer when tracing is on (D30); ``None``: no span is made.
+        self.tracing: Tracing | None = None
+        #: ``herald.fanout`` spans of this turn's records, ended once the turn's writes are done.
+        self._fanouts: list[Span] = []
+        #: Streams holding live records while the retained states of resources added to them
+        #: are read (D33): how many such reads each waits for.
+        self._holding: dict[str, int] = {}
 
     # --- life cycle
 
@@ -122,6 +133,9 @@ class ConnectionManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        fanouts, self._fanouts = self._fanouts, []
+        for span in fanouts:
+            span.end()
 
     def __len__(self) -> int:
         return len(self.index)
@@ -154,9 +168,11 @@ class ConnectionManager:
         session_id: str | None,
         subscriptions: frozenset[str],
         expires_at: float | None,
+        trace: bool = False,
     ) -> Connection:
-        """Index a new connection; it holds live records until :meth:`start_stream`."""
-        conn = Connection(
+        """Index a new connection; it holds live records until :meth:`start_stream`.
+        ``trace``: the stream gets each event's trace id in its data (D30)."""
+        conn = (TracedConnection if trace else Connection)(
             self,
             sink,
             connection_id=self._next_connection_id(),
@@ -181,15 +197,24 @@ class ConnectionManager:
         self.stats.opened += 1
         return conn
 
-    async def start_stream(self, conn: Connection, last_event_id: str | None) -> bool:
+    async def start_stream(
+        self, conn: Connection, last_event_id: str | None, since_ms: int | None = None
+    ) -> bool:
         """Write the preamble and the replay, then turn ``conn`` live.
 
-        Returns whether the stream continues exactly after ``last_event_id``.
+        Returns whether the stream continues exactly after ``last_event_id`` (or, without
+        one, from ``since_ms``: Unix milliseconds, ``?since=``). A stream that does not
+        continue exactly first gets the retained states it may see (D33).
         """
         position = conn.joined_at
         if last_event_id is not None and not last_event_id.strip():
             last_event_id = None  # an empty Last-Event-ID is no cursor, not a bad one
         after = parse_cursor(last_event_id)
+        by_time = last_event_id is None and since_ms is not None
+        if by_time:
+            assert since_ms is not None
+            after = self._bus.cursor_at(since_ms)  # None: the log lost records since then
+        kept: Sequence[BusRecord] = ()
         try:
             # The bus delivers this stream's channels from here on; only then is the
             # replay read, so the live records begin where it ends (D4).
@@ -199,6 +224,8 @@ class ConnectionManager:
             # channels flow (a bus reading by channel may have caught up records from before).
             position = conn.joined_at = self.position
             replay = await self._bus.replay(after, conn.following) if after is not None else None
+            if replay is None or not replay.exact:
+                kept = await self._retained_of(conn.following)
         except HeraldError as exc:
             # The bus cannot be read now (e.g. Redis is down): the 200 is already
             # sent, so the stream says when to come back rather than just ending.
@@ -216,7 +243,9 @@ class ConnectionManager:
             self.stats.replay_hits += 1
         else:
             miss = "none" if last_event_id is None else ("malformed" if after is None else "stale")
-            if last_event_id is not None:
+            if by_time:
+                miss = "stale"
+            if last_event_id is not None or by_time:
                 self.stats.count_miss(miss)
             if after is not None and replay is not None and self.deep_replay is not None:
                 deep = await recover_deep(self._bus, self.deep_replay, conn, after, replay.floor)
@@ -238,8 +267,13 @@ class ConnectionManager:
         if deep is not None:
             for frame in deep.frames:
                 conn.write_now(frame)
+            # Retained states up to the floor: the log's replay carries the newer ones.
+            self._write_retained(conn, kept, deep.floor)
             conn.write_now(frames.heartbeat(deep.floor))  # the cursor the log's replay continues from
             conn.events_sent += len(deep.frames)
+        elif not recovered:
+            # Up to where the stream goes live; newer ones reach it live (D33).
+            self._write_retained(conn, kept, position)
         # Without a replay the stream begins at its established position: records at or
         # before it (a sharded bus catching up a channel it just subscribed to) are not its.
         seam: Cursor | None = position
@@ -271,11 +305,31 @@ class ConnectionManager:
             conn.go_live(seam)
         return recovered
 
+    async def _retained_of(self, channels: Collection[str]) -> Sequence[BusRecord]:
+        """The bus's retained states of ``channels`` (none from a bus that keeps none)."""
+        reader = getattr(self._bus, "retained", None)
+        if reader is None or not channels:
+            return ()
+        kept: Sequence[BusRecord] = await reader(channels)
+        return kept
+
+    def _write_retained(self, conn: Connection, kept: Sequence[BusRecord], upto: Cursor) -> None:
+        """Write the retained states in ``kept`` with a cursor at or before ``upto`` that
+        ``conn`` may see: marked, and without ``id`` (D33)."""
+        sent = 0
+        for record in kept:
+            if record.cursor <= upto and visible_to(conn, record.message):
+                conn.write_now(frames.retained(record.frame))
+                sent += 1
+        conn.events_sent += sent
+        self.stats.retained_sent += sent
+
     def _write_replay(self, conn: Connection, records: Sequence[BusRecord]) -> int:
         sent = 0
         for record in records:
             if visible_to(conn, record.message):
-                conn.write_now(record.frame)
+                conn.write_now(conn.frame_of(record))
+                conn.last_cursor = record.cursor
                 sent += 1
         conn.events_sent += sent
         return sent
@@ -287,10 +341,31 @@ class ConnectionManager:
         self._position = record.cursor
         self.stats.dispatched += 1
         receivers = self.index.receivers(record.message)
-        for conn in receivers:
-            conn.push(record)
-        if receivers and self._flush_scheduled:
-            self._written_ms.append(record.cursor.ms)
+        if receivers:
+            for conn in receivers:
+                conn.push(record)
+            self.traffic.count(record.message, len(receivers))
+            if self._flush_scheduled:
+                self._written_ms.append(record.cursor.ms)
+        if self.tracing is not None:
+            self._trace_fanout(self.tracing, record, len(receivers))
+
+    def _trace_fanout(self, tracing: Tracing, record: BusRecord, receivers: int) -> None:
+        """One ``herald.fanout`` span for ``record`` on this node, whatever its receivers;
+        ended after the turn's writes, with the slowest of them (:meth:`_flush_traced`)."""
+        span = tracing.start_fanout(
+            record.message.traceparent,
+            {
+                "herald.event": record.message.event,
+                "herald.cursor": str(record.cursor),
+                "herald.receivers": receivers,
+                "herald.bytes": len(record.frame) * receivers,
+            },
+        )
+        if receivers and self._flush_scheduled and span.is_recording():
+            self._fanouts.append(span)
+        else:
+            span.end()  # nothing waits on this turn's writes, or the span is sampled out
 
     def mark_dirty(self, conn: Connection) -> None:
         self._dirty.append(conn)
@@ -302,12 +377,15 @@ class ConnectionManager:
     def _flush(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            try:
-                conn.flush()
-            except Exception:  # one broken socket must not keep the rest of the turn's writes
-                log.exception("flush_failed", connection_id=conn.id)
-                self.close(conn, CloseReason.CLIENT_GONE)
+        if self._fanouts:
+            self._flush_traced(dirty)
+        else:
+            for conn in dirty:
+                try:
+                    conn.flush()
+                except Exception:  # one broken socket must not keep the rest of the turn's writes
+                    log.exception("flush_failed", connection_id=conn.id)
+                    self.close(conn, CloseReason.CLIENT_GONE)
         if self._written_ms:
             now_ms = time.time() * 1000.0
             latency = self.stats.write_latency
@@ -318,6 +396,28 @@ class ConnectionManager:
             doomed, self._doomed = self._doomed, []
             for conn, reason, final in doomed:
                 self.close(conn, reason, final)
+
+    def _flush_traced(self, dirty: list[Connection]) -> None:
+        """The turn's writes, timed, then the turn's ``herald.fanout`` spans ended with the
+        slowest write (a turn's events share their writes: one per connection)."""
+        slowest = 0
+        clock = time.perf_counter_ns
+        before = clock()
+        for conn in dirty:
+            try:
+                conn.flush()
+            except Exception:
+                log.exception("flush_failed", connection_id=conn.id)
+                self.close(conn, CloseReason.CLIENT_GONE)
+            after = clock()
+            if after - before > slowest:
+                slowest = after - before
+            before = after
+        spans, self._fanouts = self._fanouts, []
+        for span in spans:
+            span.set_attribute("herald.writes", len(dirty))
+            span.set_attribute("herald.slowest_write_us", round(slowest / 1000, 1))
+            span.end()
 
     def doom(self, conn: Connection, reason: str, final: bytes) -> None:
         """Close ``conn`` at the end of this loop turn (not while routing over the indexes)."""
@@ -415,7 +515,37 @@ class ConnectionManager:
             except HeraldError as exc:
                 log.warning("stream_subscription_unavailable", connection_id=conn.id, code=exc.code)
                 self.send_away(conn, CloseReason.REPLAY_UNAVAILABLE)
+        if added and not conn.closed:
+            await self._send_retained_added(conn, added, position)
         return added, removed, position
+
+    async def _send_retained_added(self, conn: Connection, added: list[str], live_from: Cursor) -> None:
+        """The retained states of resources added to a live stream, up to ``live_from``
+        (D33). Live records are held meanwhile, so none of the added resources' newer events
+        goes out before them; one that went out before the hold is newer than the read's
+        answer for its key, which is then skipped. A stream still in its own replay gets
+        none: its replay carries the added resources' events from its cursor (D17)."""
+        held_by_other = conn.id not in self._holding and conn.state is not State.LIVE
+        if held_by_other:
+            return
+        self._holding[conn.id] = self._holding.get(conn.id, 0) + 1
+        conn.hold()
+        try:
+            kept = await self._retained_of(added)
+        except HeraldError as exc:
+            log.warning("stream_retained_unavailable", connection_id=conn.id, code=exc.code)
+            kept = ()
+        finally:
+            left = self._holding[conn.id] - 1
+            if left:
+                self._holding[conn.id] = left
+            else:
+                del self._holding[conn.id]
+        if conn.closed:
+            return
+        self._write_retained(conn, kept, live_from)
+        if not left:
+            conn.go_live(None)
 
     def send_away(self, conn: Connection, reason: str, spread_ms: int | None = None) -> None:
         """Close ``conn`` with a ``retry:`` jittered over ``spread_ms`` and ``connection.closing``.
@@ -475,6 +605,7 @@ class ConnectionManager:
             try:
                 self._heartbeat_bucket()
                 self._expire()
+                self.traffic.rotate()
             except Exception:  # the ticker must outlive any one bad connection
                 log.exception("heartbeat_tick_failed")
 

@@ -35,6 +35,8 @@ class ManagerStats:
     #: Connections whose socket is past its high-water mark now.
     backlogged: int = 0
     replay_hits: int = 0
+    #: Retained states written to streams before their replay or live events (D33).
+    retained_sent: int = 0
     replay_misses: int = 0
     #: ``stale`` and ``malformed`` cursors (``replay_misses`` split by why).
     replay_miss_reasons: dict[str, int] = field(default_factory=dict)

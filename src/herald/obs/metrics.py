@@ -63,6 +63,19 @@ def _le(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() and bound >= 1 else repr(float(bound))
 
 
+@dataclass(frozen=True)
+class CanaryReading:
+    """One source's canaries as this node saw them (docs/architecture.md, D32)."""
+
+    latency: Histogram
+    #: Seconds since the last canary of the source reached this node's bus.
+    staleness: float
+    observed: int = 0
+    #: Canaries this node wrote into the source, and writes that failed.
+    sent: int = 0
+    send_failures: int = 0
+
+
 @dataclass
 class Readings:
     """What one node reports at a scrape."""
@@ -94,6 +107,12 @@ class Readings:
     #: Per configured backend (``bus``, ``connection_counts``, ``node_control``, sources): up or not.
     backends: Mapping[str, bool] = field(default_factory=dict)
     accepting: bool = True
+    #: Whether the node is being drained (``herald drain``).
+    draining: bool = False
+    #: Bus channels this node's streams (and its canary watcher) follow.
+    channels_followed: int = 0
+    #: Per source carrying canaries (``HERALD_CANARY_INTERVAL_SECONDS``).
+    canaries: Mapping[str, CanaryReading] = field(default_factory=dict)
 
 
 class HeraldCollector(Collector):
@@ -110,6 +129,12 @@ class HeraldCollector(Collector):
             r.backlogged,
         )
         yield _gauge("herald_accepting", "1 while the node accepts new streams", int(r.accepting))
+        yield _gauge("herald_draining", "1 while the node is being drained (herald drain)", int(r.draining))
+        yield _gauge(
+            "herald_bus_channels_followed",
+            "Bus channels this node follows for its streams (and its canary watcher)",
+            r.channels_followed,
+        )
         yield _counter("herald_connections_opened", "Streams opened", r.opened)
         yield _labelled_counter("herald_connections_closed", "Streams closed, by reason", "reason", r.closed)
         yield _labelled_counter(
@@ -195,6 +220,37 @@ class HeraldCollector(Collector):
         for backend, healthy in sorted(r.backends.items()):
             up.add_metric([backend], int(healthy))
         yield up
+        yield from _canary_families(r.canaries)
+
+
+def _canary_families(canaries: Mapping[str, CanaryReading]) -> Iterator[Metric]:
+    """Always present (empty while canaries are off), so dashboards and alerts name them."""
+    latency = HistogramMetricFamily(
+        "herald_canary_latency_seconds",
+        "From a canary's send (its sender's clock) to its arrival on this node's bus, by source",
+        labels=["source"],
+    )
+    staleness = GaugeMetricFamily(
+        "herald_canary_staleness_seconds",
+        "Seconds since the last canary of a source reached this node's bus",
+        labels=["source"],
+    )
+    sent = CounterMetricFamily(
+        "herald_canary_sent", "Canaries this node wrote into a source", labels=["source"]
+    )
+    failures = CounterMetricFamily(
+        "herald_canary_send_failures", "Canaries this node failed to write into a source", labels=["source"]
+    )
+    observed = CounterMetricFamily(
+        "herald_canary_observed", "Canaries (of any node) that reached this node's bus", labels=["source"]
+    )
+    for source, reading in sorted(canaries.items()):
+        latency.add_metric([source], reading.latency.cumulative(), sum_value=reading.latency.sum)
+        staleness.add_metric([source], reading.staleness)
+        sent.add_metric([source], reading.sent)
+        failures.add_metric([source], reading.send_failures)
+        observed.add_metric([source], reading.observed)
+    yield from (latency, staleness, sent, failures, observed)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -97,7 +97,7 @@ class NativePublish:
         gateway = self.protocol.ctx.gateway
         publisher = await gateway.authenticate_publisher(self._header(b"authorization"))
         result = await gateway.publish(
-            body.message(source="http"),
+            body.message(source="http", traceparent=self._header(b"traceparent")),
             idempotency_key=publisher_key(publisher.user_id, body.idempotency_key),
         )
         payload = orjson.dumps(
@@ -108,7 +108,8 @@ class NativePublish:
     async def _publish_batch(self) -> tuple[int, bytes, dict[str, str]]:
         gateway = self.protocol.ctx.gateway
         publisher = await gateway.authenticate_publisher(self._header(b"authorization"))
-        results = await publish_items(gateway, parse_batch(self.request.body), publisher.user_id)
+        items = parse_batch(self.request.body, self._header(b"traceparent"))
+        results = await publish_items(gateway, items, publisher.user_id)
         status, answer = batch_answer(results)
         return status, orjson.dumps(answer), batch_headers(status, results)
 

@@ -309,6 +309,7 @@ class HttpProtocol(asyncio.Protocol):
             stream_request = StreamRequest.parse(
                 request.query, request.headers, self.client[0] if self.client else None
             )
+            since_ms = stream_request.since_ms()
             if not gateway.manager.accepting:
                 raise ServerOverload("the gateway is shutting down", retry_after=1, fallback="retry")
             grant = await gateway.admit_stream(
@@ -333,7 +334,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.lost or self.transport is None:
             await gateway.abandon(grant)
             return
-        conn = gateway.register_stream(self, grant)
+        conn = gateway.register_stream(self, grant, trace=stream_request.trace)
         self.stream = conn
         # Past the high-water mark the transport pauses and the manager queues references to
         # frames shared by every receiver, instead of the transport copying each into this
@@ -348,7 +349,7 @@ class HttpProtocol(asyncio.Protocol):
             conn.pause_writing()
         log_stream_opened(conn, stream_request, grant.client_ip)
         try:
-            await gateway.manager.start_stream(conn, stream_request.last_event_id)
+            await gateway.manager.start_stream(conn, stream_request.last_event_id, since_ms)
         except Exception:
             gateway.manager.close(conn, "replay_failed", None)
             log.exception("stream_start_failed", connection_id=conn.id)

@@ -7,7 +7,8 @@ between HTTP and Redis without reshaping its events::
      "data": {"task_id": "t1", "progress": 50}, "priority": "normal",
      "coalesce": "task:t1", "id": "task-t1-progress-50"}
 
-``id`` (or ``idempotency_key``, its synonym from the HTTP API) makes the
+``traceparent`` (W3C Trace Context) puts the event's spans in the producer's
+trace (D30). ``id`` (or ``idempotency_key``, its synonym from the HTTP API) makes the
 delivery idempotent: the same id within the idempotency window is one event,
 however many nodes or retries hand it in.
 """
@@ -23,9 +24,12 @@ import orjson
 from herald.bus.base import AppendResult
 from herald.bus.throttle import Offered
 from herald.errors import HeraldError, InvalidEvent
+from herald.events.canary import CANARY_EVENT, canary_message
 from herald.events.message import SSEMessage, build_message
 
-_FIELDS = frozenset({"event", "scope", "key", "data", "priority", "coalesce", "id", "idempotency_key"})
+_FIELDS = frozenset(
+    {"event", "scope", "key", "data", "priority", "coalesce", "id", "idempotency_key", "traceparent"}
+)
 MAX_ID_CHARS = 256
 
 
@@ -126,18 +130,26 @@ class SourceStats:
         return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
-def parse_event_json(raw: bytes | str, *, source: str) -> IncomingEvent:
+def parse_event_json(raw: bytes | str, *, source: str, canaries: bool = False) -> IncomingEvent:
     """The event a JSON text carries; :class:`InvalidEvent` naming what is wrong."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(f"the message is not JSON: {exc}") from None
-    return parse_event_body(body, source=source)
+    return parse_event_body(body, source=source, canaries=canaries)
 
 
-def parse_event_body(body: Any, *, source: str) -> IncomingEvent:
+def parse_event_body(body: Any, *, source: str, canaries: bool = False) -> IncomingEvent:
+    """``canaries``: a ``herald.canary`` body is taken as a canary (a source's; the HTTP
+    publish path refuses the gateway's own event names and scope)."""
     if not isinstance(body, Mapping):
         raise InvalidEvent("the message must be a JSON object")
+    if canaries and body.get("event") == CANARY_EVENT:
+        event_id = body.get("id")
+        return IncomingEvent(
+            canary_message(body.get("data"), source=source),
+            event_id if isinstance(event_id, str) and 0 < len(event_id) <= MAX_ID_CHARS else None,
+        )
     unknown = sorted(str(name) for name in body if name not in _FIELDS)
     if unknown:
         raise InvalidEvent(f"unknown fields {unknown[:5]}", field=unknown[0])
@@ -162,6 +174,7 @@ def parse_event_body(body: Any, *, source: str) -> IncomingEvent:
         priority=_text(body, "priority") or "normal",
         coalesce=_text(body, "coalesce"),
         source=source,
+        traceparent=body.get("traceparent"),  # ignored when malformed (D30)
     )
     return IncomingEvent(message, event_id)
 

@@ -49,6 +49,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -59,7 +60,8 @@ from herald.bus.base import AppendResult
 from herald.bus.throttle import Offered
 from herald.cluster.backoff import reconnect_delay
 from herald.errors import HeraldError
-from herald.events.message import SSEMessage
+from herald.events.canary import Canary
+from herald.events.message import SSEMessage, with_traceparent
 from herald.sources.incoming import Offer, OfferMany, SourceStats, offer_many_from
 
 log = structlog.get_logger("herald.sources.kafka")
@@ -199,6 +201,17 @@ class KafkaSource:
             with contextlib.suppress(KafkaError):
                 await producer.stop()
 
+    async def send_canary(self, canary: Canary) -> None:
+        """Produce a canary record (D32) to the source's topics, each canary to the next of
+        their partitions in turn, so that over time every partition's consumer is proven."""
+        producer = self._producer
+        if producer is None:
+            raise ConnectionError("the Kafka source is not connected")
+        topic = self.topics[canary.seq % len(self.topics)]
+        partitions = sorted(await producer.partitions_for(topic) or ())
+        partition = partitions[(canary.seq // len(self.topics)) % len(partitions)] if partitions else None
+        await producer.send_and_wait(topic, orjson.dumps(canary.record()), partition=partition)
+
     def partition_lag(self) -> dict[str, int]:
         """``{"topic:partition": records behind the high watermark}`` for this node's partitions."""
         consumer = self._consumer
@@ -316,6 +329,8 @@ class KafkaSource:
             if message is None:
                 self.stats.ignored += 1
                 continue
+            if record.headers:
+                message = with_traceparent(message, _traceparent_header(record.headers))
             todo.append((record, source, message))
         attempt = 0
         while todo:
@@ -531,3 +546,11 @@ async def _finish(task: asyncio.Task[None], grace_seconds: float = 5.0) -> None:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def _traceparent_header(headers: Iterable[tuple[str, bytes]]) -> bytes | None:
+    """The record's ``traceparent`` header (W3C Trace Context over Kafka), if it has one."""
+    for name, value in headers:
+        if name == "traceparent":
+            return value
+    return None

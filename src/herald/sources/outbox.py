@@ -31,7 +31,11 @@ Order: rows enter the bus in ``id`` order within a batch; batches that
 different nodes claim at the same moment may interleave.
 
 A row is ``event_type`` (the domain event's type, looked up in the mapping)
-and ``payload`` (``jsonb``, the record the mapping reads fields from).
+and ``payload`` (``jsonb``, the record the mapping reads fields from), and
+optionally ``traceparent`` (``text``, nullable): the W3C trace context of the
+transaction that wrote it (D30). The column is optional: the poller looks for
+it each time it connects and reads it only where it exists, so tables made
+before it keep working (``herald outbox init`` adds it).
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ from herald.bus.base import AppendResult
 from herald.bus.throttle import Offered
 from herald.cluster.backoff import reconnect_delay
 from herald.errors import HeraldError
-from herald.events.message import SSEMessage
+from herald.events.canary import CANARY_EVENT, Canary
+from herald.events.message import SSEMessage, with_traceparent
 from herald.sources.incoming import Offer, OfferMany, SourceStats, offer_many_from
 
 log = structlog.get_logger("herald.sources.outbox")
@@ -105,8 +110,10 @@ CREATE TABLE IF NOT EXISTS {table} (
     status       text        NOT NULL DEFAULT 'pending'
                  CHECK (status IN ('pending', 'processed', 'ignored', 'failed')),
     processed_at timestamptz,
-    error        text
+    error        text,
+    traceparent  text
 );
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS traceparent text;
 CREATE INDEX IF NOT EXISTS {name}_pending ON {table} (id) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS {name}_done ON {table} (processed_at) WHERE status IN ('processed', 'ignored');
 CREATE OR REPLACE FUNCTION {name}_notify() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -140,6 +147,7 @@ async def enqueue(
     payload: Mapping[str, Any],
     *,
     table: str = DEFAULT_TABLE,
+    traceparent: str | None = None,
 ) -> int:
     """Insert an outbox row; call it inside the transaction that makes the change::
 
@@ -149,8 +157,18 @@ async def enqueue(
                           {"user_id": user_id, "task_id": task_id, "progress": 50})
 
     Returns the row's id. Herald delivers the event only if the transaction commits.
+    ``traceparent``: the W3C trace context to deliver it in (the table needs the column).
     """
     table = _checked(table)
+    if traceparent is not None:
+        traced_id: int = await connection.fetchval(
+            f"INSERT INTO {table} (event_type, payload, traceparent) "  # noqa: S608
+            "VALUES ($1, $2::jsonb, $3) RETURNING id",
+            event_type,
+            orjson.dumps(dict(payload)).decode(),
+            traceparent,
+        )
+        return traced_id
     row_id: int = await connection.fetchval(
         f"INSERT INTO {table} (event_type, payload) VALUES ($1, $2::jsonb) RETURNING id",  # noqa: S608
         event_type,
@@ -206,10 +224,29 @@ class OutboxSource:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._next_cleanup = 0.0
-        self._claim = (
-            f"SELECT id, event_type, payload::text AS payload FROM {self.table} "  # noqa: S608
+        #: The connection canaries are inserted through (D32), and the ids of this node's
+        #: canary rows not yet deleted.
+        self._canary_connection: asyncpg.Connection | None = None
+        self._canary_rows: list[int] = []
+        self._claim = self._claim_sql(traced=False)
+
+    def _claim_sql(self, *, traced: bool) -> str:
+        """The claim query; ``traced``: the table has the ``traceparent`` column (D30)."""
+        columns = "id, event_type, payload::text AS payload" + (", traceparent" if traced else "")
+        return (
+            f"SELECT {columns} FROM {self.table} "  # noqa: S608
             "WHERE status = 'pending' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
         )
+
+    async def _detect_columns(self, connection: asyncpg.Connection) -> None:
+        """Read ``traceparent`` only from a table that has it (looked up at each connect, so a
+        column added meanwhile is read after the next reconnect)."""
+        traced = await connection.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) "
+            "AND attname = 'traceparent' AND NOT attisdropped)",
+            self.table,
+        )
+        self._claim = self._claim_sql(traced=bool(traced))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="herald-outbox-source")
@@ -220,6 +257,35 @@ class OutboxSource:
         if self._task is not None:
             await _finish(self._task)
             self._task = None
+        await self._close_canary_connection()
+
+    async def send_canary(self, canary: Canary) -> None:
+        """Insert a canary row (D32); this node's earlier canary rows, once handled, are
+        deleted at the same time (they would otherwise wait out the retention)."""
+        connection = self._canary_connection
+        try:
+            if connection is None or connection.is_closed():
+                connection = self._canary_connection = await asyncpg.connect(
+                    self._dsn, timeout=10, command_timeout=COMMAND_TIMEOUT_SECONDS
+                )
+            if self._canary_rows:
+                done = await connection.fetch(
+                    f"DELETE FROM {self.table} WHERE id = ANY($1::bigint[]) "  # noqa: S608
+                    "AND status <> 'pending' RETURNING id",
+                    self._canary_rows,
+                )
+                gone = {row["id"] for row in done}
+                self._canary_rows = [row_id for row_id in self._canary_rows if row_id not in gone][-1000:]
+            self._canary_rows.append(await enqueue(connection, CANARY_EVENT, canary.data(), table=self.table))
+        except BaseException:
+            await self._close_canary_connection()
+            raise
+
+    async def _close_canary_connection(self) -> None:
+        connection, self._canary_connection = self._canary_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 2)
 
     # --- the loop
 
@@ -231,6 +297,7 @@ class OutboxSource:
                 connection = await asyncpg.connect(
                     self._dsn, timeout=10, command_timeout=COMMAND_TIMEOUT_SECONDS
                 )
+                await self._detect_columns(connection)
                 await connection.add_listener(self.channel, self._notified)
                 self.listening.set()
                 log.info("outbox_listening", table=self.table, channel=self.channel)
@@ -311,6 +378,8 @@ class OutboxSource:
                 if not isinstance(record, dict):
                     raise PoisonRecord("the payload is not a JSON object")
                 message = self._adapter.map(record, source=source, event_type=row["event_type"])
+                if message is not None and len(row) > 3:
+                    message = with_traceparent(message, row["traceparent"])
             except PoisonRecord as exc:
                 outcome.failed.append((row_id, exc.message))
                 log.warning("outbox_row_failed", id=row_id, reason=exc.message)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import orjson
 import structlog
 from redis.asyncio import Redis
 
@@ -29,6 +30,7 @@ from herald.bus.throttle import Offered
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.redis_client import RedisConnections, stop_reader, subscribe_forever
 from herald.errors import BusUnavailable, HeraldError
+from herald.events.canary import Canary
 from herald.events.message import SSEMessage
 from herald.sources.incoming import Offer, SourceStats, parse_event_json
 
@@ -63,6 +65,10 @@ class RedisPubSubSource:
             await stop_reader(self._task, self._client)
         self._task = None
 
+    async def send_canary(self, canary: Canary) -> None:
+        """Publish a canary (D32) to the channel; every node's subscriber appends it, once."""
+        await self._connections.commands.publish(self.channel, orjson.dumps(canary.body()))
+
     async def _run(self, client: Redis) -> None:
         await subscribe_forever(
             client,
@@ -79,7 +85,7 @@ class RedisPubSubSource:
         """Validate one message and append its event; never raises for a bad message."""
         self.stats.received += 1
         try:
-            incoming = parse_event_json(raw, source=f"redis-pubsub:{self.channel}")
+            incoming = parse_event_json(raw, source=f"redis-pubsub:{self.channel}", canaries=True)
             key = incoming.event_id or f"redis-pubsub:sha256:{hashlib.sha256(raw).hexdigest()}"
             offered = await self._append(incoming.message, key)
         except BusUnavailable as exc:

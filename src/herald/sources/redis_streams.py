@@ -42,6 +42,7 @@ from herald.bus.base import AppendResult
 from herald.cluster.backoff import reconnect_delay
 from herald.cluster.redis_client import RedisConnections, stop_reader
 from herald.errors import BusUnavailable, HeraldError, InvalidEvent
+from herald.events.canary import Canary
 from herald.sources.incoming import IncomingEvent, Offer, SourceStats, parse_event_body, parse_event_json
 
 log = structlog.get_logger("herald.sources.redis_streams")
@@ -54,7 +55,7 @@ def parse_entry(fields: Mapping[bytes, bytes], *, source: str) -> IncomingEvent:
     if b"json" in fields:
         if len(fields) != 1:
             raise InvalidEvent("an entry with a 'json' field has no other fields", field="json")
-        return parse_event_json(fields[b"json"], source=source)
+        return parse_event_json(fields[b"json"], source=source, canaries=True)
     try:
         body: dict[str, Any] = {name.decode(): value.decode() for name, value in fields.items()}
     except UnicodeDecodeError:
@@ -64,7 +65,7 @@ def parse_entry(fields: Mapping[bytes, bytes], *, source: str) -> IncomingEvent:
             body["data"] = orjson.loads(body["data"])
         except orjson.JSONDecodeError:
             raise InvalidEvent("data must be a JSON object, as text", field="data") from None
-    return parse_event_body(body, source=source)
+    return parse_event_body(body, source=source, canaries=True)
 
 
 class RedisStreamSource:
@@ -113,6 +114,10 @@ class RedisStreamSource:
         self._task = None
         await self._leave_group()
 
+    async def send_canary(self, canary: Canary) -> None:
+        """Add a canary entry (D32) to the stream."""
+        await self._connections.commands.xadd(self.stream, {"json": orjson.dumps(canary.body())})
+
     # --- the loop
 
     async def _run(self, client: Redis) -> None:
@@ -138,6 +143,11 @@ class RedisStreamSource:
                     return
                 if attempt == 0:
                     log.warning("redis_stream_source_unavailable", stream=self.stream, error=repr(exc))
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    # The Redis came back without the stream or its group (restarted with no
+                    # persistence): create them again, or no entry is ever read (the canaries
+                    # of D32 showed it).
+                    self.ready.clear()
                 self._retry_pending = True
                 await asyncio.sleep(reconnect_delay(attempt))
                 attempt += 1

@@ -36,6 +36,7 @@ const settings = {
   pollMs: Number(args["poll-ms"] ?? 300),
   maxFailures: Number(args["max-failures"] ?? 3),
   probeMs: Number(args["probe-ms"] ?? 1000),
+  progressTasks: args["progress-tasks"] ? String(args["progress-tasks"]).split(",") : [],
 };
 
 const entries = [];
@@ -127,6 +128,9 @@ function snapshot() {
     last_event_id: text("last-event-id"),
     task_list: text("task-list"),
     tasks: [...document.querySelectorAll("#tasks li")].map((li) => li.dataset.taskId),
+    progress: Object.fromEntries(
+      [...document.querySelectorAll("#progress li")].map((li) => [li.dataset.progressTask, li.dataset.progress]),
+    ),
     indicator: indicator ? { status: indicator.dataset.status, text: indicator.textContent } : null,
     app: window.__app
       ? {
@@ -135,6 +139,7 @@ function snapshot() {
           resyncs: window.__app.resyncs,
           polls: window.__app.polls,
           listFetches: window.__app.listFetches,
+          progressFetches: window.__app.progressFetches,
           tokens: window.__app.tokens,
           errors: window.__app.errors,
         }

@@ -20,6 +20,7 @@ import {
   useConnectionState,
   useHeraldEvent,
   useHeraldQueryInvalidation,
+  useHeraldQuerySeed,
 } from "@herald/react";
 import { QueryClient, QueryClientProvider, useQuery } from "@tanstack/react-query";
 import { type ReactNode, StrictMode, useState } from "react";
@@ -33,6 +34,8 @@ interface TestSettings {
   pollMs: number;
   maxFailures: number;
   probeMs: number;
+  /** Tasks whose progress the page shows (a query each). */
+  progressTasks: string[];
 }
 
 interface Recorded {
@@ -41,6 +44,8 @@ interface Recorded {
   resyncs: { replayMiss: string | null; at: number }[];
   polls: number;
   listFetches: number;
+  /** Fetches of a task's progress from the application's API (none when retained states seed it). */
+  progressFetches: number;
   /** Which of the tokens each attempt got. */
   tokens: number[];
   /** What the error hook heard. */
@@ -86,14 +91,25 @@ const client = new HeraldClient({
     window.__app.errors.push({ code: error.code, status: error.status, kind: error.kind, at: Date.now() }),
 });
 
-window.__app = { events: [], states: [], resyncs: [], polls: 0, listFetches: 0, tokens: [], errors: [], client };
+window.__app = {
+  events: [],
+  states: [],
+  resyncs: [],
+  polls: 0,
+  listFetches: 0,
+  progressFetches: 0,
+  tokens: [],
+  errors: [],
+  client,
+};
 const record = (state: ConnectionState): void => {
   window.__app.states.push({ status: state.status, attempt: state.attempt, role: state.role, at: Date.now() });
 };
 record(client.getState());
 client.subscribe(record);
 client.on("*", (event: HeraldEvent<unknown>) => {
-  window.__app.events.push({ name: event.name, id: event.id, data: event.data, at: Date.now() });
+  const retained = event.retained === true ? { retained: true } : {};
+  window.__app.events.push({ name: event.name, id: event.id, data: event.data, at: Date.now(), ...retained });
 });
 
 async function fetchTaskList(): Promise<{ version: number }> {
@@ -122,6 +138,40 @@ function TaskList(): ReactNode {
   return <p id="task-list">version {list.data?.version ?? "–"}</p>;
 }
 
+interface Progress {
+  task_id: string;
+  progress: number;
+}
+
+async function fetchProgress(task: string): Promise<Progress> {
+  window.__app.progressFetches += 1;
+  const response = await fetch(`/app/api/progress/${task}`, { cache: "no-store" });
+  return (await response.json()) as Progress;
+}
+
+/** A task's progress as a TanStack query, seeded by the stream's retained states (D33). */
+function TaskProgress({ task }: { task: string }): ReactNode {
+  const progress = useQuery({ queryKey: ["progress", task], queryFn: () => fetchProgress(task) });
+  return (
+    <li data-progress-task={task} data-progress={progress.data?.progress ?? ""}>
+      {task}: {progress.data?.progress ?? "…"}%
+    </li>
+  );
+}
+
+/** Shown once the stream is open: the retained states came with connection.established. */
+function ProgressBoard(): ReactNode {
+  const state = useConnectionState();
+  if (state.status !== "open" || settings.progressTasks.length === 0) return null;
+  return (
+    <ul id="progress">
+      {settings.progressTasks.map((task) => (
+        <TaskProgress key={task} task={task} />
+      ))}
+    </ul>
+  );
+}
+
 function Status(): ReactNode {
   const state = useConnectionState();
   return (
@@ -142,6 +192,7 @@ function Status(): ReactNode {
 
 function App(): ReactNode {
   useHeraldQueryInvalidation({ roots: ["task"] });
+  useHeraldQuerySeed({ event: "task.progress-updated", queryKey: (event) => ["progress", event.data.task_id] });
   return (
     <main>
       <h1>
@@ -150,6 +201,7 @@ function App(): ReactNode {
       <Status />
       <TaskList />
       <Tasks />
+      <ProgressBoard />
     </main>
   );
 }

@@ -15,6 +15,7 @@ import {
   EVICTED,
   evictionError,
   GATEWAY_EVENTS,
+  isRetained,
   parseData,
   revocationError,
   SUBSCRIPTIONS_CHANGED,
@@ -279,10 +280,12 @@ export class StreamConnection {
     const headers: Record<string, string> = { accept: "text/event-stream", "herald-client-version": CLIENT_VERSION };
     if (token) headers["authorization"] = `Bearer ${token}`;
     const cursor = this.sink.getCursor();
-    this.sentCursor = cursor !== null;
+    const since = cursor === null ? this.since() : null;
+    // A `since` asks to continue from a time as a cursor does: recovered:false means a resync.
+    this.sentCursor = cursor !== null || since !== null;
     if (cursor !== null) headers["last-event-id"] = cursor;
     const credentials = this.options.credentials ?? "same-origin";
-    const url = streamUrl(this.options.url, this.subscriptions, null);
+    const url = streamUrl(this.options.url, this.subscriptions, null, since);
     const init = { headers, signal, cache: "no-store" as const, credentials };
     return fetchStream(this.globals.fetch, url, init, this.handlers, this.globals.now);
   }
@@ -298,8 +301,9 @@ export class StreamConnection {
     const base = await getStreamUrl(request);
     if (signal.aborted) return { kind: "aborted" };
     const cursor = this.sink.getCursor();
-    this.sentCursor = cursor !== null;
-    const url = streamUrl(base, this.subscriptions, cursor);
+    const since = cursor === null ? this.since() : null;
+    this.sentCursor = cursor !== null || since !== null;
+    const url = streamUrl(base, this.subscriptions, cursor, since);
     const names = new Set([...GATEWAY_EVENTS, ...this.options.eventNames()]);
     try {
       return await new Promise<Outcome>((resolve) => {
@@ -346,12 +350,25 @@ export class StreamConnection {
     return false;
   }
 
+  /** The `since` option as the gateway reads it (ISO 8601), for attempts without a cursor. */
+  private since(): string | null {
+    const since = this.options.since;
+    if (since === undefined) return null;
+    return typeof since === "string" ? since : since.toISOString();
+  }
+
   // --- events
 
   private receive(message: EventSourceMessage): void {
     const name = message.event ?? "message";
-    const id = message.id === undefined || message.id === "" ? null : message.id;
-    const event: HeraldEvent<unknown> = { name, id, data: parseData(message.data) };
+    const payload = parseData(message.data);
+    // A retained state has no id (the native EventSource reports the last one it saw):
+    // it never moves the cursor, and is never a duplicate of the event that did.
+    const retained = isRetained(payload);
+    const id = retained || message.id === undefined || message.id === "" ? null : message.id;
+    const event: HeraldEvent<unknown> = retained
+      ? { name, id, data: payload, retained }
+      : { name, id, data: payload };
     if (name === AUTH_EXPIRED) this.authExpired = true;
     if (name === AUTH_REVOKED) this.revoked = revocationError(event.data);
     if (name === EVICTED) this.evicted = evictionError(event.data);

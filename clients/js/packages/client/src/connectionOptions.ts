@@ -13,6 +13,7 @@ export type ConnectionOptions = Pick<
   | "probeIntervalMs"
   | "watchdogMs"
   | "credentials"
+  | "since"
 > & {
   readonly backoff: BackoffPolicy;
   readonly fallback: PollingFallback | null;

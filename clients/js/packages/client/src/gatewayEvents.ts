@@ -25,6 +25,11 @@ export function isUntracked(name: string): boolean {
   return name.startsWith("error.") || name === "connection.closing" || name === AUTH_EXPIRING;
 }
 
+/** A retained state (D33): the gateway marks its data `_retained: true` and sends it without id. */
+export function isRetained(data: unknown): boolean {
+  return typeof data === "object" && data !== null && (data as { _retained?: unknown })._retained === true;
+}
+
 export function parseData(text: string): unknown {
   try {
     return JSON.parse(text) as unknown;

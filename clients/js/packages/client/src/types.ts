@@ -28,11 +28,20 @@ export interface ConnectionState {
   readonly lastEventId: string | null;
 }
 
-/** An event as handlers receive it. `id` is null for the gateway's notices (`error.*`, `connection.closing`). */
+/**
+ * An event as handlers receive it. `id` is null for the gateway's notices (`error.*`,
+ * `connection.closing`) and for retained states.
+ */
 export interface HeraldEvent<D = Record<string, unknown>> {
   readonly name: string;
   readonly id: string | null;
   readonly data: D;
+  /**
+   * True for a retained state (D33): the newest event of its coalesce key kept by the
+   * gateway, sent before the replay and live events to a stream that starts without a
+   * cursor (or whose cursor was not recovered). It has no id and leaves `lastEventId`.
+   */
+  readonly retained?: boolean;
 }
 
 export interface ResyncInfo {
@@ -74,6 +83,12 @@ export interface HeraldClientOptions {
   readonly subscribe?: readonly string[];
   /** Resume from this cursor (e.g. one kept in storage). */
   readonly lastEventId?: string;
+  /**
+   * Without a cursor (no `lastEventId`, nothing received yet): ask the gateway for what
+   * happened since this time (`?since=`), e.g. when the page was last seen. Inside the
+   * gateway's replay window the stream says `recovered: true`; outside, `false` (resync).
+   */
+  readonly since?: Date | string;
   /** Called when the stream could not continue exactly after our cursor: re-fetch state. */
   readonly onResync?: (info: ResyncInfo) => void;
   /**

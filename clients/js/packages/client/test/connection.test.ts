@@ -591,3 +591,74 @@ describe("connection management notices", () => {
     client.close();
   });
 });
+
+describe("retained states (D33) and since", () => {
+  it("hands retained states to handlers flagged, without moving the cursor or deduping them", async () => {
+    const client = soloClient(gateway);
+    const seen: [unknown, string | null, boolean][] = [];
+    client.on("task.progress-updated", (e) => seen.push([e.data.progress, e.id, e.retained === true]));
+    const stream = (await gateway.next()).stream();
+    stream.send(established("100-0", false, "none"));
+    const kept = (task: string, progress: number) => ({ task_id: task, progress, stage: "s", _retained: true });
+    stream.send(event(null, "task.progress-updated", kept("a", 40)));
+    stream.send(event(null, "task.progress-updated", kept("b", 70)));
+    stream.send(event("101-0", "task.progress-updated", { task_id: "a", progress: 50, stage: "s" }));
+    await flush();
+    expect(seen).toEqual([
+      [40, null, true],
+      [70, null, true],
+      [50, "101-0", false],
+    ]);
+    expect(client.lastEventId).toBe("101-0");
+    client.close();
+  });
+
+  it("keeps the cursor on a retained state even when the parser hands it an id", async () => {
+    const client = soloClient(gateway);
+    const stream = (await gateway.next()).stream();
+    stream.send(established("100-0", false, "none"));
+    stream.send(event("100-0", "task.progress-updated", { task_id: "a", progress: 1, _retained: true }));
+    stream.send(event("100-0", "task.progress-updated", { task_id: "b", progress: 2, _retained: true }));
+    const ids: (string | null)[] = [];
+    client.on("task.progress-updated", (e) => ids.push(e.id));
+    await flush();
+    expect(ids).toEqual([null, null]);
+    expect(client.lastEventId).toBe("100-0");
+    client.close();
+  });
+
+  it("asks for since= only while it has no cursor", async () => {
+    const client = soloClient(gateway, { since: new Date(Date.UTC(2026, 11, 5, 8, 0, 0)) });
+    const first = await gateway.next();
+    expect(first.request.url).toBe("https://gw.test/api/v1/events/stream?since=2026-12-05T08%3A00%3A00.000Z");
+    const stream = first.stream();
+    stream.send(established("100-0", true));
+    await flush();
+    stream.end();
+    await advance(1000);
+    const second = await gateway.next();
+    expect(second.request.url).toBe("https://gw.test/api/v1/events/stream");
+    expect(second.request.headers["last-event-id"]).toBe("100-0");
+    client.close();
+  });
+
+  it("a since outside the gateway's window is a resync, as a stale cursor is", async () => {
+    const resyncs: (string | null)[] = [];
+    const client = soloClient(gateway, { since: "2026-12-05T08:00:00Z", onResync: (info) => resyncs.push(info.replayMiss) });
+    (await gateway.next()).stream().send(established("100-0", false, "stale"));
+    await flush();
+    expect(resyncs).toEqual(["stale"]);
+    client.close();
+  });
+
+  it("sends a since string as given, and nothing when resuming from a stored cursor", async () => {
+    const fresh = soloClient(gateway, { since: "2026-12-05T08:00:00Z" });
+    expect((await gateway.next()).request.url).toContain("since=2026-12-05T08%3A00%3A00Z");
+    fresh.close();
+    const resumed = soloClient(gateway, { since: "2026-12-05T08:00:00Z", lastEventId: "5-0" });
+    const request = (await gateway.next()).request;
+    expect(request.url).not.toContain("since=");
+    expect(request.headers["last-event-id"]).toBe("5-0");
+    resumed.close();
+  });
+});

@@ -9,4 +9,6 @@ export {
   type QueryInvalidationOptions,
 } from "./queryInvalidation";
 export { useHeraldQueryInvalidation } from "./useHeraldQueryInvalidation";
+export { connectQuerySeed, payloadOf, type QuerySeedOptions } from "./querySeed";
+export { useHeraldQuerySeed } from "./useHeraldQuerySeed";
 export { ConnectionIndicator, type ConnectionIndicatorProps } from "./ConnectionIndicator";

@@ -70,11 +70,13 @@ export interface CharacterUpdated {
  *
  * ``reason``: the node is shutting down, is being drained (``drain``: come back
  * through the load balancer, another node takes the stream), its bus lost or
- * rewound its log (``bus_reset``), or the replay could not be read
- * (``replay_unavailable``).
+ * rewound its log (``bus_reset``), the replay could not be read
+ * (``replay_unavailable``), or an admin disconnected the user's streams
+ * (``disconnected``: the token stays valid; a revocation would end the stream
+ * with ``error.auth-revoked`` instead).
  */
 export interface ConnectionClosing {
-  readonly reason: "shutdown" | "drain" | "bus_reset" | "replay_unavailable";
+  readonly reason: "shutdown" | "drain" | "bus_reset" | "replay_unavailable" | "disconnected";
   readonly retry_ms: number;
 }
 
