@@ -113,7 +113,9 @@ def test_react_page_takes_its_query_data_from_retained_state_without_a_fetch() -
 
     def progress(task: str, value: int) -> str:
         data = {"task_id": task, "progress": value, "stage": "draft"}
-        return gateway.publish("task.progress-updated", "user", user, data, coalesce=f"task:{task}", retain=True)
+        return gateway.publish(
+            "task.progress-updated", "user", user, data, coalesce=f"task:{task}", retain=True
+        )
 
     env = {**QUIET, "HERALD_COALESCE_INTERVAL_SECONDS": "0"}
     with running_gateway(env) as gateway:

@@ -235,7 +235,8 @@ def test_a_rule_may_retain_its_events_per_coalesce_key() -> None:
     defaulted = Adapter(parse_mapping(CUSTOM + "retain = true\n")).map(
         {**record, "payload": {**record["payload"], "published_at": 0, "body": ""}}
     )
-    assert defaulted is not None and defaulted.retain == 0  # the bus's RETAIN_SECONDS
+    assert defaulted is not None
+    assert defaulted.retain == 0  # the bus's RETAIN_SECONDS
     without_coalesce = CUSTOM.replace('coalesce = "doc:{doc.id}"\n', "") + "retain = true\n"
     with pytest.raises(MappingInvalid, match="retain needs a coalesce template"):
         parse_mapping(without_coalesce)

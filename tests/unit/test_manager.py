@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequ
 import orjson
 import pytest
 
-from herald.bus.base import Replay
+from herald.bus.base import BusRecord, Replay
 from herald.bus.memory import MemoryBus
 from herald.events.message import SSEMessage, build_message, encode_data
 from herald.manager.connection import CloseReason, Connection
@@ -396,3 +396,73 @@ async def test_a_subscription_change_follows_and_unfollows_the_resources_channel
     assert {"doc:2", "doc:3"} <= set(conn.following)
     conn.connection_lost()
     assert len(bus.interest) == 0
+
+
+class SlowRetainedBus(MemoryBus):
+    """Retained states read over a "network": the read answers only when released, and
+    returns what the table held when it was sent (D33)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.reads = 0
+
+    async def retained(self, channels: Collection[str]) -> Sequence[BusRecord]:
+        found = self.retained_now(channels)
+        self.reads += 1
+        await self.gate.wait()
+        return found
+
+
+def progress(scope: str, key: str, n: int) -> SSEMessage:
+    return build_message(
+        event="task.progress-updated", scope=scope, key=key, data={"n": n}, coalesce="task:t", retain=True
+    )
+
+
+async def test_retained_states_go_first_marked_without_id_and_newer_ones_live() -> None:
+    bus, manager = await make_manager()
+    await publish(bus, progress("user", "alice", 1))
+    kept = await publish(bus, progress("user", "alice", 2))
+    conn, sink = await connect(manager, "alice")
+    live = await publish(bus, progress("user", "alice", 3))
+    await flushed()
+    events = sink.events()
+    assert [(name, data.get("n"), data.get("_retained")) for name, _, data in events] == [
+        ("connection.established", None, None),
+        ("task.progress-updated", 2, True),
+        ("task.progress-updated", 3, None),
+    ]
+    established_id = events[0][1]
+    assert [event_id for _, event_id, _ in events] == [established_id, established_id, str(live)]
+    assert b"".join(sink.written).count(b"\nid: ") == 2, "established and the live event; not the retained"
+    assert manager.stats.retained_sent == 1
+    resumed, resumed_sink = await connect(manager, "alice", last_event_id=str(kept))
+    await flushed()
+    assert [data.get("n") for _, _, data in resumed_sink.events()[1:]] == [3], "no retained on a resume"
+    conn.connection_lost()
+    resumed.connection_lost()
+
+
+async def test_a_resource_added_mid_stream_holds_live_events_behind_its_retained_states() -> None:
+    """A live event of the added resource (or any other) that arrives while the retained
+    states are read waits for them: the page never goes back to an older state."""
+    bus = SlowRetainedBus()
+    bus.gate.set()
+    _, manager = await make_manager(bus)
+    await publish(bus, progress("doc", "1", 10))
+    conn, sink = await connect(manager, "bob")
+    bus.gate.clear()
+    change = asyncio.create_task(manager.change_subscriptions(conn, add=["doc:1"], remove=[]))
+    await wait_until(lambda: bus.reads == 2)
+    newer = await publish(bus, progress("doc", "1", 11))
+    other = await publish(bus, message("bob", 99))
+    await flushed()
+    assert [name for name, _, _ in sink.events()][-1] == "connection.subscriptions-changed"
+    bus.gate.set()
+    await change
+    await flushed()
+    tail = [(event_id, data.get("n"), data.get("_retained")) for _, event_id, data in sink.events()[-3:]]
+    assert tail[0][1:] == (10, True)
+    assert tail[1:] == [(str(newer), 11, None), (str(other), 99, None)]
+    conn.connection_lost()

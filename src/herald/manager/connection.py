@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from herald.manager.manager import ConnectionManager
 
 
+def _cursor_of(record: BusRecord) -> Cursor:
+    return record.cursor
+
+
 class State(IntEnum):
     REPLAYING = 0
     LIVE = 1
@@ -180,11 +184,18 @@ class Connection:
     # --- the replay seam
 
     def hold(self) -> None:
-        """Hold live records again, as during a replay, until :meth:`go_live` (``None``):
-        the retained states of a resource added mid-stream go out before them (D33)."""
+        """Hold live records again, as during a replay, until :meth:`release`: the
+        retained states of a resource added mid-stream go out before them (D33)."""
         if self.state is State.LIVE:
             self.state = State.REPLAYING
             self._held = []
+
+    def release(self) -> None:
+        """End a :meth:`hold`: what was held goes out in cursor order (a backlog queue
+        flushed by ``resume_writing`` during the hold joined the held records)."""
+        if self._held:
+            self._held.sort(key=_cursor_of)
+        self.go_live(None)
 
     def go_live(self, seam: Cursor | None) -> None:
         """End the replay: send what arrived live meanwhile, after ``seam``.

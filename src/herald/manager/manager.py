@@ -545,7 +545,7 @@ class ConnectionManager:
             return
         self._write_retained(conn, kept, live_from)
         if not left:
-            conn.go_live(None)
+            conn.release()
 
     def send_away(self, conn: Connection, reason: str, spread_ms: int | None = None) -> None:
         """Close ``conn`` with a ``retry:`` jittered over ``spread_ms`` and ``connection.closing``.
