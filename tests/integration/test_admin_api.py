@@ -139,10 +139,13 @@ async def test_the_busiest_channels_are_counted_per_event_with_their_deliveries(
         cursors = [await api.publish("chapter.updated", "novel", novel, {"n": n}) for n in range(40)]
         for stream in (a, b):
             await stream.until(lambda e: e.id == cursors[-1])
-        body = await get(gateway, f"{ADMIN}/channels?top=3")
+        body = await get(gateway, f"{ADMIN}/channels?top=10")
     assert body["window_seconds"] >= 10
-    top = body["channels"][0]
-    assert (top["channel"], top["events"], top["deliveries"]) == (f"novel:{novel}", 40, 80)
+    # The module's other tests share the node and may have published more within the minute.
+    ours = [c for c in body["channels"] if c["channel"] == f"novel:{novel}"]
+    assert [(c["events"], c["deliveries"]) for c in ours] == [(40, 80)], body["channels"]
+    deliveries = [c["deliveries"] for c in body["channels"]]
+    assert deliveries == sorted(deliveries, reverse=True), "busiest first, by deliveries"
 
 
 async def test_deleting_a_users_streams_closes_them_with_reason_disconnected_and_no_one_elses(

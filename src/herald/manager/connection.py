@@ -58,14 +58,13 @@ class Connection:
         "_doomed",
         "_held",
         "_manager",
-        "_out",
         "_paused",
         "_queue",
         "_queue_bytes",
         "_sink",
-        "_write",
         "bucket",
         "close_reason",
+        "direct",
         "events_sent",
         "expires_at",
         "following",
@@ -74,6 +73,8 @@ class Connection:
         "joined_at",
         "last_cursor",
         "opened_at",
+        "pending",
+        "send",
         "session_id",
         "state",
         "subscriptions",
@@ -96,7 +97,8 @@ class Connection:
     ) -> None:
         self._manager = manager
         self._sink = sink
-        self._write = sink.writer()
+        #: The socket's write (the sink's cheapest callable), for the manager's flush.
+        self.send = sink.writer()
         self.id = connection_id
         self.user_id = user_id
         self.session_id = session_id
@@ -110,6 +112,10 @@ class Connection:
         #: after it reaches the connection live.
         self.joined_at = joined_at
         self.state = State.REPLAYING
+        #: Live, not paused and not traced: the manager hands this stream a record's frame
+        #: itself, without calling :meth:`push` (the hot path, issue 16). Kept true only
+        #: in those states: every change of ``state`` or ``_paused`` sets it again.
+        self.direct = False
         self.close_reason: str | None = None
         self.events_sent = 0
         #: The cursor of the newest event handed to this stream (the admin console shows it).
@@ -117,7 +123,8 @@ class Connection:
         self.bucket = 0
         #: The channels the bus was told this stream follows (none until its stream starts).
         self.following: frozenset[str] = frozenset()
-        self._out: list[bytes] = []
+        #: Frames for the socket, written as one at the end of the loop turn.
+        self.pending: list[bytes] = []
         self._held: list[BusRecord] | None = []
         self._queue: dict[Cursor, BusRecord] | None = None
         self._coalesced: dict[str, Cursor] | None = None
@@ -144,7 +151,7 @@ class Connection:
             if self._paused:
                 self._enqueue(record)
                 return
-            out = self._out
+            out = self.pending
             if not out:
                 self._manager.mark_dirty(self)
             out.append(record.frame)
@@ -158,19 +165,19 @@ class Connection:
         """Queue a frame that is not a bus record (preamble, heartbeat, error)."""
         if self.state is State.CLOSED:
             return
-        out = self._out
+        out = self.pending
         if not out:
             self._manager.mark_dirty(self)
         out.append(frame)
 
     def flush(self) -> None:
-        out = self._out
+        out = self.pending
         if not out:
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         if self.state is not State.CLOSED:
-            self._write(data)
+            self.send(data)
 
     @property
     def closed(self) -> bool:
@@ -188,6 +195,7 @@ class Connection:
         retained states of a resource added mid-stream go out before them (D33)."""
         if self.state is State.LIVE:
             self.state = State.REPLAYING
+            self.direct = False
             self._held = []
 
     def release(self) -> None:
@@ -205,6 +213,7 @@ class Connection:
         """
         held, self._held = self._held, None
         self.state = State.LIVE
+        self.direct = not self.trace and not self._paused
         for record in held or ():
             if seam is None or record.cursor > seam:
                 self.push(record)
@@ -214,12 +223,14 @@ class Connection:
     def pause_writing(self) -> None:
         if not self._paused and self.state is not State.CLOSED:
             self._paused = True
+            self.direct = False
             self._manager.stats.backlogged += 1
 
     def resume_writing(self) -> None:
         if not self._paused:
             return
         self._paused = False
+        self.direct = self.state is State.LIVE and not self.trace
         self._manager.stats.backlogged -= 1
         queue = self._queue
         if not queue or self.state is State.CLOSED:
@@ -278,6 +289,7 @@ class Connection:
     def discard(self) -> None:
         """Forget everything waiting; the connection is closing."""
         self.state = State.CLOSED
+        self.direct = False
         if self._paused:
             self._paused = False
             self._manager.stats.backlogged -= 1
@@ -287,8 +299,8 @@ class Connection:
 
     def close_sink(self, final: bytes | None) -> None:
         if final is not None:
-            self._out.append(final)
-        out = self._out
+            self.pending.append(final)
+        out = self.pending
         if out:
             self._sink.write(b"".join(out))
             out.clear()
@@ -316,12 +328,11 @@ class TracedConnection(Connection):
             if self._paused:
                 self._enqueue(record)
                 return
-            out = self._out
+            out = self.pending
             if not out:
                 self._manager.mark_dirty(self)
             out.append(traced_frame(record))
             self.events_sent += 1
-            self.last_cursor = record.cursor
             self.last_cursor = record.cursor
         elif state is State.REPLAYING:
             assert self._held is not None

@@ -338,15 +338,33 @@ class ConnectionManager:
 
     def dispatch(self, record: BusRecord) -> None:
         """The bus listener: route one record to its receivers on this node."""
-        self._position = record.cursor
+        self._position = cursor = record.cursor
         self.stats.dispatched += 1
         receivers = self.index.receivers(record.message)
         if receivers:
+            # Connection.push inlined for the streams it would append to (``direct``): a
+            # broadcast to 10,000 streams makes 10,000 of these turns, and a method call
+            # each was most of what the node spent per delivery beyond the socket write
+            # (issue 16, ``python -m bench.fanout``). The rest take the general path.
+            frame = record.frame
+            dirty = self._dirty
             for conn in receivers:
-                conn.push(record)
+                if conn.direct:
+                    pending = conn.pending
+                    if not pending:
+                        dirty.append(conn)
+                    pending.append(frame)
+                    conn.events_sent += 1
+                    conn.last_cursor = cursor
+                else:
+                    conn.push(record)
+            if dirty and not self._flush_scheduled:
+                self._flush_scheduled = True
+                assert self._loop is not None
+                self._loop.call_soon(self._flush)
             self.traffic.count(record.message, len(receivers))
             if self._flush_scheduled:
-                self._written_ms.append(record.cursor.ms)
+                self._written_ms.append(cursor.ms)
         if self.tracing is not None:
             self._trace_fanout(self.tracing, record, len(receivers))
 
@@ -380,12 +398,20 @@ class ConnectionManager:
         if self._fanouts:
             self._flush_traced(dirty)
         else:
+            closed = State.CLOSED
             for conn in dirty:
-                try:
-                    conn.flush()
-                except Exception:  # one broken socket must not keep the rest of the turn's writes
-                    log.exception("flush_failed", connection_id=conn.id)
-                    self.close(conn, CloseReason.CLIENT_GONE)
+                # Connection.flush inlined: one call fewer per stream and turn (issue 16).
+                pending = conn.pending
+                if not pending:
+                    continue
+                data = pending[0] if len(pending) == 1 else b"".join(pending)
+                pending.clear()
+                if conn.state is not closed:
+                    try:
+                        conn.send(data)
+                    except Exception:  # one broken socket must not keep the rest of the turn's writes
+                        log.exception("flush_failed", connection_id=conn.id)
+                        self.close(conn, CloseReason.CLIENT_GONE)
         if self._written_ms:
             now_ms = time.time() * 1000.0
             latency = self.stats.write_latency
