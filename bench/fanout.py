@@ -34,7 +34,8 @@ from herald.wire.encoder import event_frame
 def _dropping_write() -> Callable[[bytes], None]:
     """A C-level callable that takes bytes and keeps nothing: the cost of a call into
     the transport without the syscall behind it."""
-    return collections.deque(maxlen=0).append
+    dropped: collections.deque[bytes] = collections.deque(maxlen=0)
+    return dropped.append
 
 
 class NullSink:
