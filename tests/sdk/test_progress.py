@@ -10,7 +10,9 @@ import time
 from typing import Any
 
 import pytest
-from herald_publisher import AsyncPublisher, Publisher, TaskError, progress
+from herald_publisher import AsyncPublisher, InvalidEventError, Publisher, TaskError, progress
+from herald_publisher import Event as PublisherEvent
+from herald_publisher.catalogue import TaskProgressUpdated
 
 from tests.sdk.test_publisher import until_marker
 from tests.support.api import unique
@@ -172,3 +174,36 @@ async def test_the_sync_variant_throttles_and_always_finishes(gateway: GatewayPr
     assert not [t for t in threading.enumerate() if t.name.startswith("herald-progress-")], (
         "sender threads end"
     )
+
+
+async def test_retained_progress_is_what_a_stream_opened_later_gets_first(
+    gateway: GatewayProcess, publisher: AsyncPublisher
+) -> None:
+    user, task = unique("rita"), unique("t")
+    async with progress(publisher, user_id=user, task_id=task, retain=True) as p:
+        await p.update(30, "outlining")
+        await p.update(40, "drafting")
+    # A page reloaded after the updates: the task's latest progress comes first, without a fetch.
+    async with open_stream(gateway.url, token=gateway.token(user)) as stream:
+        events = await until_marker(gateway, stream, user)
+    retained = [e for e in events if e.json().get("_retained") is True]
+    assert [(e.event, e.json()["progress"], e.json()["message"]) for e in retained] == [
+        ("task.progress-updated", 40, "drafting")
+    ]
+    assert events[0] is retained[0], "retained states come first"
+    assert p.state == "completed"
+
+
+def test_retain_needs_a_coalesce_key() -> None:
+    assert PublisherEvent.build(TaskProgressUpdated(task_id="t1", progress=5), key="u", retain=True).body()[
+        "retain"
+    ]
+    assert "retain" not in PublisherEvent.build(TaskProgressUpdated(task_id="t1", progress=5), key="u").body()
+    with pytest.raises(InvalidEventError) as refused:
+        PublisherEvent.build(
+            "task.status-changed",
+            key="u",
+            data={"task_id": "t1", "old_status": "pending", "new_status": "running"},
+            retain=True,
+        )
+    assert refused.value.details["field"] == "retain"

@@ -45,6 +45,8 @@ class Event:
     priority: Priority | None = None
     coalesce: str | None = None
     idempotency_key: str = field(default_factory=new_idempotency_key)
+    #: Kept as the retained state of its coalesce key: a new stream gets it first (D33).
+    retain: bool = False
 
     @classmethod
     def build(
@@ -57,6 +59,7 @@ class Event:
         priority: Priority | None = None,
         coalesce: str | None = None,
         idempotency_key: str | None = None,
+        retain: bool = False,
     ) -> Event:
         """The event, validated.
 
@@ -65,7 +68,9 @@ class Event:
         are the defaults) or an event name with ``data``. A catalogue event's ``data``
         is validated against its model; any other name's ``data`` is sent as given.
         The key defaults to the payload's routing field when it has one
-        (``novel_id`` of a novel-scope event). Raises :class:`InvalidEventError`.
+        (``novel_id`` of a novel-scope event). ``retain``: the gateway keeps the event as
+        the latest state of its coalesce key, sent first to every new stream that may see
+        it (it needs a coalesce key). Raises :class:`InvalidEventError`.
         """
         model: type[Payload] | None
         payload: Payload | None
@@ -96,6 +101,8 @@ class Event:
                 coalesce = _render(model.herald_coalesce, body)
         if scope is None:
             raise _invalid(f"{name!r} is outside the catalogue: give its scope", "scope")
+        if retain and coalesce is None:
+            raise _invalid("retain needs a coalesce key: the retained state is kept per key", "retain")
         if not _SCOPE.fullmatch(scope):
             raise _invalid(f"scope {scope[:40]!r} is not user, session, global or a resource type", "scope")
         if scope == "global":
@@ -112,6 +119,7 @@ class Event:
             priority=priority,
             coalesce=coalesce,
             idempotency_key=idempotency_key or new_idempotency_key(),
+            retain=retain,
         )
 
     def body(self) -> dict[str, Any]:
@@ -123,6 +131,8 @@ class Event:
             out["priority"] = self.priority
         if self.coalesce is not None:
             out["coalesce"] = self.coalesce
+        if self.retain:
+            out["retain"] = True
         out["idempotency_key"] = self.idempotency_key
         return out
 

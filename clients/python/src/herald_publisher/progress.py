@@ -9,7 +9,8 @@ On entry: ``task.created`` (when ``task_type`` is given) and
 ``task.status-changed`` ``pending`` → ``running``. :meth:`update` sends
 ``task.progress-updated`` (coalesce key ``task:{task_id}``) at most ``rate``
 times a second, always the latest value: updates in between replace each
-other and never wait for the network. On exit, whatever happened, the last
+other and never wait for the network (``retain=True``: each is also kept as the
+task's retained state, which a new stream gets first). On exit, whatever happened, the last
 pending update and then the terminal state, in one request:
 
 - the block ended: ``task.status-changed`` ``running`` → ``completed``;
@@ -74,6 +75,7 @@ class TaskOptions:
     rate: float = 2.0
     failure_code: str = "TASK_FAILED"
     failure_message: str = "The task failed"
+    retain: bool = False
 
 
 class _Task:
@@ -89,6 +91,7 @@ class _Task:
         self.interval = 1.0 / options.rate
         self.failure_code = options.failure_code
         self.failure_message = options.failure_message
+        self.retain = options.retain
         #: ``running`` inside the block, then how it ended.
         self.state: State = "pending"
         #: Progress updates sent (not those replaced by a newer one before their turn).
@@ -121,7 +124,7 @@ class _Task:
 
     def take(self) -> Event | None:
         latest, self._latest = self._latest, None
-        return None if latest is None else self.event(latest)
+        return None if latest is None else Event.build(latest, key=self.user_id, retain=self.retain)
 
     def closing(self, error: BaseException | None, *, cancelled: bool) -> list[Event]:
         """The last pending update, then the terminal state's events."""
@@ -302,6 +305,7 @@ def progress(
     rate: float = 2.0,
     failure_code: str = "TASK_FAILED",
     failure_message: str = "The task failed",
+    retain: bool = False,
 ) -> AsyncTaskProgress: ...
 
 
@@ -316,6 +320,7 @@ def progress(
     rate: float = 2.0,
     failure_code: str = "TASK_FAILED",
     failure_message: str = "The task failed",
+    retain: bool = False,
 ) -> TaskProgress: ...
 
 
@@ -329,11 +334,16 @@ def progress(
     rate: float = 2.0,
     failure_code: str = "TASK_FAILED",
     failure_message: str = "The task failed",
+    retain: bool = False,
 ) -> AsyncTaskProgress | TaskProgress:
     """A task's progress reporter for ``user_id``: ``async with`` for an :class:`AsyncPublisher`,
     ``with`` for a :class:`Publisher`. ``rate``: progress updates sent per second at most.
-    ``task_type``: also announce ``task.created`` on entry."""
-    options = TaskOptions(user_id, task_id, task_type, description, rate, failure_code, failure_message)
+    ``task_type``: also announce ``task.created`` on entry. ``retain``: the gateway keeps the
+    latest progress as the task's retained state (coalesce key ``task:{task_id}``), which a
+    new stream (a reloaded page) gets first."""
+    options = TaskOptions(
+        user_id, task_id, task_type, description, rate, failure_code, failure_message, retain
+    )
     if isinstance(publisher, AsyncPublisher):
         return AsyncTaskProgress(publisher, options)
     return TaskProgress(publisher, options)

@@ -113,6 +113,7 @@ class _Core:
         priority: Priority | None,
         coalesce: str | None,
         idempotency_key: str | None,
+        retain: bool = False,
     ) -> Event:
         if isinstance(event, Event):
             return event
@@ -124,6 +125,7 @@ class _Core:
             priority=priority,
             coalesce=coalesce,
             idempotency_key=idempotency_key,
+            retain=retain,
         )
 
     @staticmethod
@@ -235,9 +237,10 @@ class AsyncPublisher(_Core):
         priority: Priority | None = None,
         coalesce: str | None = None,
         idempotency_key: str | None = None,
+        retain: bool = False,
     ) -> str:
         """Publish one event; its id (cursor). Raises a :class:`HeraldError` subclass."""
-        item = self.event(event, scope, key, data, priority, coalesce, idempotency_key)
+        item = self.event(event, scope, key, data, priority, coalesce, idempotency_key, retain)
         return (await self.publish_event(item)).id
 
     async def publish_event(self, item: Event) -> Published:
@@ -352,9 +355,10 @@ class Publisher(_Core):
         priority: Priority | None = None,
         coalesce: str | None = None,
         idempotency_key: str | None = None,
+        retain: bool = False,
     ) -> str:
         """Publish one event; its id (cursor). Raises a :class:`HeraldError` subclass."""
-        item = self.event(event, scope, key, data, priority, coalesce, idempotency_key)
+        item = self.event(event, scope, key, data, priority, coalesce, idempotency_key, retain)
         return self.publish_event(item).id
 
     def publish_event(self, item: Event) -> Published:
