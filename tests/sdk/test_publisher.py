@@ -341,7 +341,10 @@ async def test_a_real_bus_outage_answers_503_and_the_publish_goes_through_once_t
         user = unique("kim")
         client = httpx.AsyncClient(timeout=10, event_hooks={"response": [on_response]})
         patient = RetryPolicy(attempts=100, deadline=60.0, base=0.05, cap=0.5)
-        async with client, open_stream(node.url, token=node.token(user)) as stream:
+        # The user's stream may be sent away while the bus is gone (it is, when the node
+        # notices first): like a browser, it comes back from its cursor afterwards.
+        before = node.publish(MARKER, "user", user, {})
+        async with client:
             redis.stop(save=True)
             publisher = AsyncPublisher(node.url, node.publisher_token, retry=patient, client=client)
             publishing = asyncio.create_task(
@@ -350,7 +353,11 @@ async def test_a_real_bus_outage_answers_503_and_the_publish_goes_through_once_t
             await wait_until(lambda: 503 in statuses, timeout=15, what="a 503 from the gateway")
             redis.start()
             cursor = await asyncio.wait_for(publishing, 45)
-            events = await until_marker(node, stream, user)
+            async with open_stream(node.url, token=node.token(user), last_event_id=before) as stream:
+                established = await stream.next()
+                assert established.event == "connection.established"
+                assert established.json()["recovered"] is True
+                events = await until_marker(node, stream, user)
     assert statuses[0] == 503
     assert statuses[-1] == 202
     assert [(e.event, e.id) for e in events] == [("test.outage-published", cursor)]
