@@ -139,13 +139,15 @@ class Connection:
         return f"<Connection {self.id} user={self.user_id} {self.state.name}>"
 
     def frame_of(self, record: BusRecord) -> bytes:
-        """The frame this stream gets for ``record`` (replay; live delivery inlines it)."""
+        """The frame this stream gets for ``record`` (the manager's ``direct`` delivery
+        hands streams that are not traced ``record.frame`` itself)."""
         return record.frame
 
-    # --- delivery (hot path)
+    # --- delivery (what the manager's direct path does not cover)
 
     def push(self, record: BusRecord) -> None:
-        """Deliver a record routed to this connection; called in cursor order."""
+        """Deliver a record routed to this connection; called in cursor order. A live,
+        unpaused, untraced stream gets its frames from the manager directly (``direct``)."""
         state = self.state
         if state is State.LIVE:
             if self._paused:
@@ -154,7 +156,7 @@ class Connection:
             out = self.pending
             if not out:
                 self._manager.mark_dirty(self)
-            out.append(record.frame)
+            out.append(self.frame_of(record))
             self.events_sent += 1
             self.last_cursor = record.cursor
         elif state is State.REPLAYING:
@@ -320,23 +322,6 @@ class TracedConnection(Connection):
 
     def frame_of(self, record: BusRecord) -> bytes:
         return traced_frame(record)
-
-    def push(self, record: BusRecord) -> None:
-        # Connection.push with the traced frame; the queue and the held list keep the record.
-        state = self.state
-        if state is State.LIVE:
-            if self._paused:
-                self._enqueue(record)
-                return
-            out = self.pending
-            if not out:
-                self._manager.mark_dirty(self)
-            out.append(traced_frame(record))
-            self.events_sent += 1
-            self.last_cursor = record.cursor
-        elif state is State.REPLAYING:
-            assert self._held is not None
-            self._held.append(record)
 
 
 def traced_frame(record: BusRecord) -> bytes:
