@@ -18,6 +18,7 @@ from herald.cluster.keys import Keyspace
 from herald.cluster.redis_client import RedisConnections
 from herald.cluster.redis_control import RedisNodeControl
 from tests.support.redis import RedisServer
+from tests.support.waiting import wait_until
 
 
 class Node:
@@ -78,9 +79,7 @@ async def test_ask_returns_the_one_answer_and_tell_reaches_every_other_node(node
     assert await nodes[0].control.ask({"op": "owner", "node": "nobody"}, timeout=5) is None
     await nodes[1].control.tell({"op": "note"})
     for node in (nodes[0], nodes[2]):
-        async with asyncio.timeout(5):
-            while not any(c.get("op") == "note" for c in node.heard):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await wait_until(lambda heard=node.heard: any(c.get("op") == "note" for c in heard), timeout=5)
     assert not any(c.get("op") == "note" for c in nodes[1].heard)
 
 
