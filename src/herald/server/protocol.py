@@ -27,6 +27,7 @@ from herald.api.stream_request import StreamRequest, log_stream_opened
 from herald.errors import HeraldError, ServerOverload
 from herald.server import http11, native_publish
 from herald.server.context import ServerContext
+from herald.server.eager import start_eagerly
 
 if TYPE_CHECKING:
     from herald.manager.connection import Connection
@@ -266,7 +267,8 @@ class HttpProtocol(asyncio.Protocol):
         if native_publish.serves(request):
             publish = native_publish.NativePublish(self, request)
             self.cycle = publish
-            self.ctx.loop.create_task(publish.run())
+            # Routed now, not a loop turn later: a busy node's turn is every stream's write.
+            start_eagerly(self.ctx.loop, publish.run())
             return
         from herald.server.asgi_cycle import AsgiCycle
 
