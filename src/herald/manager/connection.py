@@ -167,6 +167,7 @@ class Connection:
         """Queue a frame that is not a bus record (preamble, heartbeat, error)."""
         if self.state is State.CLOSED:
             return
+        self._manager.settle()  # frames go out in the order they were routed or written
         out = self.pending
         if not out:
             self._manager.mark_dirty(self)
@@ -190,14 +191,24 @@ class Connection:
         """Live with nothing waiting: a heartbeat may carry the node's cursor."""
         return self.state is State.LIVE and not self._paused
 
+    def _route(self) -> None:
+        """Set ``direct`` from the state, and tell the manager which streams are not."""
+        state = self.state
+        self.direct = direct = state is State.LIVE and not self._paused and not self.trace
+        if direct or state is State.CLOSED:
+            self._manager.indirect.discard(self)
+        else:
+            self._manager.indirect.add(self)
+
     # --- the replay seam
 
     def hold(self) -> None:
         """Hold live records again, as during a replay, until :meth:`release`: the
         retained states of a resource added mid-stream go out before them (D33)."""
         if self.state is State.LIVE:
+            self._manager.settle()
             self.state = State.REPLAYING
-            self.direct = False
+            self._route()
             self._held = []
 
     def release(self) -> None:
@@ -213,9 +224,10 @@ class Connection:
         ``seam`` is the newest cursor the replay covered (``None``: no replay,
         send everything held). Records at or before it were in the replay.
         """
+        self._manager.settle()  # what was routed while held is held, and cut at the seam
         held, self._held = self._held, None
         self.state = State.LIVE
-        self.direct = not self.trace and not self._paused
+        self._route()
         for record in held or ():
             if seam is None or record.cursor > seam:
                 self.push(record)
@@ -224,15 +236,17 @@ class Connection:
 
     def pause_writing(self) -> None:
         if not self._paused and self.state is not State.CLOSED:
+            self._manager.settle()
             self._paused = True
-            self.direct = False
+            self._route()
             self._manager.stats.backlogged += 1
 
     def resume_writing(self) -> None:
         if not self._paused:
             return
+        self._manager.settle()
         self._paused = False
-        self.direct = self.state is State.LIVE and not self.trace
+        self._route()
         self._manager.stats.backlogged -= 1
         queue = self._queue
         if not queue or self.state is State.CLOSED:
@@ -292,6 +306,7 @@ class Connection:
         """Forget everything waiting; the connection is closing."""
         self.state = State.CLOSED
         self.direct = False
+        self._manager.indirect.discard(self)
         if self._paused:
             self._paused = False
             self._manager.stats.backlogged -= 1

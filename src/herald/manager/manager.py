@@ -73,6 +73,13 @@ class ConnectionManager:
         self.traffic = ChannelTraffic(clock=time.monotonic)
         self._position = bus.head
         self._dirty: list[Connection] = []
+        #: This turn's run: consecutive records routed to the same receivers, handed to
+        #: them in one pass when the run ends (:meth:`settle`).
+        self._run_to: Collection[Connection] | None = None
+        self._run: list[BusRecord] = []
+        #: Indexed streams that are not ``direct`` (replaying, paused, traced): they take
+        #: each record as it is dispatched, through :meth:`Connection.push`.
+        self.indirect: set[Connection] = set()
         #: Cursor milliseconds of this turn's records that reached a stream, for the
         #: publish-to-write latency observed once the turn's writes are done.
         self._written_ms: list[int] = []
@@ -184,6 +191,8 @@ class ConnectionManager:
             joined_at=self.position,
         )
         self.index.add(conn)
+        # Replaying until it goes live; a run open now passes it by (go_live settles it first).
+        self.indirect.add(conn)
         bucket = self._next_bucket = (self._next_bucket + 1) % len(self._buckets)
         conn.bucket = bucket
         self._buckets[bucket].add(conn)
@@ -337,36 +346,74 @@ class ConnectionManager:
     # --- routing (hot path)
 
     def dispatch(self, record: BusRecord) -> None:
-        """The bus listener: route one record to its receivers on this node."""
+        """The bus listener: route one record to its receivers on this node.
+
+        Records that arrive in one loop turn for the same receivers (a broadcast's every
+        stream, one user's streams) make a run, handed to them in one pass when it ends:
+        several publishes in a turn cost one pass over the receivers, not one each, and
+        each stream gets the run's frames joined once for all of them (issue 16). A run
+        ends at the turn's flush, at a record for other receivers, and before anything
+        that changes who receives what or how (:meth:`settle`), so every record still
+        reaches exactly the streams it would have reached when it was dispatched.
+
+        Streams that are not ``direct`` take each record at once, as before runs: what
+        they do with it (hold it for the replay seam, queue and coalesce it behind a slow
+        socket) does not wait for the run to end."""
         self._position = cursor = record.cursor
         self.stats.dispatched += 1
-        receivers = self.index.receivers(record.message)
+        message = record.message
+        receivers = self.index.receivers(message)
         if receivers:
-            # Connection.push inlined for the streams it would append to (``direct``): a
-            # broadcast to 10,000 streams makes 10,000 of these turns, and a method call
-            # each was most of what the node spent per delivery beyond the socket write
-            # (issue 16, ``python -m bench.fanout``). The rest take the general path.
-            frame = record.frame
-            dirty = self._dirty
-            for conn in receivers:
-                if conn.direct:
-                    pending = conn.pending
-                    if not pending:
-                        dirty.append(conn)
-                    pending.append(frame)
-                    conn.events_sent += 1
-                    conn.last_cursor = cursor
+            indirect = self.indirect
+            if indirect:
+                if len(receivers) <= len(indirect):
+                    for conn in receivers:
+                        if not conn.direct:
+                            conn.push(record)
                 else:
-                    conn.push(record)
-            if dirty and not self._flush_scheduled:
-                self._flush_scheduled = True
-                assert self._loop is not None
-                self._loop.call_soon(self._flush)
-            self.traffic.count(record.message, len(receivers))
-            if self._flush_scheduled:
-                self._written_ms.append(cursor.ms)
+                    for conn in indirect:  # push changes no stream's routing
+                        if visible_to(conn, message):
+                            conn.push(record)
+            if receivers is not self._run_to:
+                if self._run_to is not None:
+                    self.settle()
+                self._run_to = receivers
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    assert self._loop is not None
+                    self._loop.call_soon(self._flush)
+            self._run.append(record)
+            self.traffic.count(message, len(receivers))
+            self._written_ms.append(cursor.ms)
         if self.tracing is not None:
             self._trace_fanout(self.tracing, record, len(receivers))
+
+    def settle(self) -> None:
+        """Hand the open run to its receivers now. Called before the routing index, a
+        stream's state or the order of its frames changes: what was routed before the
+        change goes to the streams, and in the way, it was routed to."""
+        receivers = self._run_to
+        if receivers is None:
+            return
+        run, self._run, self._run_to = self._run, [], None
+        last = run[-1]
+        cursor = last.cursor
+        count = len(run)
+        # Connection.push inlined for the streams it would append to (``direct``): a
+        # broadcast to 10,000 streams makes 10,000 of these turns, and a method call each
+        # was most of what the node spent per delivery beyond the socket write (issue 16,
+        # ``python -m bench.fanout``).
+        data = last.frame if count == 1 else b"".join([record.frame for record in run])
+        dirty = self._dirty
+        for conn in receivers:
+            if conn.direct:
+                pending = conn.pending
+                if not pending:
+                    dirty.append(conn)
+                pending.append(data)
+                conn.events_sent += count
+                conn.last_cursor = cursor
+            # A stream that is not direct took the run's records as they were dispatched.
 
     def _trace_fanout(self, tracing: Tracing, record: BusRecord, receivers: int) -> None:
         """One ``herald.fanout`` span for ``record`` on this node, whatever its receivers;
@@ -393,6 +440,7 @@ class ConnectionManager:
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        self.settle()
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         if self._fanouts:
@@ -459,6 +507,7 @@ class ConnectionManager:
         """Remove ``conn`` everywhere and end its stream with ``final``. Idempotent."""
         if conn.state is State.CLOSED:
             return
+        self.settle()
         conn.close_reason = reason
         conn.discard()
         if conn.following:
@@ -513,6 +562,7 @@ class ConnectionManager:
         position = self.position
         ready = None
         if added or removed:
+            self.settle()
             self.index.subscribe(conn, added)
             self.index.unsubscribe(conn, removed)
             if conn.following:
@@ -639,6 +689,7 @@ class ConnectionManager:
         bucket = self._buckets[self._next_tick_bucket()]
         if not bucket:
             return
+        self.settle()  # a heartbeat's id is the node's position: the frames before it go first
         tracked = frames.heartbeat(self.position)
         bare = frames.heartbeat(None)
         for conn in bucket:

@@ -19,10 +19,13 @@ _NOBODY: frozenset[Connection] = frozenset()
 
 
 class RoutingIndex:
-    __slots__ = ("all", "by_resource", "by_session", "by_user")
+    __slots__ = ("all", "by_resource", "by_session", "by_user", "everyone")
 
     def __init__(self) -> None:
         self.all: dict[str, Connection] = {}
+        #: A live view of every connection, the same object for every global event: the
+        #: manager hands a turn's run of records to one receivers object in one pass.
+        self.everyone = self.all.values()
         self.by_user: dict[str, set[Connection]] = {}
         self.by_session: dict[str, set[Connection]] = {}
         self.by_resource: dict[str, set[Connection]] = {}
@@ -62,7 +65,7 @@ class RoutingIndex:
         if scope == SESSION:
             return self.by_session.get(message.key, _NOBODY)  # type: ignore[arg-type]
         if scope == GLOBAL:
-            return self.all.values()
+            return self.everyone
         return self.by_resource.get(f"{scope}:{message.key}", _NOBODY)
 
     def users(self) -> int:
