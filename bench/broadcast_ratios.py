@@ -24,13 +24,15 @@ DELIVERIES_TARGET = 0.8
 CPU_TARGET = 1.3
 
 Result = dict[str, Any]
+#: Per (N, events/s): the medians of each server and the ratios.
+Rows = dict[tuple[int, float], dict[str, float | None]]
 
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def cells(docs: list[Result]) -> dict[tuple[int, float], dict[str, float | None]]:
+def cells(docs: list[Result]) -> Rows:
     """Per (N, rate): the medians over rounds of each server's figures, and the ratios."""
     stages: dict[tuple[str, int, float], list[Result]] = {}
     most: dict[tuple[str, int], list[float]] = {}
@@ -42,7 +44,7 @@ def cells(docs: list[Result]) -> dict[tuple[int, float], dict[str, float | None]
             most.setdefault(key, []).append(max_sustained(r) or 0.0)
             for s in r["broadcast"]:
                 stages.setdefault((r["server"], r["n"], s["rate"]), []).append(s)
-    out: dict[tuple[int, float], dict[str, float | None]] = {}
+    out: Rows = {}
     for (server, n, rate), _ in sorted(stages.items()):
         if server != "herald" or ("ceiling", n, rate) not in stages:
             continue
@@ -76,7 +78,7 @@ def _n(v: float | None) -> str:
     return "—" if v is None else f"{v:,.0f}"
 
 
-def table(rows: dict[tuple[int, float], dict[str, float | None]]) -> str:
+def table(rows: Rows) -> str:
     lines = [
         "| N | events/s | Herald p99 ms | ceiling p99 ms | p99 ratio | deliveries/s ratio "
         "| CPU µs / delivery ratio | max sustained ratio |",
@@ -91,7 +93,7 @@ def table(rows: dict[tuple[int, float], dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
-def verdicts(rows: dict[tuple[int, float], dict[str, float | None]]) -> list[str]:
+def verdicts(rows: Rows) -> list[str]:
     out = []
     for (n, rate), row in sorted(rows.items(), key=lambda item: (-item[0][0], item[0][1])):
         checks = [
@@ -108,17 +110,23 @@ def verdicts(rows: dict[tuple[int, float], dict[str, float | None]]) -> list[str
     return out
 
 
-def plot(rows: dict[tuple[int, float], dict[str, float | None]], path: Path) -> Path:
+def plot(rows: Rows, path: Path, before: Rows | None = None) -> Path:
+    """The three ratios against the rate, one line per N; ``before``'s dashed, for comparison."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 4))
-    for n in sorted({n for n, _ in rows}):
-        rates = sorted(rate for m, rate in rows if m == n)
-        for ax, key in ((a1, "p99_ratio"), (a2, "deliveries_ratio"), (a3, "cpu_ratio")):
-            ax.plot(rates, [rows[(n, r)][key] for r in rates], "o-", label=f"N = {n:,}")
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple"]
+    for k, n in enumerate(sorted({n for n, _ in rows})):
+        for data, style, label in ((before, "x--", "before"), (rows, "o-", "")):
+            if not data:
+                continue
+            rates = sorted(rate for m, rate in data if m == n)
+            for ax, key in ((a1, "p99_ratio"), (a2, "deliveries_ratio"), (a3, "cpu_ratio")):
+                values = [data[(n, r)][key] for r in rates]
+                ax.plot(rates, values, style, color=colors[k % 4], label=f"N = {n:,} {label}".strip())
     for ax, title, target in (
         (a1, "p99, Herald ÷ ceiling", P99_TARGET),
         (a2, "deliveries/s, Herald ÷ ceiling", DELIVERIES_TARGET),
@@ -141,14 +149,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", type=Path, help="bench/results/*-full.json files")
     parser.add_argument("--plot", action="store_true", help=f"write {PLOTS}/broadcast-vs-ceiling.png")
+    parser.add_argument("--before", nargs="*", type=Path, default=[], help="results to draw dashed")
     args = parser.parse_args()
     rows = cells([json.loads(p.read_text()) for p in args.results])
+    before = cells([json.loads(p.read_text()) for p in args.before]) if args.before else None
     print(table(rows))
     print()
     for line in verdicts(rows):
         print(line)
     if args.plot:
-        print(plot(rows, PLOTS / "broadcast-vs-ceiling.png"))
+        print(plot(rows, PLOTS / "broadcast-vs-ceiling.png", before))
 
 
 if __name__ == "__main__":
