@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.api import Api, api_client, unique, wait_until
+from tests.support.api import Api, api_client, publish_pipelined, unique, wait_until
 from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.sse import open_stream
 
@@ -162,3 +162,18 @@ async def test_sigterm_sends_the_held_events_before_the_streams_close() -> None:
     assert [e.event for e in rest] == ["task.progress-updated", "connection.closing"]
     assert rest[0].json()["progress"] == 2
     assert answer["id"] == rest[0].id
+
+
+async def test_publishes_pipelined_behind_a_held_one_are_each_answered_in_order(
+    throttled: GatewayProcess,
+) -> None:
+    """A publish is run at once from the callback that parsed it (D21). The ones a client
+    pipelined behind a publish that waits (here one the throttle holds) run when it is
+    answered, each finishing at once: they must not nest inside one another."""
+    user, task = unique("u"), unique("t")
+    plain = {"event": "task.created", "scope": "user", "key": user, "data": {"task_id": task}}
+    cursors = await publish_pipelined(
+        throttled, [progress(user, task, 1), progress(user, task, 2), *[plain] * 1500]
+    )
+    assert len(cursors) == 1502
+    assert [key(c) for c in cursors[2:]] == sorted(key(c) for c in cursors[2:])

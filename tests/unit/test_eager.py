@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from herald.server.eager import start_eagerly
+from tests.support.waiting import wait_until
 
 
 async def test_a_coroutine_that_never_waits_is_done_before_start_eagerly_returns() -> None:
@@ -116,3 +117,21 @@ async def test_an_exception_in_the_eager_step_is_raised_by_the_task() -> None:
     carrier = start_eagerly(asyncio.get_running_loop(), refuses())
     with pytest.raises(ValueError, match="bad body"):
         await carrier
+
+
+async def test_started_from_inside_an_eager_step_it_is_an_ordinary_task_so_steps_never_nest() -> None:
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    async def answer(n: int) -> None:
+        order.append(f"start {n}")
+        if n < 3:
+            start_eagerly(loop, answer(n + 1))  # as a pipelined publish after this one's answer
+        order.append(f"end {n}")
+
+    first = start_eagerly(loop, answer(0))
+    assert order == ["start 0", "end 0"]
+    await first
+    await wait_until(lambda: len(order) == 8)
+    # 1 runs as a task; 2, started from that task (not an eager step), eagerly inside it; 3 as a task.
+    assert order == ["start 0", "end 0", "start 1", "start 2", "end 2", "end 1", "start 3", "end 3"]

@@ -22,12 +22,22 @@ from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Coroutine, Generator
 from typing import Any
 
+#: Eager steps under way (in this thread's loop, as they are synchronous).
+_running = 0
+
 
 def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     """Run ``coro`` now until it first waits; its task carries on from there, if it does.
 
     A publish on the memory bus never waits: it is routed, and answered, right here.
-    The task returned finishes a turn later with nothing left to do."""
+    The task returned finishes a turn later with nothing left to do.
+
+    Called from inside another eager step, ``coro`` is an ordinary task instead: a
+    client's pipelined publishes are each started as the one before is answered, and
+    eagerly they would nest one inside another, as deep as the pipeline."""
+    global _running
+    if _running:
+        return loop.create_task(coro)
     rest = _Rest(coro)
     context = contextvars.copy_context()
     task = loop.create_task(rest.run(), context=context)
@@ -35,9 +45,11 @@ def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Non
     if prior is not None:
         _leave_task(loop, prior)
     _enter_task(loop, task)
+    _running += 1
     try:
         context.run(rest.first_step)
     finally:
+        _running -= 1
         _leave_task(loop, task)
         if prior is not None:
             _enter_task(loop, prior)
