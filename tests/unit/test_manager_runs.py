@@ -106,3 +106,18 @@ async def test_a_stream_closed_inside_a_run_gets_what_was_routed_before_its_fina
     assert numbers(alice.events())[0] == 1
     assert alice.closed
     assert conn not in manager.indirect
+
+
+async def test_a_record_only_queued_behind_a_paused_stream_is_not_observed_as_written() -> None:
+    bus, manager = await make_manager()
+    conn, _ = await connect(manager, "alice")
+    await flushed()
+    written = manager.stats.write_latency.count
+    conn.pause_writing()
+    await publish(bus, notice(1))
+    await flushed()
+    assert manager.stats.write_latency.count == written
+    conn.resume_writing()
+    await publish(bus, notice(2))
+    await flushed()
+    assert manager.stats.write_latency.count == written + 1

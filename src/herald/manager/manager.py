@@ -359,7 +359,7 @@ class ConnectionManager:
         Streams that are not ``direct`` take each record at once, as before runs: what
         they do with it (hold it for the replay seam, queue and coalesce it behind a slow
         socket) does not wait for the run to end."""
-        self._position = cursor = record.cursor
+        self._position = record.cursor
         self.stats.dispatched += 1
         message = record.message
         receivers = self.index.receivers(message)
@@ -384,7 +384,6 @@ class ConnectionManager:
                     self._loop.call_soon(self._flush)
             self._run.append(record)
             self.traffic.count(message, len(receivers))
-            self._written_ms.append(cursor.ms)
         if self.tracing is not None:
             self._trace_fanout(self.tracing, record, len(receivers))
 
@@ -414,6 +413,9 @@ class ConnectionManager:
                 conn.events_sent += count
                 conn.last_cursor = cursor
             # A stream that is not direct took the run's records as they were dispatched.
+        if dirty:
+            # Observed once the turn's writes are done (a run only held or queued is not).
+            self._written_ms.extend([record.cursor.ms for record in run])
 
     def _trace_fanout(self, tracing: Tracing, record: BusRecord, receivers: int) -> None:
         """One ``herald.fanout`` span for ``record`` on this node, whatever its receivers;
