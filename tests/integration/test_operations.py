@@ -33,6 +33,7 @@ FAMILIES = {
     "herald_slow_consumer_closes",
     "herald_replays",
     "herald_replay_events",
+    "herald_retained_events",
     "herald_publish_to_write_seconds",
     "herald_source_messages",
     "herald_source_lag",

@@ -20,6 +20,7 @@ import pytest
 from tests.support.api import Api, api_client, unique, until_marker
 from tests.support.cluster import cluster_env, running_cluster
 from tests.support.gateway import GatewayProcess, running_gateway
+from tests.support.metrics import sample
 from tests.support.redis import RedisServer, running_redis
 from tests.support.sse import Event, Stream, StreamRefused, open_stream
 from tests.support.waiting import wait_until
@@ -118,6 +119,18 @@ async def test_a_fresh_stream_gets_the_newest_retained_state_of_each_key_first(s
         event = await stream.next()
         assert (event.id, is_retained(event)) == (live, False)
     assert cursor_key(newest_a) < cursor_key(live)
+
+
+async def test_the_retained_states_a_node_writes_are_counted_in_its_metrics(site: Deployment) -> None:
+    user = unique("u")
+    await progress(site.publish, "user", user, "a", 10, retain=True)
+    await progress(site.publish, "user", user, "b", 5, retain=True)
+    before = await sample(site.other.client, "herald_retained_events_total")
+    async with open_stream(site.stream.url, token=site.stream.token(user)) as stream:
+        await stream.next()
+        kept, _ = await retained_then_marker(stream, site.other, with_global=True)
+    assert len([e for e in kept if e.json()["_scope"] == "user"]) == 2
+    assert await sample(site.other.client, "herald_retained_events_total") == before + len(kept)
 
 
 async def test_retained_states_are_seen_only_by_streams_that_may_see_their_channel(site: Deployment) -> None:

@@ -107,6 +107,7 @@ class NodeHealth:
             replay_hits=stats.replay_hits,
             replay_misses=dict(stats.replay_miss_reasons),
             replay_sizes=stats.replay_sizes,
+            retained_sent=stats.retained_sent,
             replay_reads=_replay_reads(self._bus),
             write_latency=stats.write_latency,
             subscriptions_added=stats.subscriptions_added,

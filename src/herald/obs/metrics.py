@@ -94,6 +94,8 @@ class Readings:
     replay_hits: int = 0
     replay_misses: Mapping[str, int] = field(default_factory=dict)
     replay_sizes: Histogram | None = None
+    #: Retained states written to streams that did not resume exactly (D33).
+    retained_sent: int = 0
     #: The Redis bus: channel reads for replays, from a channel's tail or from Redis.
     replay_reads: Mapping[str, int] = field(default_factory=dict)
     write_latency: Histogram | None = None
@@ -179,6 +181,11 @@ class HeraldCollector(Collector):
         yield replays
         if r.replay_sizes is not None:
             yield _histogram("herald_replay_events", "Events written by each exact replay", r.replay_sizes)
+        yield _counter(
+            "herald_retained_events",
+            "Retained states written to streams that did not resume exactly (D33)",
+            r.retained_sent,
+        )
         if r.replay_reads:
             yield _labelled_counter(
                 "herald_replay_channel_reads",
