@@ -49,9 +49,29 @@ async def test_a_stream_opened_inside_a_run_gets_only_what_came_after_it() -> No
     _, carol = await connect(manager, "carol")
     await publish(bus, notice(2))
     await flushed()
-    assert len(alice.written) == 1, "the run was handed over before carol's stream opened"
+    assert len(alice.written) == 1, "the turn's frames leave in one write"
     assert numbers(alice.events()) == [1, 2]
     assert numbers(carol.events()) == [2]
+
+
+async def test_a_stream_held_and_released_inside_a_run_gets_each_record_once() -> None:
+    """Released with nothing of its own to write first (no retained state), a stream that
+    took a record into its held list while the run was open must not get it from the
+    run as well."""
+    bus, manager = await make_manager()
+    conn, alice = await connect(manager, "alice")
+    _, bob = await connect(manager, "bob")
+    await flushed()
+    alice.written.clear()
+    bob.written.clear()
+    await publish(bus, notice(1))
+    conn.hold()
+    await publish(bus, notice(2))
+    conn.release()
+    await publish(bus, notice(3))
+    await flushed()
+    assert numbers(alice.events()) == [1, 2, 3]
+    assert numbers(bob.events()) == [1, 2, 3]
 
 
 async def test_a_resource_added_inside_a_run_is_live_only_after_the_change() -> None:
