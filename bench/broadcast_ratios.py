@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.report import PLOTS, max_sustained
+from bench.report import PLOTS, fmt, max_sustained
 
 P99_TARGET = 1.2
 DELIVERIES_TARGET = 0.8
@@ -45,7 +45,7 @@ def cells(docs: list[Result]) -> Rows:
             for s in r["broadcast"]:
                 stages.setdefault((r["server"], r["n"], s["rate"]), []).append(s)
     out: Rows = {}
-    for (server, n, rate), _ in sorted(stages.items()):
+    for server, n, rate in sorted(stages):
         if server != "herald" or ("ceiling", n, rate) not in stages:
             continue
         row: dict[str, float | None] = {}
@@ -74,10 +74,6 @@ def _x(v: float | None, digits: int = 2) -> str:
     return "—" if v is None else f"{v:.{digits}f}×"
 
 
-def _n(v: float | None) -> str:
-    return "—" if v is None else f"{v:,.0f}"
-
-
 def table(rows: Rows) -> str:
     lines = [
         "| N | events/s | Herald p99 ms | ceiling p99 ms | p99 ratio | deliveries/s ratio "
@@ -86,7 +82,7 @@ def table(rows: Rows) -> str:
     ]
     for (n, rate), row in sorted(rows.items(), key=lambda item: (-item[0][0], item[0][1])):
         lines.append(
-            f"| {n:,} | {rate:g} | {_n(row['herald_p99'])} | {_n(row['ceiling_p99'])} "
+            f"| {n:,} | {rate:g} | {fmt(row['herald_p99'], 0)} | {fmt(row['ceiling_p99'], 0)} "
             f"| {_x(row['p99_ratio'])} | {_x(row['deliveries_ratio'])} | {_x(row['cpu_ratio'])} "
             f"| {_x(row['max_ratio'])} |"
         )

@@ -305,8 +305,7 @@ class Connection:
     def discard(self) -> None:
         """Forget everything waiting; the connection is closing."""
         self.state = State.CLOSED
-        self.direct = False
-        self._manager.indirect.discard(self)
+        self._route()
         if self._paused:
             self._paused = False
             self._manager.stats.backlogged -= 1
