@@ -36,7 +36,7 @@ from fastapi import Cookie, FastAPI, HTTPException
 from fastapi.staticfiles import StaticFiles
 from herald_publisher import AsyncPublisher, add_event, progress
 from herald_publisher.catalogue import ChapterDraftCreated
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -150,6 +150,8 @@ app.mount("/herald", create_app(gateway, manage_gateway=False))
 
 
 class TaskView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     title: str
     status: str
@@ -159,6 +161,8 @@ class TaskView(BaseModel):
 
 
 class DocumentView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     number: int
     title: str
@@ -176,17 +180,6 @@ UserCookie = Annotated[str | None, Cookie()]
 def current_user(writer_user: str | None) -> str:
     """The signed-in user: a fixed demo user, or the ``writer_user`` cookie (the app's own login)."""
     return writer_user or "demo"
-
-
-def view(task: Task) -> TaskView:
-    return TaskView(
-        id=task.id,
-        title=task.title,
-        status=task.status,
-        progress=task.progress,
-        message=task.message,
-        document_id=task.document_id,
-    )
 
 
 @app.get("/api/herald-token")
@@ -210,7 +203,7 @@ async def list_tasks(writer_user: UserCookie = None) -> list[TaskView]:
         rows = await session.scalars(
             select(Task).where(Task.user_id == user).order_by(Task.created_at.desc(), Task.id)
         )
-        return [view(task) for task in rows]
+        return [TaskView.model_validate(task) for task in rows]
 
 
 @app.post("/api/tasks", status_code=201)
@@ -229,7 +222,7 @@ async def start_task(body: NewTask, writer_user: UserCookie = None) -> TaskView:
     job = asyncio.create_task(write_chapter(task.id, user, task.title), name=f"write-{task.id}")
     running.add(job)
     job.add_done_callback(running.discard)
-    return view(task)
+    return TaskView.model_validate(task)
 
 
 @app.get("/api/documents/{document_id}")
@@ -238,7 +231,7 @@ async def get_document(document_id: str, writer_user: UserCookie = None) -> Docu
         document = await session.get(Document, document_id)
     if document is None or document.user_id != current_user(writer_user):
         raise HTTPException(404, "no such document")
-    return DocumentView(id=document.id, number=document.number, title=document.title, body=document.body)
+    return DocumentView.model_validate(document)
 
 
 # --- the long task
