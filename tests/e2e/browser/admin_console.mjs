@@ -15,7 +15,7 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 
-import { deadline, emit, fail, launch, parseArgs, serveCommands } from "./lib.mjs";
+import { deadline, emit, fail, finisher, launch, parseArgs, reportPageErrors, serveCommands } from "./lib.mjs";
 
 const args = parseArgs(process.argv.slice(2));
 const gateway = args.gateway ?? process.env.HERALD_URL;
@@ -24,24 +24,13 @@ if (!gateway) fail("usage: admin_console.mjs --gateway URL");
 
 const report = (entry) => emit({ ...entry, t: Date.now() });
 const browser = await launch();
-let finished = false;
-
-async function finish(extra = {}) {
-  if (finished) return;
-  finished = true;
-  await browser.close();
-  emit({ kind: "result", ok: true, ...extra });
-  process.exit(0);
-}
+const finish = finisher(() => browser.close());
 
 deadline(seconds, () => browser.close());
 
 const { page } = browser;
 await page.setViewportSize({ width: 1440, height: 1000 });
-page.on("pageerror", (err) => report({ kind: "page-error", message: String(err && err.message) }));
-page.on("console", (msg) => {
-  if (msg.type() === "error") report({ kind: "console", text: msg.text() });
-});
+reportPageErrors(page, report);
 page.on("dialog", async (dialog) => {
   report({ kind: "dialog", message: dialog.message() });
   await dialog.dismiss();

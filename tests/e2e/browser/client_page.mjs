@@ -22,7 +22,7 @@ import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { bundle, deadline, emit, fail, launch, parseArgs, redact, serveCommands, startAppServer } from "./lib.mjs";
+import { bundle, deadline, emit, fail, finisher, launch, parseArgs, redact, reportPageErrors, serveCommands, startAppServer } from "./lib.mjs";
 
 const args = parseArgs(process.argv.slice(2));
 const gateway = args.gateway ?? process.env.HERALD_URL;
@@ -57,17 +57,12 @@ const app = await startAppServer(Number(new URL(gateway).port), {
 const origin = `http://127.0.0.1:${app.port}`;
 
 const browser = await launch();
-let finished = false;
 const tabs = [];
 
-async function finish(extra = {}) {
-  if (finished) return;
-  finished = true;
+const finish = finisher(async () => {
   await browser.close();
   app.close();
-  emit({ kind: "result", ok: true, entries, ...extra });
-  process.exit(0);
-}
+}, { entries });
 
 deadline(seconds, async () => {
   await browser.close();
@@ -78,10 +73,7 @@ async function prepare(page) {
   const tab = tabs.length;
   tabs.push(page);
   await page.setViewportSize({ width: 1000, height: 700 });
-  page.on("pageerror", (err) => report({ kind: "page-error", tab, message: String(err && err.message) }));
-  page.on("console", (msg) => {
-    if (msg.type() === "error") report({ kind: "console", tab, text: msg.text() });
-  });
+  reportPageErrors(page, report, { tab });
   const isStream = (url) => new URL(url).pathname === "/api/v1/events/stream";
   let requests = 0;
   page.on("request", async (request) => {

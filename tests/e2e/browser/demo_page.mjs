@@ -14,16 +14,7 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 
-import {
-  deadline,
-  emit,
-  fail,
-  launch,
-  parseArgs,
-  serveCommands,
-  startProxy,
-  watchStreamRequests,
-} from "./lib.mjs";
+import { deadline, emit, fail, finisher, launch, parseArgs, reportPageErrors, serveCommands, startProxy, watchStreamRequests } from "./lib.mjs";
 
 const args = parseArgs(process.argv.slice(2));
 const gateway = args.gateway ?? process.env.HERALD_URL;
@@ -39,16 +30,10 @@ const report = (entry) => {
 
 const browser = await launch();
 let proxy = null;
-let finished = false;
-
-async function finish(extra = {}) {
-  if (finished) return;
-  finished = true;
+const finish = finisher(async () => {
   await browser.close();
   if (proxy) proxy.close();
-  emit({ kind: "result", ok: true, entries, ...extra });
-  process.exit(0);
-}
+}, { entries });
 
 deadline(seconds, async () => {
   await browser.close();
@@ -63,10 +48,7 @@ if (args.proxy) {
 
 const { page } = browser;
 await page.setViewportSize({ width: 1360, height: 900 });
-page.on("pageerror", (err) => report({ kind: "page-error", message: String(err && err.message) }));
-page.on("console", (msg) => {
-  if (msg.type() === "error") report({ kind: "console", text: msg.text() });
-});
+reportPageErrors(page, report);
 watchStreamRequests(page, report);
 await page.goto(`${origin}${args.path ?? "/"}`);
 report({ kind: "ready", origin, proxied: Boolean(proxy) });

@@ -17,7 +17,7 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 
-import { deadline, emit, fail, launch, parseArgs, serveCommands } from "./lib.mjs";
+import { deadline, emit, fail, finisher, launch, parseArgs, reportPageErrors, serveCommands } from "./lib.mjs";
 
 const args = parseArgs(process.argv.slice(2));
 const seconds = Number(args.timeout ?? 60);
@@ -31,24 +31,13 @@ const report = (entry) => {
 };
 
 const browser = await launch();
-let finished = false;
-
-async function finish(extra = {}) {
-  if (finished) return;
-  finished = true;
-  await browser.close();
-  emit({ kind: "result", ok: true, ...extra });
-  process.exit(0);
-}
+const finish = finisher(() => browser.close());
 
 deadline(seconds, () => browser.close());
 
 const { page } = browser;
 await page.setViewportSize({ width: 1100, height: 900 });
-page.on("pageerror", (err) => report({ kind: "page-error", message: String(err && err.message) }));
-page.on("console", (msg) => {
-  if (msg.type() === "error") report({ kind: "console", text: msg.text() });
-});
+reportPageErrors(page, report);
 let streams = 0;
 page.on("request", async (request) => {
   const url = new URL(request.url());

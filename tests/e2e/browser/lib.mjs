@@ -211,6 +211,30 @@ export function serveCommands(handlers) {
   lines.on("close", () => handlers.close?.({ cmd: "close", eof: true }));
 }
 
+/**
+ * The `finish(extra)` of a driver: once only, whoever calls it first (the `close`
+ * command, stdin's end, the page itself): `cleanup()` (the browser, a proxy), then
+ * the `result` line with `fields` and `extra`, then exit.
+ */
+export function finisher(cleanup, fields = {}) {
+  let finished = false;
+  return async (extra = {}) => {
+    if (finished) return;
+    finished = true;
+    await cleanup();
+    emit({ kind: "result", ok: true, ...fields, ...extra });
+    process.exit(0);
+  };
+}
+
+/** Report the page's uncaught exceptions (`page-error`) and console errors (`console`), with `fields`. */
+export function reportPageErrors(page, report, fields = {}) {
+  page.on("pageerror", (err) => report({ kind: "page-error", ...fields, message: String(err && err.message) }));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") report({ kind: "console", ...fields, text: msg.text() });
+  });
+}
+
 /** Fail the run after `seconds` whatever happens, so a hung browser never hangs the tests. */
 export function deadline(seconds, onExpiry) {
   const timer = setTimeout(async () => {

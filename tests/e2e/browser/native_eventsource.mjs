@@ -14,16 +14,7 @@
 // EventSource's lastEventId, data), `request` (whether the browser sent
 // Last-Event-ID), `response` (status); then one `result` line on `close`.
 
-import {
-  deadline,
-  emit,
-  fail,
-  launch,
-  parseArgs,
-  serveCommands,
-  startProxy,
-  watchStreamRequests,
-} from "./lib.mjs";
+import { deadline, emit, fail, finisher, launch, parseArgs, serveCommands, startProxy, watchStreamRequests } from "./lib.mjs";
 
 const args = parseArgs(process.argv.slice(2));
 const gateway = args.gateway ?? process.env.HERALD_URL;
@@ -43,17 +34,11 @@ const report = (entry) => {
 
 const browser = await launch();
 let proxy = null;
-let finished = false;
-
-async function finish(extra = {}) {
-  if (finished) return;
-  finished = true;
+const finish = finisher(async () => {
   await browser.page.evaluate(() => window.__es && window.__es.close()).catch(() => {});
   await browser.close();
   if (proxy) proxy.close();
-  emit({ kind: "result", ok: true, entries, ...extra });
-  process.exit(0);
-}
+}, { entries });
 
 deadline(seconds, async () => {
   await browser.close();

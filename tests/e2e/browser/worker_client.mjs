@@ -6,7 +6,7 @@
 //
 // Reports `event` (name, id, data) and `state` (status, role) lines.
 
-import { deadline, emit, fail, launch, parseArgs, serveCommands } from "./lib.mjs";
+import { deadline, emit, fail, finisher, launch, parseArgs, serveCommands } from "./lib.mjs";
 
 const args = parseArgs(process.argv.slice(2));
 const gateway = (args.gateway ?? process.env.HERALD_URL ?? "").replace(/\/$/, "");
@@ -20,14 +20,7 @@ const report = (entry) => {
 };
 
 const browser = await launch();
-let finished = false;
-async function finish(extra = {}) {
-  if (finished) return;
-  finished = true;
-  await browser.close();
-  emit({ kind: "result", ok: true, entries, ...extra });
-  process.exit(0);
-}
+const finish = finisher(() => browser.close(), { entries });
 deadline(Number(args.timeout ?? 25), () => browser.close());
 
 const { page } = browser;
