@@ -20,10 +20,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from herald.config import Settings
 from tests.reliability.tokens import b64, sign_hs256
 
 HOST = "127.0.0.1"
 HEALTH = b"GET /api/v1/events/health HTTP/1.1\r\nhost: x\r\n\r\n"
+#: The node's default ``HERALD_KEEPALIVE_TIMEOUT_SECONDS``: an idle keep-alive connection closes then.
+KEEPALIVE_SECONDS: float = Settings.model_fields["keepalive_timeout_seconds"].default
 #: The address the flood claims (a trusted proxy's X-Forwarded-For); documentation range.
 ATTACKER = "192.0.2.66"
 
@@ -207,7 +210,9 @@ async def smuggling(port: int, seconds: float, _: str) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline or rounds == 0:
         for name, raw, _expected in SMUGGLING:
-            answer = await _answer(port, raw)
+            # Read to the end: a request answered 200 keeps its connection until the node's
+            # keep-alive timeout, so wait past that; an equal bound raced the close.
+            answer = await _answer(port, raw, timeout=KEEPALIVE_SECONDS + 5.0)
             got = _statuses(answer)
             if b'"status":"ok"' in answer and name != "GET with a body holding a request":
                 got.append(-1)  # the inner request was answered: smuggled
